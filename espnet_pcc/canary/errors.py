@@ -1,0 +1,44 @@
+"""User-facing errors and the CLI wrapper that turns them into one clean line.
+
+A :class:`UserError` is a problem with the user's input (bad value, missing tool, id collision,
+checkpoint/config mismatch). CLIs print ``error: <message>`` and exit 2 without a traceback;
+``--verbose`` re-raises so the full traceback shows. Anything else is a bug and propagates.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+
+class UserError(Exception):
+    """An error caused by user input; its message names the bad value."""
+
+
+def run_cli(body: Callable[[], None], verbose: bool, prog: str) -> None:
+    """Run a CLI body; on :class:`UserError` print one line and exit 2 (traceback if verbose)."""
+    try:
+        body()
+    except UserError as e:
+        if verbose:
+            raise
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Progress at INFO on stderr (ESPnet's format); DEBUG when verbose."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def get_verbose(argv: Optional[Sequence[str]]) -> bool:
+    """Whether ``--verbose`` is among the arguments (used before parsing succeeds)."""
+    args = sys.argv[1:] if argv is None else argv
+    return "--verbose" in args
