@@ -1,0 +1,244 @@
+"""PCCTrainer: espnet2's Trainer with per-core clipping.
+
+Cores of one optimizer step = (DDP rank) × (`accum_grad` micro-batch) ×
+(`num_cores` split of the micro-batch; per_example: one per utterance).  For
+each core the trainer runs forward and backward on that core's own mean loss
+(under DDP `no_sync`, so no gradient is communicated per micro-batch), hands
+the gradient to `PerCoreClipOptimizer.add_core()`, and every `accum_grad`
+micro-batches reduces the clipped sum over ranks (one all-reduce) and steps.
+
+`clip: global` and `clip: none` run espnet2's own `train_one_epoch` unchanged
+(with `grad_clip` = C, or +inf for none): they *are* the baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import time
+from contextlib import nullcontext
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler, AbsScheduler
+from espnet2.torch_utils.add_gradient_noise import add_gradient_noise
+from espnet2.torch_utils.device_funcs import to_device
+from espnet2.torch_utils.recursive_op import recursive_average
+from espnet2.train.distributed_utils import DistributedOption
+from espnet2.train.reporter import SubReporter
+from espnet2.train.trainer import Trainer, TrainerOptions, autocast, autocast_args
+from espnet2.utils.build_dataclass import build_dataclass
+from espnet2.utils.nested_dict_action import NestedDictAction
+
+from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
+from espnet_pcc.clipping import ClipMode, grad_norm
+from espnet_pcc.cores import batch_size, split_batch
+from espnet_pcc.optim import PerCoreClipOptimizer
+
+
+@dataclasses.dataclass
+class PCCTrainerOptions(TrainerOptions):
+    clip: str
+    clip_conf: dict
+
+
+def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--clip` and `--clip_conf` (shown by --print_config with their defaults)."""
+    group = parser.add_argument_group("Per-core clipping related")
+    group.add_argument("--clip", type=str, default=DEFAULT_CLIP,
+                       help="Gradient clipping: " + ", ".join(m.value for m in ClipMode)
+                       + ". global = ESPnet's --grad_clip on the averaged gradient.")
+    group.add_argument("--clip_conf", action=NestedDictAction, default=dict(DEFAULT_CLIP_CONF),
+                       help="max_norm: C (per_core, per_example; global: overrides "
+                       "--grad_clip); num_cores: virtual cores per micro-batch")
+
+
+def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
+    """ESPnet's grad_clip for the modes that run the stock loop.
+
+    none → +inf (clip_grad_norm_ then only measures); global → clip_conf.max_norm
+    when given, else --grad_clip as in any ESPnet config.
+    """
+    if config.mode is ClipMode.NONE:
+        return math.inf
+    if config.mode is ClipMode.GLOBAL and config.max_norm is not None:
+        return config.max_norm
+    return grad_clip
+
+
+def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:
+    """model(**batch) as (loss, stats, weight), for both ESPnet return styles."""
+    retval = model(**batch)
+    if isinstance(retval, dict):
+        if retval.get("optim_idx") not in (None, 0):
+            raise RuntimeError("per-core clipping supports a single optimizer (optim_idx=0)")
+        loss, stats, weight = retval["loss"], retval["stats"], retval["weight"]
+    else:
+        loss, stats, weight = retval
+    return loss, {k: v for k, v in stats.items() if v is not None}, weight
+
+
+def _weighted_mean(per_core: List[Tuple[Dict, torch.Tensor]]) -> Tuple[Dict, torch.Tensor]:
+    """Stats of the micro-batch from its cores' stats, weighted by utterance count."""
+    if len(per_core) == 1:
+        return per_core[0]
+    total = sum(w for _, w in per_core)
+    keys = per_core[0][0].keys()
+    return {k: sum(s[k] * w for s, w in per_core) / total for k in keys}, total
+
+
+class PCCTrainer(Trainer):
+    """Trainer whose `train_one_epoch` clips per core (see the module docstring)."""
+
+    @classmethod
+    def build_options(cls, args: argparse.Namespace) -> PCCTrainerOptions:
+        options = build_dataclass(PCCTrainerOptions, args)
+        config = ClipConfig.from_options(options.clip, options.clip_conf)
+        options.grad_clip = effective_grad_clip(config, options.grad_clip)
+        return options
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        add_clip_arguments(parser)
+
+    @classmethod
+    def train_one_epoch(
+        cls,
+        model: torch.nn.Module,
+        iterator: Iterable[Tuple[List[str], Dict[str, torch.Tensor]]],
+        optimizers: Sequence[torch.optim.Optimizer],
+        schedulers: Sequence[Optional[AbsScheduler]],
+        scaler: Optional[torch.amp.GradScaler],
+        reporter: SubReporter,
+        summary_writer,
+        options: PCCTrainerOptions,
+        distributed_option: DistributedOption,
+    ) -> bool:
+        config = ClipConfig.from_options(options.clip, options.clip_conf)
+        if not config.mode.clips_each_core:
+            return super().train_one_epoch(
+                model=model, iterator=iterator, optimizers=optimizers,
+                schedulers=schedulers, scaler=scaler, reporter=reporter,
+                summary_writer=summary_writer, options=options,
+                distributed_option=distributed_option)
+        if len(optimizers) != 1 or not isinstance(optimizers[0], PerCoreClipOptimizer):
+            raise RuntimeError(f"clip: {config.mode.value} needs exactly one optimizer wrapped "
+                               "in PerCoreClipOptimizer (build it with espnet_pcc's task)")
+        if isinstance(model, torch.nn.DataParallel):
+            raise RuntimeError(f"clip: {config.mode.value} does not support DataParallel "
+                               "(ngpu > 1 in one process); use DDP (--multiprocessing_distributed true)")
+        optimizer = optimizers[0]
+        scheduler = schedulers[0]
+        distributed = distributed_option.distributed
+        device = "cuda" if options.ngpu > 0 else "cpu"
+        no_sync = model.no_sync if isinstance(
+            model, torch.nn.parallel.DistributedDataParallel) else nullcontext
+        log_interval = options.log_interval
+        if log_interval is None:
+            try:
+                log_interval = max(len(iterator) // 20, 10)
+            except TypeError:
+                log_interval = 100
+
+        model.train()
+        all_steps_are_invalid = True
+        # Ranks may hold different numbers of batches: stop all when one runs out.
+        iterator_stop = torch.tensor(0).to(device)
+        start_time = time.perf_counter()
+        for iiter, (utt_id, batch) in enumerate(
+            reporter.measure_iter_time(iterator, "iter_time"), 1
+        ):
+            assert isinstance(batch, dict), type(batch)
+            if distributed:
+                torch.distributed.all_reduce(iterator_stop, torch.distributed.ReduceOp.SUM)
+                if iterator_stop > 0:
+                    break
+            batch["utt_id"] = utt_id
+            batch = to_device(batch, device)
+            if options.no_forward_run:
+                all_steps_are_invalid = False
+                continue
+
+            num_cores = config.cores_per_micro_batch(batch_size(batch))
+            loss_scale = scaler.get_scale() if scaler is not None else 1.0
+            forward_time = backward_time = 0.0
+            per_core = []
+            for core in split_batch(batch, num_cores):
+                with no_sync():
+                    tic = time.perf_counter()
+                    with autocast(scaler is not None, **autocast_args):
+                        loss, stats, weight = _forward(model, core)
+                    toc = time.perf_counter()
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                del loss
+                optimizer.add_core(loss_scale=loss_scale)
+                backward_time += time.perf_counter() - toc
+                forward_time += toc - tic
+                per_core.append((stats, weight))
+            stats, weight = _weighted_mean(per_core)
+            if distributed:
+                stats, weight = recursive_average(stats, weight, distributed)
+            reporter.register(stats, weight)
+            reporter.register({"forward_time": forward_time, "backward_time": backward_time})
+
+            if iiter % options.accum_grad == 0:
+                if cls._step(model, optimizer, scheduler, scaler, reporter, options):
+                    all_steps_are_invalid = False
+                reporter.register({
+                    **{f"optim0_lr{j}": pg["lr"] for j, pg in enumerate(optimizer.param_groups)
+                       if "lr" in pg},
+                    "train_time": time.perf_counter() - start_time,
+                })
+                start_time = time.perf_counter()
+
+            reporter.next()
+            if iiter % log_interval == 0:
+                logging.info(reporter.log_message(-log_interval))
+                if summary_writer is not None:
+                    reporter.tensorboard_add_scalar(summary_writer, -log_interval)
+                if options.use_wandb:
+                    reporter.wandb_log()
+        else:
+            if distributed:
+                iterator_stop.fill_(1)
+                torch.distributed.all_reduce(iterator_stop, torch.distributed.ReduceOp.SUM)
+        return all_steps_are_invalid
+
+    @classmethod
+    def _step(cls, model: torch.nn.Module, optimizer: PerCoreClipOptimizer,
+              scheduler: Optional[AbsScheduler], scaler: Optional[torch.amp.GradScaler],
+              reporter: SubReporter, options: PCCTrainerOptions) -> bool:
+        """Reduce the cores, step (unless non-finite), zero; True if it stepped."""
+        reduction = optimizer.reduce_cores()
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if options.grad_noise:
+            add_gradient_noise(model, reporter.get_total_count(),
+                               duration=100, eta=1.0, scale_factor=0.55)
+        update_norm = grad_norm([p.grad for p in model.parameters() if p.grad is not None])
+        reporter.register({"nonfinite_cores": float(reduction.nonfinite_cores)})
+        stepped = bool(torch.isfinite(update_norm))
+        if not stepped:
+            logging.warning(f"The grad norm is {update_norm} ({reduction.nonfinite_cores} of "
+                            f"{reduction.num_cores} cores non-finite). Skipping updating the model.")
+            if scaler is not None:
+                # GradScaler found the inf in unscale_(): step() skips, update() backs off.
+                scaler.step(optimizer)
+                scaler.update()
+        else:
+            reporter.register({
+                "grad_norm": update_norm,
+                **reduction.as_report(),
+                "loss_scale": scaler.get_scale() if scaler is not None else 1.0,
+            })
+            with reporter.measure_time("optim_step_time"):
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if isinstance(scheduler, AbsBatchStepScheduler):
+                    scheduler.step()
+        optimizer.zero_grad()
+        return stepped

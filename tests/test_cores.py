@@ -1,0 +1,39 @@
+"""Splitting a micro-batch into cores (espnet_pcc.cores)."""
+import pytest
+import torch
+
+from espnet_pcc.cores import shard_bounds, split_batch
+
+
+def make_batch(lengths):
+    b = len(lengths)
+    speech = torch.zeros(b, max(lengths))
+    for i, n in enumerate(lengths):
+        speech[i, :n] = i + 1
+    return {"speech": speech, "speech_lengths": torch.tensor(lengths),
+            "text": torch.arange(b * 3).reshape(b, 3), "text_lengths": torch.full((b,), 3),
+            "utt_id": [f"u{i}" for i in range(b)]}
+
+
+def test_near_equal_consecutive_shards():
+    assert shard_bounds(10, 4) == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert shard_bounds(4, 1) == [(0, 4)]
+
+
+def test_fewer_utterances_than_cores_gives_one_utterance_per_core():
+    assert shard_bounds(3, 8) == [(0, 1), (1, 2), (2, 3)]
+    shards = split_batch(make_batch([5, 7, 2]), 8)
+    assert [s["utt_id"] for s in shards] == [["u0"], ["u1"], ["u2"]]
+
+
+def test_split_trims_padding_to_each_shard():
+    shards = split_batch(make_batch([5, 2, 3, 9]), 2)
+    assert shards[0]["speech"].shape == (2, 5)
+    assert shards[1]["speech"].shape == (2, 9)
+    assert torch.equal(shards[1]["speech_lengths"], torch.tensor([3, 9]))
+    assert torch.equal(shards[1]["text"], torch.arange(6, 12).reshape(2, 3))
+
+
+def test_invalid_num_cores():
+    with pytest.raises(ValueError, match="num_cores must be >= 1, got 0"):
+        shard_bounds(4, 0)
