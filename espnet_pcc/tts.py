@@ -145,13 +145,34 @@ def _known_voices() -> frozenset:
     return frozenset(n.lower() for n in names)
 
 
-def validate_voice(voice: Voice) -> None:
-    """Raise :class:`TTSError` if espeak-ng does not know the voice or variant, or rate/pitch are off."""
+@lru_cache(maxsize=None)
+def english_voices() -> frozenset:
+    """Names (language codes and file names, lower case) of espeak-ng's English voices."""
+    out = subprocess.run(
+        [_which("espeak-ng"), "--voices=en"], capture_output=True, text=True, check=False
+    ).stdout
+    names = set()
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 5 and cols[1].lower().startswith("en"):
+            names.add(cols[1].lower())
+            names.add(cols[4].split("/")[-1].lower())
+    return frozenset(names)
+
+
+def validate_voice(voice: Voice, english: bool = False) -> None:
+    """Raise :class:`TTSError` if espeak-ng does not know the voice or variant (or, with
+    ``english``, the voice is not English), or rate/pitch are out of range."""
     known = _known_voices()
     if voice.name.lower() not in known:
         raise TTSError(
             f"unknown espeak-ng voice {voice.name!r} (see `espeak-ng --voices=en`; "
             f"supported English voices: {', '.join(ENGLISH_VOICES)})"
+        )
+    if english and voice.name.lower() not in english_voices():
+        raise TTSError(
+            f"espeak-ng voice {voice.name!r} is not an English voice "
+            f"(supported English voices: {', '.join(ENGLISH_VOICES)})"
         )
     if voice.variant and voice.variant.lower() not in known:
         raise TTSError(
