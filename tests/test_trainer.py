@@ -1,0 +1,116 @@
+"""PCCTrainer.train_one_epoch: cores, equivalences, telemetry, non-finite steps."""
+import copy
+
+import pytest
+import torch
+
+from espnet_pcc.trainer import effective_grad_clip
+from espnet_pcc.clip_config import ClipConfig
+from trainer_helpers import (PCCTrainer, TinyASRLike, Trainer, make_batches, run_epoch,
+                             trainer_options, wrapped_sgd)
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def assert_same_params(a, b):
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 100.0])
+def test_one_core_per_core_equals_stock_global_clipping(max_norm):
+    batches = make_batches(4, 4)
+    stock = TinyASRLike()
+    run_epoch(Trainer, stock, torch.optim.SGD(stock.parameters(), lr=0.5, momentum=0.9),
+              batches, trainer_options("global", {}, grad_clip=max_norm))
+    pcc = TinyASRLike()
+    run_epoch(PCCTrainer, pcc, wrapped_sgd(pcc, "per_core", max_norm), batches,
+              trainer_options("per_core", {"max_norm": max_norm}))
+    assert_same_params(params(stock), params(pcc))
+
+
+def test_global_runs_the_stock_loop_with_clip_conf_max_norm():
+    batches = make_batches(3, 4)
+    stock = TinyASRLike()
+    run_epoch(Trainer, stock, torch.optim.SGD(stock.parameters(), lr=0.5),
+              batches, trainer_options("global", {}, grad_clip=0.1))
+    ours = TinyASRLike()
+    stats = run_epoch(PCCTrainer, ours, torch.optim.SGD(ours.parameters(), lr=0.5),
+                      batches, trainer_options("global", {"max_norm": 0.1}, grad_clip=5.0))
+    assert_same_params(params(stock), params(ours))
+    assert stats["clip"] == 100.0  # every step clipped at 0.1
+
+
+def test_effective_grad_clip():
+    assert effective_grad_clip(ClipConfig.from_options("none", {}), 5.0) == float("inf")
+    assert effective_grad_clip(ClipConfig.from_options("global", {}), 5.0) == 5.0
+    assert effective_grad_clip(ClipConfig.from_options("global", {"max_norm": 2}), 5.0) == 2.0
+
+
+def test_cores_are_micro_batches_times_splits():
+    """accum_grad 2 × num_cores 2 on half batches == 1 × 4 on whole batches."""
+    whole = make_batches(3, 8)
+    halves = [{k: v[s:s + 4] for k, v in b.items()} for b in whole for s in (0, 4)]
+    a = TinyASRLike()
+    run_epoch(PCCTrainer, a, wrapped_sgd(a, "per_core", 0.3), whole,
+              trainer_options("per_core", {"max_norm": 0.3, "num_cores": 4}))
+    b = TinyASRLike()
+    run_epoch(PCCTrainer, b, wrapped_sgd(b, "per_core", 0.3), halves,
+              trainer_options("per_core", {"max_norm": 0.3, "num_cores": 2}, accum_grad=2))
+    assert_same_params(params(a), params(b))
+
+
+def test_per_example_is_one_utterance_per_core():
+    batches = make_batches(2, 4)
+    a = TinyASRLike()
+    stats = run_epoch(PCCTrainer, a, wrapped_sgd(a, "per_example", 0.3), batches,
+                      trainer_options("per_example", {"max_norm": 0.3}))
+    b = TinyASRLike()
+    run_epoch(PCCTrainer, b, wrapped_sgd(b, "per_core", 0.3), batches,
+              trainer_options("per_core", {"max_norm": 0.3, "num_cores": 4}))
+    assert_same_params(params(a), params(b))
+    assert stats["num_cores"] == 4
+
+
+def test_fewer_utterances_than_num_cores():
+    batches = make_batches(2, 3)
+    model = TinyASRLike()
+    stats = run_epoch(PCCTrainer, model, wrapped_sgd(model, "adaptive_per_core", None),
+                      batches, trainer_options("adaptive_per_core", {"num_cores": 8}))
+    assert stats["num_cores"] == 3
+
+
+def test_telemetry_reaches_the_reporter():
+    model = TinyASRLike()
+    stats = run_epoch(PCCTrainer, model, wrapped_sgd(model, "adaptive_per_core", None),
+                      make_batches(4, 6), trainer_options("adaptive_per_core", {"num_cores": 3}))
+    for key in ("grad_norm", "clip", "clip_bound", "core_norm_min", "core_norm_mean",
+                "core_norm_max", "num_cores", "loss", "forward_time", "backward_time",
+                "optim_step_time", "nonfinite_cores", "optim0_lr0"):
+        assert key in stats, key
+    assert stats["core_norm_min"] <= stats["core_norm_mean"] <= stats["core_norm_max"]
+    # APCC: C is the smallest core norm, and the update can be no longer than C.
+    assert stats["clip_bound"] == pytest.approx(stats["core_norm_min"])
+    assert stats["grad_norm"] <= stats["clip_bound"] + 1e-6
+    assert 0 < stats["clip"] < 100  # all but the minimal core are clipped: 2 of 3
+    assert stats["clip"] == pytest.approx(200 / 3)
+
+
+def test_nonfinite_core_skips_the_step_and_training_goes_on():
+    poisoned = make_batches(3, 4, poison=(1,))
+    model = TinyASRLike()
+    opt = wrapped_sgd(model, "per_core", 0.3)
+    run_epoch(PCCTrainer, model, opt, poisoned[:1], trainer_options("per_core", {"max_norm": 0.3}))
+    before, state_before = params(model), copy.deepcopy(opt.state_dict())
+    stats = run_epoch(PCCTrainer, model, opt, poisoned[1:2],
+                      trainer_options("per_core", {"max_norm": 0.3, "num_cores": 2}))
+    assert stats["nonfinite_cores"] == 1
+    assert_same_params(before, params(model))
+    after = opt.state_dict()
+    for k, v in state_before["state"].items():
+        torch.testing.assert_close(after["state"][k]["momentum_buffer"], v["momentum_buffer"])
+    run_epoch(PCCTrainer, model, opt, poisoned[2:], trainer_options("per_core", {"max_norm": 0.3}))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, params(model)))
