@@ -133,7 +133,9 @@ def extrapolated_exposure(canary_scores: ArrayLike, params: Tuple[float, float, 
 
 def _stats(x: np.ndarray) -> Dict[str, float]:
     x = np.asarray(x, dtype=np.float64)
-    return {"mean": float(np.mean(x)), "std": float(np.std(x)), "max": float(np.max(x))}
+    # +inf (logcdf underflow, > ~1000 bits) makes the spread unbounded, not NaN
+    std = float(np.std(x)) if np.all(np.isfinite(x)) else float("inf")
+    return {"mean": float(np.mean(x)), "std": std, "max": float(np.max(x))}
 
 
 def compute_exposures(
