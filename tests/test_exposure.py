@@ -246,3 +246,24 @@ def test_memorised_canary_gets_high_exposure(tiny_model, canaries, tmp_path):
     assert g[4]["rank_exposure"]["mean"] == pytest.approx(math.log2(9))  # rank 1: the cap
     assert g[4]["extrapolated_exposure"]["mean"] > math.log2(9)
     assert g[4]["rank_exposure"]["mean"] > g[1]["rank_exposure"]["mean"]
+
+
+def test_canary_reference_id_collision(canaries, tmp_path, capsys):
+    """A reference that shares an id with a canary is refused before any model is loaded."""
+    from espnet_pcc import kaldi_dir
+    from espnet_pcc.bin import score_exposure
+
+    bad = tmp_path / "bad"
+    shutil.copytree(canaries, bad)
+    ref = kaldi_dir.read(bad / "references")
+    old = ref.utt_ids[0]
+    for table in (ref.wav_scp, ref.text, ref.utt2spk):
+        table["canary-x01-000"] = table.pop(old)
+    ref.utt2spk["canary-x01-000"] = "canary-x01-000"
+    kaldi_dir.write(ref, bad / "references", overwrite=True)
+    with pytest.raises(SystemExit):
+        score_exposure.main(["--asr_train_config", str(tmp_path / "c.yaml"), "--asr_model_file",
+                             str(tmp_path / "m.pth"), "--canary_dir", str(bad),
+                             "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert "canary/reference id collision: 'canary-x01-000'" in err and "Traceback" not in err

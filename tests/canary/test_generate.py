@@ -146,3 +146,14 @@ def test_cli_end_to_end(tmp_path, capsys):
     man = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert [c["repeat_count"] for c in man["canaries"]] == [1, 3]
     assert {e["speed"] for e in man["canaries"] + man["references"]} == {1.3}
+
+
+@needs_tts
+def test_cli_missing_tool_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither espeak-ng nor sox on PATH
+    with pytest.raises(SystemExit) as e:
+        make_canaries.main(["--output_dir", str(tmp_path / "o"), "--num_references", "2"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert "espeak-ng not found: install it with `apt-get install -y espeak-ng`" in err
+    assert not (tmp_path / "o").exists()

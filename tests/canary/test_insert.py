@@ -88,3 +88,15 @@ def test_insert_carries_utt2dur_and_cli(canary_dir, tmp_path, capsys):
     out = kaldi_dir.read(tmp_path / "o")
     assert len(out.extra["utt2dur"]) == 20
     assert 0.5 < float(out.extra["utt2dur"]["canary-x04-001-rep04"]) < 5
+
+
+def test_insert_with_segments(canary_dir, tmp_path):
+    kd = KaldiDir(wav_scp={"rec1": "/r1.wav"}, text={"s-1": "a b", "s-2": "c d"},
+                  utt2spk={"s-1": "s", "s-2": "s"}, segments={"s-1": "rec1 0.0 1.0", "s-2": "rec1 1.0 2.5"})
+    kaldi_dir.write(kd, tmp_path / "train")
+    insert(tmp_path / "train", canary_dir, tmp_path / "out")
+    out = kaldi_dir.read(tmp_path / "out")
+    rec, start, end = out.segments["canary-x02-001-rep02"].split()
+    assert rec == "canary-x02-001-rep02" and float(start) == 0.0 and 0.5 < float(end) < 5
+    assert out.wav_of("canary-x02-001-rep02").endswith("wav/canary-x02-001.wav")
+    assert len(out) == 2 + 14
