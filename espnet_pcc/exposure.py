@@ -221,20 +221,31 @@ def summary_tsv(summary: Mapping[str, Any]) -> str:
 
 
 # =========================================================================== model loading
-def _resolve_stats_file(conf: Dict[str, Any], config_file: Path) -> None:
-    """global_mvn stats paths in config.yaml are relative to the recipe dir; if not found from the
-    cwd, try relative to the config's ancestors (the values are overwritten by the checkpoint's
-    buffers anyway, but GlobalMVN opens the file when built)."""
-    nconf = conf.get("normalize_conf") or {}
-    stats = nconf.get("stats_file")
-    if conf.get("normalize") != "global_mvn" or not stats or Path(stats).exists():
-        return
+def _find_relative(value: str, config_file: Path) -> Optional[str]:
+    """``value`` if it exists from the cwd, else the first ``<ancestor of config>/value``."""
+    if Path(value).exists():
+        return value
     for parent in config_file.resolve().parents:
-        cand = parent / stats
-        if cand.exists():
-            nconf["stats_file"] = str(cand)
-            return
-    raise ExposureError(f"normalize stats_file {stats!r} from {config_file} not found")
+        if (parent / value).exists():
+            return str(parent / value)
+    return None
+
+
+def _resolve_paths(conf: Dict[str, Any], config_file: Path) -> None:
+    """config.yaml holds paths relative to the recipe dir (global_mvn stats, BPE model); when
+    scoring from elsewhere, look for them relative to the config's ancestors. (The mvn values
+    are overwritten by the checkpoint's buffers, but GlobalMVN opens the file when built.)"""
+    nconf = conf.get("normalize_conf") or {}
+    if conf.get("normalize") == "global_mvn" and nconf.get("stats_file"):
+        found = _find_relative(str(nconf["stats_file"]), config_file)
+        if found is None:
+            raise ExposureError(f"normalize stats_file {nconf['stats_file']!r} from {config_file} not found")
+        nconf["stats_file"] = found
+    if conf.get("bpemodel"):
+        found = _find_relative(str(conf["bpemodel"]), config_file)
+        if found is None:
+            raise ExposureError(f"bpemodel {conf['bpemodel']!r} from {config_file} not found")
+        conf["bpemodel"] = found
 
 
 def _task_class():
@@ -271,7 +282,7 @@ def load_asr_model(config_file: Union[str, Path], model_file: Union[str, Path], 
         conf = yaml.safe_load(f)
     if not isinstance(conf, dict) or "token_list" not in conf:
         raise ExposureError(f"{config_file} is not an ESPnet ASR training config (no token_list)")
-    _resolve_stats_file(conf, config_file)
+    _resolve_paths(conf, config_file)
     args = argparse.Namespace(**conf)
     try:
         model = _task_class().build_model(args)

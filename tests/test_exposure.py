@@ -267,3 +267,30 @@ def test_canary_reference_id_collision(canaries, tmp_path, capsys):
                              "--output_dir", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert "canary/reference id collision: 'canary-x01-000'" in err and "Traceback" not in err
+
+
+def test_loader_resolves_recipe_relative_stats_file(tmp_path, monkeypatch):
+    """config.yaml's global_mvn stats path is relative to the recipe dir; scoring from another
+    cwd still works, and a missing file is a one-line error naming it."""
+    import torch
+    import yaml
+
+    recipe = tmp_path / "recipe"
+    (recipe / "exp" / "stats").mkdir(parents=True)
+    (recipe / "exp" / "asr").mkdir()
+    np.savez(recipe / "exp" / "stats" / "feats_stats.npz", count=np.array(10.0),
+             sum=np.zeros(40), sum_square=np.full(40, 10.0))
+    conf = yaml.safe_load(tiny_config(tmp_path).read_text())
+    conf["normalize"] = "global_mvn"
+    conf["normalize_conf"] = {"stats_file": "exp/stats/feats_stats.npz"}
+    cfg = recipe / "exp" / "asr" / "config.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    monkeypatch.chdir(recipe)
+    model, _ = _build(cfg)
+    torch.save(model.state_dict(), recipe / "exp" / "asr" / "model.pth")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative path no longer exists from the cwd
+    model, args = ex.load_asr_model(cfg, recipe / "exp" / "asr" / "model.pth")
+    assert type(model.normalize).__name__ == "GlobalMVN"
+    (recipe / "exp" / "stats" / "feats_stats.npz").unlink()
+    with pytest.raises(ex.ExposureError, match="stats_file 'exp/stats/feats_stats.npz' .* not found"):
+        ex.load_asr_model(cfg, recipe / "exp" / "asr" / "model.pth")
