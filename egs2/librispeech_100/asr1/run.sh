@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# LibriSpeech 100 h: baseline vs PCC vs APCC (WER + canary exposure). Stages: ./pcc_asr.sh --help
+set -euo pipefail
+
+# The extracted corpus (as in ESPnet's db.sh): ${LIBRISPEECH}/{train-clean-100,dev-clean,...}
+LIBRISPEECH=${LIBRISPEECH:-downloads/LibriSpeech}
+
+asr_configs="conf/train_asr_conformer_baseline.yaml conf/train_asr_conformer_pcc.yaml conf/train_asr_conformer_apcc.yaml"
+inference_config=conf/decode_asr.yaml
+
+./pcc_asr.sh \
+    --corpus_dir "${LIBRISPEECH}" \
+    --train_set train_clean_100 --train_splits "train-clean-100" \
+    --valid_set dev --valid_splits "dev-clean dev-other" \
+    --test_splits "dev-clean dev-other test-clean test-other" \
+    --canary_opts "--text_case upper --num_words 6 --repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 2000 --speed 1.6 --seed 0" \
+    --token_type bpe --nbpe 5000 \
+    --ngpu 4 --nj 32 --inference_nj 32 --gpu_inference true \
+    --asr_configs "${asr_configs}" --inference_config "${inference_config}" \
+    --results_md RESULTS.md --results_png pcc_comparison.png "$@"

@@ -1,0 +1,59 @@
+"""Stage 9: compare clipping modes — RESULTS.md (ESPnet style) + PNG plot; prints the table.
+
+Usage::
+
+    python -m espnet_pcc.bin.report --expdir exp --asr_tags asr_baseline asr_pcc asr_apcc \\
+        --decode_tag decode_asr_valid.acc.ave --test_sets dev test \\
+        --output_md RESULTS.md --output_png exp/pcc_comparison.png
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from espnet_pcc.canary.errors import get_verbose, run_cli, setup_logging
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
+    p.add_argument("--expdir", type=Path, required=True)
+    p.add_argument("--asr_tags", nargs="+", required=True, help="model dirs under --expdir")
+    p.add_argument("--decode_tag", required=True)
+    p.add_argument("--test_sets", nargs="+", required=True)
+    p.add_argument("--exposure_name", default="exposure")
+    p.add_argument("--output_md", type=Path, required=True)
+    p.add_argument("--output_png", type=Path, required=True)
+    p.add_argument("--title", default="RESULTS")
+    p.add_argument("--notes", default="", help="a paragraph placed above the table")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = get_parser().parse_args(argv)
+    setup_logging(args.verbose)
+
+    def body() -> None:
+        from espnet_pcc.recipe.report import collect, comparison_table, plot, results_markdown
+
+        results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
+                          args.exposure_name)
+        plot(results, args.output_png)
+        rel_png = os.path.relpath(args.output_png, args.output_md.resolve().parent
+                                  if args.output_md.parent != Path("") else Path("."))
+        md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
+                              title=args.title, notes=args.notes, plot_name=rel_png)
+        args.output_md.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output_md.with_name(f".{args.output_md.name}.tmp")
+        tmp.write_text(md, encoding="utf-8")
+        tmp.replace(args.output_md)
+        print(comparison_table(results, args.test_sets))
+        print(f"wrote {args.output_md} and {args.output_png}")
+
+    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="report")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""LibriSpeech data prep: the extracted corpus layout -> one Kaldi data dir per set.
+
+On-disk layout (as distributed on openslr.org, after ``tar xzf``)::
+
+    <corpus>/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac
+    <corpus>/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt     ("<utt-id> WORDS ..." lines)
+
+Kaldi dir written (ESPnet's ``local/data.sh`` conventions): utterance id = the flac stem,
+speaker id = ``<spk>-<chapter>`` (so every utterance id starts with its speaker id), ``wav.scp``
+points at the flac files by absolute path (espnet2 reads flac with soundfile; no conversion),
+``text`` is the transcript as given (upper case). Several splits may be combined into one dir
+(train_960 = train-clean-100 + train-clean-360 + train-other-500).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import soundfile
+
+from espnet_pcc import kaldi_dir
+from espnet_pcc.canary.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+KNOWN_SPLITS = (
+    "train-clean-100", "train-clean-360", "train-other-500",
+    "dev-clean", "dev-other", "test-clean", "test-other",
+)
+
+
+class DataPrepError(UserError):
+    """Missing corpus, missing split, or a split whose files disagree."""
+
+
+def check_corpus(corpus_dir: Path, splits: Sequence[str]) -> None:
+    """Raise one line naming the first missing thing: the corpus dir, or a split in it."""
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise DataPrepError(
+            f"LibriSpeech directory {corpus_dir} does not exist (set LIBRISPEECH=/path/to/"
+            f"LibriSpeech in run.sh or pass --corpus_dir)"
+        )
+    missing = [s for s in splits if not (corpus_dir / s).is_dir()]
+    if missing:
+        present = sorted(p.name for p in corpus_dir.iterdir() if p.is_dir())
+        raise DataPrepError(
+            f"split {missing[0]} missing from {corpus_dir} (found: {', '.join(present) or 'nothing'}); "
+            f"download and extract {missing[0]}.tar.gz from https://www.openslr.org/12"
+        )
+
+
+def read_split(split_dir: Path) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
+    """Scan one split; return (wav_scp, text, utt2spk) keyed by utterance id."""
+    wav_scp: Dict[str, str] = {}
+    text: Dict[str, str] = {}
+    utt2spk: Dict[str, str] = {}
+    trans_files = sorted(split_dir.glob("*/*/*.trans.txt"))
+    if not trans_files:
+        raise DataPrepError(
+            f"{split_dir} has no <spk>/<chapter>/<spk>-<chapter>.trans.txt files: "
+            f"not an extracted LibriSpeech split"
+        )
+    for trans in trans_files:
+        chapter_dir = trans.parent
+        spk_chapter = trans.name[: -len(".trans.txt")]
+        expected = f"{chapter_dir.parent.name}-{chapter_dir.name}"
+        if spk_chapter != expected:
+            raise DataPrepError(f"{trans}: expected the name {expected}.trans.txt")
+        with open(trans, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                parts = line.strip().split(maxsplit=1)
+                if not parts:
+                    continue
+                utt = parts[0]
+                if not utt.startswith(spk_chapter + "-"):
+                    raise DataPrepError(f"{trans}:{n}: utterance {utt} is not in chapter {spk_chapter}")
+                flac = chapter_dir / f"{utt}.flac"
+                if not flac.is_file():
+                    raise DataPrepError(f"{trans}:{n}: audio {flac} is missing")
+                if utt in text:
+                    raise DataPrepError(f"{trans}:{n}: duplicate utterance {utt}")
+                text[utt] = parts[1] if len(parts) > 1 else ""
+                wav_scp[utt] = str(flac.resolve())
+                utt2spk[utt] = spk_chapter
+        orphans = {p.stem for p in chapter_dir.glob("*.flac")} - {
+            u for u in text if u.startswith(spk_chapter + "-")
+        }
+        if orphans:
+            logger.warning("%s: %d flac files without a transcript ignored, e.g. %s",
+                           chapter_dir, len(orphans), sorted(orphans)[0])
+    return wav_scp, text, utt2spk
+
+
+def prepare(corpus_dir: Path, splits: Sequence[str], output_dir: Path,
+            overwrite: bool = False, check_audio: int = 1) -> int:
+    """Write ``output_dir`` (atomically) from ``splits`` of the corpus; return #utterances.
+
+    An existing complete, valid ``output_dir`` is kept unless ``overwrite`` (resumable stage 1).
+    The first ``check_audio`` flac files are opened to catch a wrong sample rate early.
+    """
+    corpus_dir, output_dir = Path(corpus_dir), Path(output_dir)
+    check_corpus(corpus_dir, splits)
+    if output_dir.exists() and not overwrite:
+        kd = kaldi_dir.read(output_dir)  # raises if it is not a valid data dir
+        logger.info("%s exists and is valid (%d utterances): skipped", output_dir, len(kd))
+        return len(kd)
+    wav_scp: Dict[str, str] = {}
+    text: Dict[str, str] = {}
+    utt2spk: Dict[str, str] = {}
+    for split in splits:
+        w, t, u = read_split(corpus_dir / split)
+        clash = set(w) & set(wav_scp)
+        if clash:
+            raise DataPrepError(f"split {split} repeats utterance {sorted(clash)[0]}")
+        wav_scp.update(w)
+        text.update(t)
+        utt2spk.update(u)
+        logger.info("%s: %d utterances", split, len(w))
+    for path in list(wav_scp.values())[: max(0, check_audio)]:
+        info = soundfile.info(path)
+        if info.samplerate != 16000 or info.channels != 1:
+            raise DataPrepError(f"{path}: expected 16 kHz mono, got {info.samplerate} Hz x {info.channels}")
+    kd = kaldi_dir.KaldiDir(wav_scp=wav_scp, text=text, utt2spk=utt2spk)
+    kaldi_dir.write(kd, output_dir, overwrite=overwrite, strict_sort=True)
+    logger.info("wrote %s: %d utterances, %d speakers", output_dir, len(kd), len(set(utt2spk.values())))
+    return len(kd)

@@ -1,0 +1,231 @@
+"""Stage 9: the comparison of clipping modes — RESULTS.md (ESPnet style) and a PNG plot.
+
+Reads, for every trained model dir ``<expdir>/<asr_tag>``:
+  config.yaml                          ``clip`` / ``clip_conf`` (written by our asr_train)
+  train.log                            "Nepoch results: [train] ... train_time=S ... [valid] loss=L"
+  <decode_tag>/<set>/score_wer/result.json, score_cer/result.json      (stage 7)
+  exposure/summary.json                mean exposure per repeat count  (stage 8)
+and writes one RESULTS.md: environment, the comparison table (WER per set, mean exposure per
+repeat count, seconds per optimizer step, one row per model) and ESPnet's per-model WER/CER
+tables; plus a PNG: exposure vs repeat count (one line per mode) and validation loss vs epoch.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from espnet_pcc.canary.errors import UserError
+from espnet_pcc.recipe.scoring import markdown_table
+
+logger = logging.getLogger(__name__)
+
+_EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
+_SECTION_RE = re.compile(r"\[(\w+)\] ([^\[]*)")
+_NUM_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)(?:,|$)")
+
+
+class ReportError(UserError):
+    """A model dir lacks what the report needs (names the stage that produces it)."""
+
+
+@dataclass
+class ModelResult:
+    tag: str
+    clip: str = "?"
+    clip_conf: dict = field(default_factory=dict)
+    wer: Dict[str, dict] = field(default_factory=dict)  # set -> {"wer": {...}, "cer": {...}}
+    exposure: Dict[int, float] = field(default_factory=dict)  # mean rank exposure
+    exposure_extrapolated: Dict[int, float] = field(default_factory=dict)
+    exposure_info: dict = field(default_factory=dict)
+    epochs: List[Dict[str, Dict[str, float]]] = field(default_factory=list)
+
+    @property
+    def sec_per_step(self) -> Optional[float]:
+        """Mean over epochs of ESPnet's ``train_time`` (seconds per optimizer step)."""
+        v = [e["train"]["train_time"] for e in self.epochs if "train_time" in e.get("train", {})]
+        return sum(v) / len(v) if v else None
+
+    @property
+    def label(self) -> str:
+        c = self.clip_conf or {}
+        extra = []
+        if c.get("max_norm") is not None:
+            extra.append(f"C={c['max_norm']}")
+        if int(c.get("num_cores", 1) or 1) > 1:
+            extra.append(f"{c['num_cores']} cores")
+        return self.clip + (f" ({', '.join(extra)})" if extra else "")
+
+
+def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
+    """Per-epoch stats from ESPnet's "Nepoch results:" lines; the last line of an epoch wins
+    (a resumed run logs an epoch again)."""
+    by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _EPOCH_RE.search(line)
+            if not m:
+                continue
+            sections = {}
+            for name, body in _SECTION_RE.findall(m.group(2)):
+                sections[name] = {k: float(v) for k, v in _NUM_RE.findall(body.strip())}
+            by_epoch[int(m.group(1))] = sections
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]:
+    """(mean rank exposure, mean extrapolated exposure) per repeat count, and the summary's
+    scalars (cap, chance, |R|), from score_exposure's summary.json (espnet-pcc-exposure/1)."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != "espnet-pcc-exposure/1":
+        raise ReportError(f"{path}: unknown format {data.get('format')!r} (rerun stage 8)")
+    rank = {int(r["repeat_count"]): float(r["rank_exposure"]["mean"]) for r in data["repeat_counts"]}
+    extra = {int(r["repeat_count"]): float(r["extrapolated_exposure"]["mean"])
+             for r in data["repeat_counts"]}
+    info = {k: data.get(k) for k in ("num_references", "rank_exposure_cap", "chance_rank_exposure", "score")}
+    return rank, extra, info
+
+
+def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Sequence[str],
+            exposure_name: str = "exposure", require: bool = True) -> List[ModelResult]:
+    """Gather every model's numbers; with ``require`` a missing input is a one-line error."""
+    results = []
+    for tag in tags:
+        d = Path(expdir) / tag
+        r = ModelResult(tag=tag)
+        cfg_path = d / "config.yaml"
+        if not cfg_path.is_file():
+            raise ReportError(f"{cfg_path} missing (produced by stage 5, training)")
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        r.clip = str(cfg.get("clip", "global"))
+        r.clip_conf = cfg.get("clip_conf") or {}
+        if r.clip == "global" and r.clip_conf.get("max_norm") is None:
+            r.clip_conf = {**r.clip_conf, "max_norm": cfg.get("grad_clip")}
+        if (d / "train.log").is_file():
+            r.epochs = parse_train_log(d / "train.log")
+        for s in test_sets:
+            res = {}
+            for unit in ("wer", "cer"):
+                p = d / decode_tag / s / f"score_{unit}" / "result.json"
+                if p.is_file():
+                    res[unit] = json.loads(p.read_text())
+                elif require:
+                    raise ReportError(f"{p} missing (produced by stage 7, scoring)")
+            if res:
+                r.wer[s] = res
+        summary = d / exposure_name / "summary.json"
+        if exposure_name == "none":
+            pass
+        elif summary.is_file():
+            r.exposure, r.exposure_extrapolated, r.exposure_info = load_exposure(summary)
+        elif require:
+            raise ReportError(f"{summary} missing (produced by stage 8, exposure)")
+        results.append(r)
+    return results
+
+
+def _fmt(x: Optional[float], nd: int = 1) -> str:
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -> str:
+    """One row per model: clipping, WER per set, mean exposure per repeat count, s/step."""
+    counts = sorted({c for r in results for c in r.exposure})
+    head = (["model", "clip"] + [f"WER {s}" for s in test_sets]
+            + [f"exposure x{c}" for c in counts] + ["s/step", "epochs"])
+    lines = ["|" + "|".join(head) + "|", "|---" * len(head) + "|"]
+    for r in results:
+        row = [r.tag, r.label]
+        row += [_fmt(r.wer.get(s, {}).get("wer", {}).get("Err")) for s in test_sets]
+        row += [_fmt(r.exposure.get(c), 2) for c in counts]
+        row += [_fmt(r.sec_per_step, 3), str(len(r.epochs))]
+        lines.append("|" + "|".join(row) + "|")
+    return "\n".join(lines)
+
+
+def environment() -> str:
+    import torch
+    try:
+        from importlib.metadata import version
+        espnet_version = version("espnet")
+    except Exception:  # pragma: no cover - espnet is a dependency
+        espnet_version = "?"
+    return "\n".join([
+        "## Environments",
+        f"- date: `{datetime.datetime.now().strftime('%a %b %d %H:%M:%S %Y')}`",
+        f"- python version: `{platform.python_version()}`",
+        f"- espnet version: `espnet {espnet_version}`",
+        f"- pytorch version: `pytorch {torch.__version__}`",
+        f"- machine: `{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu'}`",
+    ])
+
+
+def results_markdown(results: Sequence[ModelResult], test_sets: Sequence[str], decode_tag: str,
+                     expdir: Path, title: str = "RESULTS", notes: str = "",
+                     plot_name: Optional[str] = None) -> str:
+    parts = [f"# {title}", environment(), "", "## Clipping comparison", ""]
+    if notes:
+        parts += [notes.strip(), ""]
+    parts += [comparison_table(results, test_sets), ""]
+    info = next((r.exposure_info for r in results if r.exposure_info), {})
+    expo = ""
+    if info:
+        expo = (f" With |R| = {info.get('num_references')} references the rank exposure is capped at "
+                f"{info.get('rank_exposure_cap', 0):.2f} bits; an unmemorised canary scores "
+                f"{info.get('chance_rank_exposure', 0):.2f} bits on average (score: {info.get('score')}).")
+    parts += ["WER in %. exposure x*n*: mean rank exposure (bits, log2(|R|+1) - log2 rank) of the canaries "
+              "inserted *n* times." + expo + " s/step: ESPnet's train_time, seconds per optimizer step, "
+              "mean over epochs.", ""]
+    if plot_name:
+        parts += [f"![exposure and validation loss]({plot_name})", ""]
+    for r in results:
+        parts += [f"## {Path(expdir).name}/{r.tag}"]
+        for unit in ("wer", "cer"):
+            rows = [(f"{decode_tag}/{s}", r.wer[s][unit]) for s in test_sets
+                    if unit in r.wer.get(s, {})]
+            if rows:
+                parts += [f"### {unit.upper()}", "", markdown_table(rows), ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def plot(results: Sequence[ModelResult], out_png: Path) -> None:
+    """Exposure vs repeat count (log2 x) and validation loss vs epoch, one line per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in results:
+        if r.exposure:
+            xs = sorted(r.exposure)
+            ax1.plot(xs, [r.exposure[x] for x in xs], marker="o", label=r.label)
+        ys = [e.get("valid", {}).get("loss") for e in r.epochs]
+        pts = [(i + 1, y) for i, y in enumerate(ys) if y is not None]
+        if pts:
+            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=r.label)
+    ax1.set_xscale("log", base=2)
+    ax1.set_xlabel("canary repeat count")
+    ax1.set_ylabel("mean exposure (bits)")
+    ax1.set_title("Memorisation: exposure vs repeats")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("validation loss")
+    ax2.set_title("Validation loss")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out_png)

@@ -1,0 +1,139 @@
+"""A small synthetic corpus in LibriSpeech's on-disk layout, spoken by espeak-ng (no download).
+
+Each "speaker" is one random espeak-ng voice (name, variant, rate, pitch; DESIGN §7) reading one
+"chapter" of random sentences drawn from wordfreq's frequent English words, upper case like
+LibriSpeech. Splits have disjoint speakers. Output (built in a temp dir, renamed into place)::
+
+    <out>/<split>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac      16 kHz mono
+    <out>/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt
+    <out>/corpus.json                                               settings, voices, sizes
+
+so the LibriSpeech data prep (:mod:`espnet_pcc.recipe.librispeech`) reads it unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import soundfile
+
+from espnet_pcc import tts
+from espnet_pcc.canary.errors import UserError
+from espnet_pcc.canary.vocab import load_vocab
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "espnet-pcc-synth-corpus/1"
+
+
+class SynthCorpusError(UserError):
+    """Bad corpus settings, or an existing corpus built with other settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+    """Sizes per split as (speakers, utterances per speaker); sentence length in words."""
+
+    splits: Tuple[Tuple[str, int, int], ...] = (("train", 40, 28), ("dev", 4, 20), ("test", 4, 25))
+    min_words: int = 4
+    max_words: int = 10
+    vocab_size: int = 3000
+    seed: int = 1
+
+    def validate(self) -> None:
+        if not self.splits:
+            raise SynthCorpusError("no splits")
+        for name, spk, utt in self.splits:
+            if spk < 1 or utt < 1:
+                raise SynthCorpusError(f"split {name}: speakers and utterances must be >= 1")
+        if not 1 <= self.min_words <= self.max_words:
+            raise SynthCorpusError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
+
+
+#: Named sizes: "full" is the demo (~1100 training utterances, DESIGN §7); "tiny" is for CI.
+PRESETS: Dict[str, CorpusConfig] = {
+    "full": CorpusConfig(),
+    "small": CorpusConfig(splits=(("train", 20, 20), ("dev", 2, 15), ("test", 2, 20))),
+    "tiny": CorpusConfig(splits=(("train", 6, 8), ("dev", 2, 4), ("test", 2, 4)), max_words=6),
+}
+
+
+def plan(cfg: CorpusConfig) -> List[dict]:
+    """Every utterance (split, speaker, chapter, id, text, voice): a pure function of ``cfg``."""
+    cfg.validate()
+    vocab = [w.upper() for w in load_vocab("wordfreq", size=cfg.vocab_size, min_len=2)]
+    rng = random.Random(cfg.seed)
+    utts: List[dict] = []
+    spk_id = 100  # LibriSpeech-like numeric ids; unique across splits so speakers are disjoint
+    for split, n_spk, n_utt in cfg.splits:
+        for _ in range(n_spk):
+            spk_id += 1
+            chapter = 1000 + spk_id
+            voice = tts.random_voice(rng)
+            for u in range(n_utt):
+                n = rng.randint(cfg.min_words, cfg.max_words)
+                text = " ".join(rng.choice(vocab) for _ in range(n))
+                utts.append(dict(split=split, spk=str(spk_id), chapter=str(chapter),
+                                 id=f"{spk_id}-{chapter}-{u:04d}", text=text, voice=voice))
+    return utts
+
+
+def build(output_dir: Path, cfg: CorpusConfig, nj: int = 2, overwrite: bool = False) -> dict:
+    """Synthesise the corpus into ``output_dir``; an existing one with the same settings is kept."""
+    output_dir = Path(output_dir)
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    meta_path = output_dir / "corpus.json"
+    if output_dir.exists() and not overwrite:
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("config") == settings:
+                logger.info("%s exists with the same settings: skipped", output_dir)
+                return meta
+        raise SynthCorpusError(
+            f"{output_dir} exists but was built with other settings (or is incomplete); "
+            f"remove it or pass --overwrite"
+        )
+    utts = plan(cfg)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp.", dir=output_dir.parent))
+    try:
+        wav_dir = tmp / ".wav"
+        jobs = [tts.TTSJob(u["id"], u["text"], wav_dir / f"{u['id']}.wav", voice=u["voice"]) for u in utts]
+        durations = tts.speak_batch(jobs, nj=nj)
+        trans: Dict[Path, List[str]] = {}
+        for u in utts:
+            chapter_dir = tmp / u["split"] / u["spk"] / u["chapter"]
+            chapter_dir.mkdir(parents=True, exist_ok=True)
+            audio, sr = soundfile.read(wav_dir / f"{u['id']}.wav", dtype="int16")
+            soundfile.write(chapter_dir / f"{u['id']}.flac", audio, sr, format="FLAC", subtype="PCM_16")
+            trans.setdefault(chapter_dir / f"{u['spk']}-{u['chapter']}.trans.txt", []).append(
+                f"{u['id']} {u['text']}")
+        for path, lines in trans.items():
+            path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        shutil.rmtree(wav_dir)
+        hours = {s: round(sum(durations[u["id"]] for u in utts if u["split"] == s) / 3600, 3)
+                 for s, _, _ in cfg.splits}
+        meta = {
+            "format": FORMAT,
+            "config": settings,
+            "tools": tts.tool_versions(),
+            "hours": hours,
+            "utterances": {s: sum(1 for u in utts if u["split"] == s) for s, _, _ in cfg.splits},
+            "speakers": {u["spk"]: u["voice"].to_dict() for u in utts},
+        }
+        (tmp / "corpus.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.rename(tmp, output_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("built %s: %s utterances, %s hours", output_dir, meta["utterances"], meta["hours"])
+    return meta
