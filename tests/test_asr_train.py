@@ -1,4 +1,5 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
+import socket
 import subprocess
 import sys
 
@@ -163,3 +164,25 @@ def test_bad_clip_value_from_the_command_line_is_one_line(corpus, tmp_path):
     assert lines == ["asr_train: error: clip: unknown value 'adaptive'; choose one of none, "
                      "global, per_core, adaptive_per_core, per_example"]
     assert "Traceback" not in result.stderr
+
+
+def test_torchrun_two_cpu_ranks(corpus, tmp_path):
+    """The documented multi-process launch: torchrun + gloo on CPU, per_core."""
+    out = tmp_path / "ddp"
+    args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {"max_norm": 1.0},
+                                    "max_epoch": 1},
+                      extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
+    with socket.socket() as s:  # a free port (torchrun's port 0 does not rendezvous)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_addr", "127.0.0.1", "--master_port", str(port),
+         "-m", "espnet_pcc.bin.asr_train", *args],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = train_stats(out, 1)
+    # 4-utterance batches split over 2 ranks, one core each: 2 cores per step.
+    assert stats["num_cores"] == 2
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["distributed"] is True

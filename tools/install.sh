@@ -24,7 +24,8 @@ if [ -f "$stamp" ] && [ "$stamp" -nt constraints.txt ] && [ "$stamp" -nt setup.p
 fi
 echo "[install] creating $VENV (torch, espnet: a few minutes on first run)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
+# pip 26 refuses ci-sdr (an espnet dependency) for its direct-URL extra: keep pip < 26.
+"$VENV/bin/pip" install -q "pip>=23,<26"
 "$VENV/bin/pip" install -q -c constraints.txt "setuptools<74" wheel
 "$VENV/bin/pip" install -q -c constraints.txt -e ".[test]"
 "$VENV/bin/python" -c "import espnet2.tasks.asr, espnet_pcc" 
