@@ -1,0 +1,57 @@
+"""The shared configs: clip variants differ only in the clip keys; every key is an option of
+our asr_train; recipes name configs that exist."""
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recipe_helpers import REPO
+
+CONF = REPO / "conf"
+CLIP_KEYS = {"clip", "clip_conf"}
+FAMILIES = sorted({p.name.rsplit("_", 1)[0] for p in CONF.glob("train_asr_*_baseline.yaml")})
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def test_families_exist():
+    assert FAMILIES == ["train_asr_conformer", "train_asr_conformer_960h", "train_asr_demo",
+                        "train_asr_tiny"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_variants_differ_only_in_clip_keys(family: str):
+    base = load(CONF / f"{family}_baseline.yaml")
+    modes = {}
+    for variant in ("baseline", "pcc", "apcc"):
+        cfg = load(CONF / f"{family}_{variant}.yaml")
+        assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
+            {k: v for k, v in base.items() if k not in CLIP_KEYS}, variant
+        modes[variant] = cfg["clip"]
+    assert modes == {"baseline": "global", "pcc": "per_core", "apcc": "adaptive_per_core"}
+
+
+def test_configs_are_valid_asr_train_options():
+    from espnet_pcc.clip_config import ClipConfig
+    from espnet_pcc.tasks.asr import PCCASRTask
+
+    dests = {a.dest for a in PCCASRTask.get_parser()._actions}
+    for path in sorted(CONF.glob("train_asr_*.yaml")):
+        cfg = load(path)
+        unknown = set(cfg) - dests
+        assert not unknown, f"{path.name}: unknown keys {unknown}"
+        ClipConfig.from_options(cfg["clip"], cfg["clip_conf"])  # raises on a bad combination
+
+
+def test_recipes_name_existing_configs():
+    for run_sh in sorted((REPO / "egs2").glob("*/asr1/run.sh")):
+        text = run_sh.read_text()
+        names = set(re.findall(r"conf/[\w${}]+\.yaml", text))
+        assert names, run_sh
+        for name in names:
+            for size in ("demo", "tiny"):
+                resolved = name.replace("${model}", size).replace("${decode}", size)
+                assert (run_sh.parent / resolved).is_file(), f"{run_sh}: {resolved}"

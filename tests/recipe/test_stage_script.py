@@ -1,0 +1,114 @@
+"""The shared stage script: option errors, missing inputs, stage selection, idempotence, and
+the LibriSpeech 100 h recipe's stages 1-4 on a tiny directory in the real layout."""
+import json
+from pathlib import Path
+
+import pytest
+
+from recipe_helpers import REPO, TEMPLATE, make_librispeech, run
+
+LS100 = REPO / "egs2" / "librispeech_100" / "asr1"
+CONFIGS = "conf/train_asr_tiny_baseline.yaml conf/train_asr_tiny_pcc.yaml"
+
+
+def stage_script(tmp: Path, *args: str, corpus: Path = None):
+    base = ["./pcc_asr.sh", "--datadir", str(tmp / "data"), "--expdir", str(tmp / "exp"),
+            "--asr_configs", CONFIGS, "--inference_config", "conf/decode_asr_tiny.yaml",
+            "--train_set", "train", "--train_splits", "train-clean-100",
+            "--valid_set", "dev", "--valid_splits", "dev-clean", "--test_splits", "dev-clean",
+            "--token_type", "char"]
+    if corpus is not None:
+        base += ["--corpus_dir", str(corpus)]
+    return run(base + list(args), cwd=LS100)
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if "error:" in l]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path) -> Path:
+    return make_librispeech(tmp_path, {"train-clean-100": [19, 26, 32], "dev-clean": [84]})
+
+
+def test_help_and_bad_options(tmp_path: Path):
+    proc = run([str(TEMPLATE / "pcc_asr.sh"), "--help"], cwd=LS100)
+    assert proc.returncode == 0 and "--stop_stage" in proc.stdout
+    assert "unknown option --stgae" in one_line_error(stage_script(tmp_path, "--stgae", "3"))
+    err = one_line_error(stage_script(tmp_path, "--asr_configs", "conf/train_asr_nope.yaml"))
+    assert "no such config conf/train_asr_nope.yaml" in err and "conf/train_asr_tiny_pcc.yaml" in err
+    assert "--token_type word" in one_line_error(stage_script(tmp_path, "--token_type", "word"))
+
+
+def test_missing_corpus_and_split(tmp_path: Path, corpus: Path):
+    err = one_line_error(stage_script(tmp_path, "--stop_stage", "1", corpus=tmp_path / "nowhere"))
+    assert "LibriSpeech directory" in err and "nowhere does not exist" in err
+    err = one_line_error(stage_script(tmp_path, "--stop_stage", "1", "--test_splits", "test-other",
+                                      corpus=corpus))
+    assert "split test-other missing from" in err
+    assert not (tmp_path / "data" / "test_other").exists()
+
+
+def test_missing_inputs_name_the_producing_stage(tmp_path: Path):
+    err = one_line_error(stage_script(tmp_path, "--stage", "3", "--stop_stage", "3"))
+    assert f"stage 3: training text {tmp_path}/data/train/text missing (produced by stage 1" in err
+    err = one_line_error(stage_script(tmp_path, "--stage", "5", "--stop_stage", "5"))
+    assert "train_canary/wav.scp missing (produced by stage 2" in err
+    err = one_line_error(stage_script(tmp_path, "--stage", "6", "--stop_stage", "6"))
+    assert "valid.acc.ave.pth missing (produced by stage 5" in err
+    err = one_line_error(stage_script(tmp_path, "--stage", "9", "--stop_stage", "9"))
+    assert "result.json missing (produced by stage 7" in err
+    assert not (tmp_path / "exp" / "RESULTS.md").exists()
+
+
+def test_stage_selection_and_idempotence(tmp_path: Path, corpus: Path):
+    proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", corpus=corpus)
+    assert proc.returncode == 0, proc.stderr
+    assert "Stage 1:" in proc.stderr and "Stage 2:" not in proc.stderr
+    data = tmp_path / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["dev", "dev_clean", "train"]
+    assert not (data / "canaries").exists() and not (data / "token_list").exists()
+    stamp = {p: p.stat().st_mtime_ns for p in data.glob("*/*")}
+    proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", corpus=corpus)
+    assert proc.returncode == 0, proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in data.glob("*/*")} == stamp  # kept as is
+    assert "exists and is valid" in (tmp_path / "exp" / "logs" / "data_prep.train.log").read_text()
+    # --force redoes the stage
+    proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", "--force", "true", corpus=corpus)
+    assert proc.returncode == 0, proc.stderr
+    assert (data / "train" / "text").stat().st_mtime_ns != stamp[data / "train" / "text"]
+
+
+def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
+    """egs2/librispeech_100/asr1/run.sh itself (BPE tokens, canaries upper case), sized down."""
+    args = ["./run.sh", "--stage", "1", "--stop_stage", "4",
+            "--datadir", str(tmp_path / "data"), "--expdir", str(tmp_path / "exp"),
+            "--train_splits", "train-clean-100", "--valid_splits", "dev-clean",
+            "--test_splits", "dev-clean", "--nbpe", "30", "--nj", "1", "--inference_nj", "1",
+            "--canary_opts", "--text_case upper --num_words 3 --repeat_counts 1 2 "
+            "--canaries_per_count 1 --num_references 3 --speed 1.6 --seed 0"]
+    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args, cwd=LS100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data, exp = tmp_path / "data", tmp_path / "exp"
+    train = (data / "train_clean_100_canary" / "text").read_text().splitlines()
+    assert len(train) == 9 + 1 + 2  # 9 utterances + canaries x1 and x2
+    assert sum(l.startswith("canary-x2-") for l in train) == 2
+    assert not any("canary" in l for l in (data / "dev" / "text").read_text().splitlines())
+    assert (data / "token_list" / "bpe_unigram30" / "bpe.model").is_file()
+    tokens = (data / "token_list" / "bpe_unigram30" / "tokens.txt").read_text().split()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>" and len(tokens) == 30 + 2
+    stats = exp / "asr_stats_raw_bpe_unigram30"
+    assert (stats / "train" / "feats_stats.npz").is_file()
+    shapes = (stats / "train" / "text_shape.bpe").read_text().splitlines()
+    assert len(shapes) == 12 and shapes[0].endswith(",32")
+    assert not list(exp.glob("*.tmp")) and not list((data / "token_list").glob("*.tmp"))
+    manifest = json.loads((data / "canaries" / "manifest.json").read_text())
+    assert manifest["canaries"][0]["text"].isupper()
+    # Rerun: every stage finds its outputs complete and skips.
+    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args, cwd=LS100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tokens.txt exists: skipped" in proc.stderr
+    assert "asr_stats_raw_bpe_unigram30 exists: skipped" in proc.stderr
