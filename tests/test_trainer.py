@@ -114,3 +114,37 @@ def test_nonfinite_core_skips_the_step_and_training_goes_on():
     run_epoch(PCCTrainer, model, opt, poisoned[2:], trainer_options("per_core", {"max_norm": 0.3}))
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, params(model)))
+
+
+def test_grad_scaler_skips_and_backs_off_on_a_nonfinite_core():
+    """AMP: the poisoned step is skipped by GradScaler, whose scale halves; the
+    clean steps use unscaled norms, so they match the run without a scaler."""
+    clean = make_batches(2, 4)
+    plain = TinyASRLike()
+    run_epoch(PCCTrainer, plain, wrapped_sgd(plain, "per_core", 0.3), clean,
+              trainer_options("per_core", {"max_norm": 0.3}))
+    amp = TinyASRLike()
+    opt = wrapped_sgd(amp, "per_core", 0.3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    stats = run_epoch(PCCTrainer, amp, opt, clean, trainer_options("per_core", {"max_norm": 0.3}),
+                      scaler=scaler)
+    assert_same_params(params(plain), params(amp))
+    assert stats["loss_scale"] == 2.0 ** 10
+    before = params(amp)
+    stats = run_epoch(PCCTrainer, amp, opt, make_batches(1, 4, poison=(0,)),
+                      trainer_options("per_core", {"max_norm": 0.3}), scaler=scaler)
+    assert stats["nonfinite_cores"] == 1
+    assert scaler.get_scale() == 2.0 ** 9
+    assert_same_params(before, params(amp))
+
+
+def test_grad_noise_is_applied_after_clipping():
+    batches = make_batches(2, 4)
+    a, b = TinyASRLike(), TinyASRLike()
+    run_epoch(PCCTrainer, a, wrapped_sgd(a, "per_core", 0.3), batches,
+              trainer_options("per_core", {"max_norm": 0.3}))
+    options = trainer_options("per_core", {"max_norm": 0.3})
+    options.grad_noise = True
+    torch.manual_seed(5)
+    run_epoch(PCCTrainer, b, wrapped_sgd(b, "per_core", 0.3), batches, options)
+    assert any(not torch.allclose(x, y) for x, y in zip(params(a), params(b)))

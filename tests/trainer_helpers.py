@@ -76,7 +76,8 @@ def trainer_options(clip: str, clip_conf: Dict, accum_grad: int = 1, grad_clip: 
     return PCCTrainer.build_options(args)
 
 
-def run_epoch(trainer, model, optimizer, batches, options, distributed=False, model_for_ddp=None):
+def run_epoch(trainer, model, optimizer, batches, options, distributed=False, model_for_ddp=None,
+              scaler=None):
     """One epoch of `trainer` over `batches`; returns the epoch's reporter stats."""
     reporter = Reporter()
     reporter.set_epoch(1)
@@ -84,7 +85,7 @@ def run_epoch(trainer, model, optimizer, batches, options, distributed=False, mo
     with reporter.observe("train", 1) as sub:
         trainer.train_one_epoch(
             model=model_for_ddp or model, iterator=iterator, optimizers=[optimizer],
-            schedulers=[None], scaler=None, reporter=sub, summary_writer=None,
+            schedulers=[None], scaler=scaler, reporter=sub, summary_writer=None,
             options=options,
             distributed_option=DistributedOption(distributed=distributed, ngpu=0))
     return {k2: reporter.get_value("train", k2, 1) for k2 in reporter.get_keys2("train", 1)}
