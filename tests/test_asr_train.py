@@ -189,3 +189,36 @@ def test_torchrun_two_cpu_ranks(corpus, tmp_path):
     assert stats["num_cores"] == 2
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["distributed"] is True
+
+
+@pytest.mark.parametrize("clip,clip_conf", [
+    ("per_core", {"max_norm": 1.0, "num_cores": 2}),
+    ("adaptive_per_core", {"num_cores": 2}),
+])
+def test_sigkill_mid_epoch_then_resume(corpus, tmp_path, clip, clip_conf):
+    """A run killed inside epoch 2 and restarted with --resume continues from
+    the epoch-1 checkpoint and ends with the uninterrupted run's parameters."""
+    conf = {"clip": clip, "clip_conf": clip_conf, "max_epoch": 3, "batch_size": 1,
+            "accum_grad": 3}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "espnet_pcc.bin.asr_train",
+                             *train_args(corpus, killed, conf)],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stderr:  # log_interval 1: one line per batch
+            if "2epoch:train:2-2batch" in line:
+                proc.kill()
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -9
+    saved = torch.load(killed / "checkpoint.pth", weights_only=False)
+    assert saved["reporter"]["epoch"] == 1  # the kill landed mid-epoch 2
+    asr_train.main(train_args(corpus, killed, conf, extra=["--resume", "true"]))
+
+    whole = tmp_path / "whole"
+    asr_train.main(train_args(corpus, whole, conf))
+    a, b = final_params(whole), final_params(killed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
