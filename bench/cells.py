@@ -1,0 +1,58 @@
+"""The benchmark matrix: which (model, processes, accum_grad, batch) cells run which modes.
+
+Sizes are set so that the default run fits in ~15 minutes on a 2-core CPU: the
+30 M-parameter conformer only where a target is decided (one process accum 1;
+2 processes accum 4), the small model over the whole matrix, per_example at
+batch 32 on the small model.  A step's cost is dominated by utterance-seconds,
+so micro-batches are small; that is the *harder* case for PCC, whose extra work
+(norms, one buffer) is per step, not per utterance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import List, Tuple
+
+ALL_MODES = ("baseline", "global", "per_core", "adaptive_per_core", "per_example")
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    world: int  # DDP processes
+    accum_grad: int
+    micro_batch: int  # utterances per micro-batch per process
+    modes: Tuple[str, ...]
+    reps: int  # timed steps per mode
+    warmup: int = 1  # untimed steps per mode first (allocator, Adam state, DDP buckets)
+    max_seconds: float = 15.0  # longest utterance
+
+    @property
+    def name(self) -> str:
+        return (f"{self.model} {self.world}p accum{self.accum_grad} "
+                f"b{self.world * self.accum_grad * self.micro_batch}")
+
+    @property
+    def global_batch(self) -> int:
+        return self.world * self.accum_grad * self.micro_batch
+
+
+def default_cells() -> List[Cell]:
+    small = [Cell("small", w, a, mb, ALL_MODES, reps=3)
+             for w, a, mb in ((1, 1, 4), (1, 4, 1), (2, 1, 2), (2, 4, 1))]
+    return small + [
+        Cell("small", 1, 1, 32, ("per_core", "per_example"), reps=2),
+        Cell("conformer", 1, 1, 2, ("baseline", "per_core", "adaptive_per_core"), reps=3),
+        Cell("conformer", 2, 4, 1, ("baseline", "per_core"), reps=2),
+    ]
+
+
+def quick_cells() -> List[Cell]:
+    """Smoke size: the tiny model, short utterances, every code path once."""
+    return [Cell("tiny", w, a, 2, ALL_MODES, reps=1, max_seconds=2.0)
+            for w, a in ((1, 1), (2, 2))]
+
+
+def select(cells: List[Cell], models: List[str] | None, reps: int | None) -> List[Cell]:
+    """Keeps the cells of `models` (all if None) and overrides reps if given."""
+    kept = [c for c in cells if models is None or c.model in models]
+    return [replace(c, reps=reps) if reps else c for c in kept]
