@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 import torch
 from espnet2.tasks.asr import ASRTask
 
-from espnet_pcc import registry
+from espnet_pcc import distributed, registry
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.clipping import ClipMode
 from espnet_pcc.trainer import PCCTrainer
@@ -26,12 +26,19 @@ class PCCASRTask(ASRTask):
     trainer = PCCTrainer
 
     @classmethod
+    def add_task_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        super().add_task_arguments(parser)
+        distributed.add_arguments(parser)
+
+    @classmethod
     def clip_config(cls, args: argparse.Namespace) -> ClipConfig:
         return ClipConfig.from_options(args.clip, args.clip_conf)
 
     @classmethod
-    def check_clip_args(cls, args: argparse.Namespace) -> ClipConfig:
-        """Validates clipping against the rest of the configuration."""
+    def check_args(cls, args: argparse.Namespace) -> ClipConfig:
+        """Validates clipping (and --dist_timeout) against the rest of the configuration."""
+        if not args.dist_timeout > 0:
+            raise ClipConfigError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
         config = cls.clip_config(args)
         if config.mode.clips_each_core:
             if getattr(args, "sharded_ddp", False):
@@ -63,8 +70,13 @@ class PCCASRTask(ASRTask):
             args = cls.get_parser().parse_args(cmd)
         if not args.print_config:
             try:
-                cls.check_clip_args(args)
+                cls.check_args(args)
             except ClipConfigError as e:
                 print(f"asr_train: error: {e}", file=sys.stderr)
                 sys.exit(2)
         super().main(args=args)
+
+    @classmethod
+    def main_worker(cls, args: argparse.Namespace):
+        with distributed.default_timeout(args.dist_timeout):
+            super().main_worker(args)
