@@ -212,7 +212,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # A NaN factor poisons the whole buffer (NaN·0 = NaN), so every rank skips.
         factor = torch.where(finite, factor, torch.full_like(factor, float("nan")))
         if grads:
-            torch._foreach_add_(views, torch._foreach_mul(grads, factor.to(self._buffer.dtype)))
+            # In place: p.grad is released right after, so scaling it costs no memory.
+            torch._foreach_mul_(grads, factor)
+            torch._foreach_add_(views, grads)
         tail = self._buffer[-_TAIL:]
         tail += torch.stack([torch.ones((), device=device), torch.where(finite, norm, 0.0),
                              clipped, (~finite).float()]).to(tail.dtype)
