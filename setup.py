@@ -30,6 +30,7 @@ setup(
         "console_scripts": [
             "espnet-pcc-asr-train = espnet_pcc.bin.asr_train:main",
             "espnet-pcc-make-canaries = espnet_pcc.bin.make_canaries:main",
+            "espnet-pcc-insert-canaries = espnet_pcc.bin.insert_canaries:main",
             "espnet-pcc-score-exposure = espnet_pcc.bin.score_exposure:main",
         ],
         # Registries read by espnet_pcc.registry (see README "Extending").
