@@ -95,15 +95,15 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     data, exp = tmp_path / "data", tmp_path / "exp"
     train = (data / "train_clean_100_canary" / "text").read_text().splitlines()
     assert len(train) == 9 + 1 + 2  # 9 utterances + canaries x1 and x2
-    assert sum(l.startswith("canary-x2-") for l in train) == 2
+    assert sum(l.startswith("canary-x02-") for l in train) == 2
     assert not any("canary" in l for l in (data / "dev" / "text").read_text().splitlines())
     assert (data / "token_list" / "bpe_unigram30" / "bpe.model").is_file()
     tokens = (data / "token_list" / "bpe_unigram30" / "tokens.txt").read_text().split()
-    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>" and len(tokens) == 30 + 2
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>" and len(tokens) == 30  # as asr.sh: <unk> <s> </s> replaced
     stats = exp / "asr_stats_raw_bpe_unigram30"
     assert (stats / "train" / "feats_stats.npz").is_file()
     shapes = (stats / "train" / "text_shape.bpe").read_text().splitlines()
-    assert len(shapes) == 12 and shapes[0].endswith(",32")
+    assert len(shapes) == 12 and shapes[0].endswith(",30")
     assert not list(exp.glob("*.tmp")) and not list((data / "token_list").glob("*.tmp"))
     manifest = json.loads((data / "canaries" / "manifest.json").read_text())
     assert manifest["canaries"][0]["text"].isupper()
