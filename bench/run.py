@@ -71,6 +71,7 @@ def run_cell(ctx, cell: Cell, threads: int, device: str, seed: int, log) -> Dict
             for _, conn in ranks:
                 _expect(conn, "ready", mode)
         times: Dict[str, List[float]] = {m: [] for m in cell.modes}
+        cpu: Dict[str, List[float]] = {m: [] for m in cell.modes}
         skipped: Dict[str, int] = {m: 0 for m in cell.modes}
         for rnd in range(cell.warmup + cell.reps):
             shift = rnd % len(cell.modes)
@@ -81,17 +82,20 @@ def run_cell(ctx, cell: Cell, threads: int, device: str, seed: int, log) -> Dict
                 results = [_expect(conn, "step", mode) for _, conn in workers[mode]]
                 if rnd >= cell.warmup:
                     times[mode].append(max(r["seconds"] for r in results))
+                    cpu[mode].append(sum(r["cpu_seconds"] for r in results))  # all ranks
                     skipped[mode] += int(max(r["skipped"] for r in results))
             log(f"  round {rnd + 1}/{cell.warmup + cell.reps}"
                 f"{' (warm-up)' if rnd < cell.warmup else ''}: " + ", ".join(
-                    f"{m} {times[m][-1]:.2f}s" for m in cell.modes if rnd >= cell.warmup))
+                    f"{m} {times[m][-1]:.2f}s (cpu {cpu[m][-1]:.2f}s)"
+                    for m in cell.modes if rnd >= cell.warmup))
         memory = {}
         for mode, ranks in workers.items():
             for _, conn in ranks:
                 conn.send("stop")
             memory[mode] = [_expect(conn, "memory", mode) for _, conn in ranks][0]
         params = int(next(iter(memory.values()))["params"])
-        return {"times": times, "skipped_steps": skipped, "memory": memory, "params": params}
+        return {"times": times, "cpu_times": cpu, "skipped_steps": skipped, "memory": memory,
+                "params": params}
     finally:
         for ranks in workers.values():
             for proc, _ in ranks:

@@ -109,12 +109,12 @@ class Worker:
         self.setup_memory_mb = current_memory_mb(job.device)
 
     def step(self) -> Dict[str, float]:
-        """One optimizer step (accum_grad micro-batches); its wall time in seconds."""
+        """One optimizer step (accum_grad micro-batches): wall and CPU seconds."""
         reporter = Reporter()
         reporter.set_epoch(1)
         torch.manual_seed(self.job.seed)  # dropout/SpecAugment draw alike in every mode
         self._sync()
-        tic = time.perf_counter()
+        tic, cpu = time.perf_counter(), time.process_time()
         with reporter.observe("train", 1) as sub:
             invalid = self.trainer.train_one_epoch(
                 model=self.ddp or self.model, iterator=self.iterator,
@@ -123,7 +123,10 @@ class Worker:
                 distributed_option=DistributedOption(distributed=self.job.world > 1,
                                                      ngpu=self.options.ngpu))
         self._sync()
-        return {"seconds": time.perf_counter() - tic, "skipped": float(invalid)}
+        # CPU time of this process, all its threads: on a shared machine it moves
+        # much less than wall time when other jobs take the cores.
+        return {"seconds": time.perf_counter() - tic, "cpu_seconds": time.process_time() - cpu,
+                "skipped": float(invalid)}
 
     def memory(self) -> Dict[str, float]:
         return {"setup_mb": self.setup_memory_mb, "peak_mb": peak_memory_mb(self.job.device),

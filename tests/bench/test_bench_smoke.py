@@ -32,6 +32,7 @@ def _row(mode, world=1, accum=1, batch=8, med=1.0, base=1.0, per_core=1.0, delta
     return {"cell": f"m {world}p accum{accum} b{batch}", "model": "m", "world": world,
             "accum_grad": accum, "global_batch": batch, "mode": mode,
             "vs_baseline": med / base, "vs_per_core": med / per_core,
+            "cpu_vs_baseline": med / base, "cpu_vs_per_core": med / per_core,
             "peak_delta_mb": delta, "buffer_mb": 10.0}
 
 
@@ -40,8 +41,8 @@ def test_target_lines():
                      _row("per_core", world=2, accum=4, med=0.9, delta=12.0),
                      _row("per_example", batch=32, med=8.5)])
     text = "\n".join(lines)
-    assert "per_core ≤ 1.03× baseline, 1 process (m 1p accum1 b8): 1.020× — met" in text
-    assert "adaptive_per_core ≤ 1.03× baseline, 1 process (m 1p accum1 b8): 1.050× — MISSED" in text
-    assert "2-process DDP accum 4 (m 2p accum4 b8): 0.900× — met" in text
-    assert "per_example ≥ 8× per_core at batch 32 (m 1p accum1 b32): 8.50× — met" in text
+    assert "per_core ≤ 1.03× baseline, 1 process (m 1p accum1 b8): wall 1.020× (met)" in text
+    assert "adaptive_per_core ≤ 1.03× baseline, 1 process (m 1p accum1 b8): wall 1.050× (MISSED)" in text
+    assert "2-process DDP accum 4 (m 2p accum4 b8): wall 0.900× (met), CPU 0.900× (met)" in text
+    assert "per_example ≥ 8× per_core at batch 32 (m 1p accum1 b32): wall 8.500× (met)" in text
     assert "+12 MB — MISSED" in text
