@@ -348,6 +348,9 @@ if run_stage 6; then
             split_scp "${datadir}/${s}/wav.scp" "${_nj}" "${logdir}/keys"
         done
         ngpu_dec=0; "${gpu_inference}" && ngpu_dec=1
+        # GPU decoding: job n sees one GPU, round robin over the visible ones (ESPnet's
+        # cuda_cmd --gpu 1 role, on one node).
+        IFS=, read -r -a gpus <<<"${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $(( ngpu > 0 ? ngpu - 1 : 0 )))}"
         pids=()
         for n in $(seq "${_nj}"); do
             sets=()
@@ -356,6 +359,7 @@ if run_stage 6; then
                        "${decode_dir}/${s}/logdir/output.${n}")
             done
             (
+                "${gpu_inference}" && export CUDA_VISIBLE_DEVICES=${gpus[$(( (n - 1) % ${#gpus[@]} ))]}
                 # shellcheck disable=SC2086
                 run_logged "${decode_dir}/logdir/asr_inference.${n}.log" ${python} -m espnet_pcc.bin.decode \
                     --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \

@@ -15,6 +15,6 @@ inference_config=conf/decode_asr.yaml
     --test_splits "dev-clean dev-other test-clean test-other" \
     --canary_opts "--text_case upper --num_words 6 --repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 2000 --speed 1.6 --seed 0" \
     --token_type bpe --nbpe 5000 \
-    --ngpu 4 --nj 32 --inference_nj 32 --gpu_inference true \
+    --ngpu 4 --nj 32 --inference_nj 8 --gpu_inference true \
     --asr_configs "${asr_configs}" --inference_config "${inference_config}" \
     --results_md RESULTS.md --results_png pcc_comparison.png "$@"
