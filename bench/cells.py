@@ -1,7 +1,7 @@
 """The benchmark matrix: which (model, processes, accum_grad, batch) cells run which modes.
 
 Sizes are set so that the default run fits in ~15 minutes on a 2-core CPU: the
-30 M-parameter conformer only where a target is decided (one process accum 1;
+34 M-parameter conformer only where a target is decided (one process accum 1;
 2 processes accum 4), the small model over the whole matrix, per_example at
 batch 32 on the small model.  A step's cost is dominated by utterance-seconds,
 so micro-batches are small; that is the *harder* case for PCC, whose extra work
@@ -39,15 +39,15 @@ class Cell:
 def default_cells() -> List[Cell]:
     return [
         # The targets, on the real model: PCC cost in one process, DDP traffic with accum 4.
-        Cell("conformer", 1, 1, 1, ("baseline", "per_core", "adaptive_per_core"), reps=3),
-        Cell("conformer", 2, 4, 1, ("baseline", "per_core"), reps=2),
+        Cell("conformer", 1, 1, 2, ("baseline", "per_core", "adaptive_per_core"), reps=7),
+        Cell("conformer", 2, 4, 1, ("baseline", "per_core"), reps=4),
         # The whole matrix on the small model.
-        Cell("small", 1, 1, 2, ALL_MODES, reps=3),
-        Cell("small", 1, 4, 1, ALL_MODES, reps=2),
-        Cell("small", 2, 1, 1, ALL_MODES, reps=3),
-        Cell("small", 2, 4, 1, ALL_MODES, reps=2),
+        Cell("small", 1, 1, 2, ALL_MODES, reps=5),
+        Cell("small", 1, 4, 1, ALL_MODES, reps=5),
+        Cell("small", 2, 1, 1, ALL_MODES, reps=5),
+        Cell("small", 2, 4, 1, ALL_MODES, reps=5),
         # per_example vs per_core at batch 32: 32 passes of one utterance vs one of 32.
-        Cell("small", 1, 1, 32, ("per_core", "per_example"), reps=1),
+        Cell("small", 1, 1, 32, ("baseline", "per_core", "per_example"), reps=3),
     ]
 
 

@@ -85,7 +85,7 @@ def markdown(rows: List[Dict[str, Any]], opcost: Dict[str, Dict[str, float]],
              meta: Dict[str, Any]) -> str:
     load = f"{meta['load_start'][0]:.2f} at start, {meta['load_end'][0]:.2f} at end (1-min avg)"
     out = [f"Machine: {meta['cpus']} CPUs ({meta['cpu']}), device {meta['device']}, "
-           f"{meta['threads']} threads in all; load {load}; {meta['started']}, "
+           f"{meta['threads_per_process']} torch thread(s) per process; load {load}; {meta['started']}, "
            f"{meta['minutes']} min.", "",
            "| cell | mode | wall s (median) | min–max s | × baseline | × per_core "
            "| CPU s (median) | CPU × baseline | CPU × per_core | peak MB | Δ peak vs baseline MB |",

@@ -53,7 +53,7 @@ def run_cell(ctx, cell: Cell, threads: int, device: str, seed: int, log) -> Dict
 
         if torch.cuda.device_count() < cell.world:
             return {"skipped": f"{cell.world} processes need {cell.world} GPUs"}
-    per_proc = max(1, threads // cell.world) if device == "cpu" else threads
+    per_proc = threads
     tmp = tempfile.mkdtemp(prefix="pccbench-")
     workers: Dict[str, List] = {}
     try:
@@ -129,8 +129,11 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model smoke run")
     parser.add_argument("--models", nargs="+", help="only these models (small, conformer, tiny)")
     parser.add_argument("--reps", type=int, help="timed steps per mode (default per cell)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="CPU threads in all (split between DDP processes)")
+    # One thread per process: on a shared 2-core machine, 2 OpenMP threads per process
+    # spin at every barrier while the other is descheduled (measured: 10x slower steps,
+    # 4x spread), which buries the few per cent under test.
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (DDP: per rank); default 1")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-opcost", action="store_true", help="skip the clipping-only timing")
@@ -148,7 +151,7 @@ def main(argv: List[str] | None = None) -> int:
         print(f"[{time.time() - start:6.0f}s load {os.getloadavg()[0]:.2f}] {msg}", flush=True)
 
     meta = {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "threads": args.threads, "device": device,
+            "cpus": os.cpu_count(), "threads_per_process": args.threads, "device": device,
             "python": sys.version.split()[0], "load_start": os.getloadavg(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
     results = []
