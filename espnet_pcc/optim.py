@@ -171,8 +171,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                        zip(self._buffer[:numel].split([p.numel() for p in params]), params)]
 
     def _reset_accumulation(self) -> None:
-        if self._buffer is not None:
-            self._buffer.zero_()
+        # The buffer is not zeroed here: the step's first core overwrites it.
         self._core_norms = []
         self._has_grad = set()
 
@@ -190,12 +189,15 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         """
         self._ensure_buffer()
         params = self._params()
-        grads, views = [], []
+        first_core = not self._core_norms
+        grads, views, unused = [], [], []
         for i, (p, view) in enumerate(zip(params, self._views)):
-            if p.grad is not None:  # unused parameters contribute zero
+            if p.grad is not None:
                 grads.append(p.grad)
                 views.append(view)
                 self._has_grad.add(i)
+            else:  # an unused parameter contributes zero
+                unused.append(view)
         device = self._buffer.device
         scaled_norm = grad_norm(grads).to(device)
         norm = scaled_norm / loss_scale
@@ -211,11 +213,17 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         finite = torch.isfinite(norm)
         # A NaN factor poisons the whole buffer (NaN·0 = NaN), so every rank skips.
         factor = torch.where(finite, factor, torch.full_like(factor, float("nan")))
+        tail = self._buffer[-_TAIL:]
         if grads:
             # In place: p.grad is released right after, so scaling it costs no memory.
             torch._foreach_mul_(grads, factor)
+        if first_core:  # overwrite instead of zero + add: two passes fewer per step
+            if grads:
+                torch._foreach_copy_(views, grads)
+            for view in unused + [tail]:
+                view.zero_()
+        elif grads:
             torch._foreach_add_(views, grads)
-        tail = self._buffer[-_TAIL:]
         tail += torch.stack([torch.ones((), device=device), torch.where(finite, norm, 0.0),
                              clipped, (~finite).float()]).to(tail.dtype)
         self._core_norms.append(norm)
@@ -258,16 +266,18 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         for i, (p, view) in enumerate(zip(self._params(), self._views)):
             # A parameter no core used keeps grad None, as after a plain backward.
             if i in self._has_grad:
-                p.grad = view.mul_(scale) if view.dtype == p.dtype else (view * scale).to(p.dtype)
+                if scale != 1.0:
+                    view.mul_(scale)
+                p.grad = view if view.dtype == p.dtype else view.to(p.dtype)
         self._core_norms = []
-        # The buffer now backs p.grad; it is zeroed in release() after the step.
+        # The buffer now backs p.grad until zero_grad(); the next first core overwrites it.
         return CoreReduction(
             num_cores=int(num_cores), bound=bound, norm_min=norm_min,
             norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,
             clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Releases `p.grad` and empties the core buffer for the next step."""
+        """Releases `p.grad` and starts a new step (its first core overwrites the buffer)."""
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
         self._reset_accumulation()
 
