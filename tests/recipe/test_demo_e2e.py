@@ -37,7 +37,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path):
             assert (dec / "score_wer" / "result.json").is_file()
         assert (d / "exposure" / "summary.json").is_file()
     # Canaries went into the training set only.
-    assert "canary-x4-" in (tmp_path / "data" / "train_canary" / "text").read_text()
+    assert "canary-x04-" in (tmp_path / "data" / "train_canary" / "text").read_text()
     assert "canary" not in (tmp_path / "data" / "test" / "text").read_text()
 
     # Rerun: every stage finds its outputs and skips (no retraining, no re-decoding).
