@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import soundfile
 
-from espnet_pcc import kaldi_dir
+from espnet_pcc import data_check, kaldi_dir
 from espnet_pcc.canary.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -94,11 +94,12 @@ def read_split(split_dir: Path) -> Tuple[Dict[str, str], Dict[str, str], Dict[st
 
 
 def prepare(corpus_dir: Path, splits: Sequence[str], output_dir: Path,
-            overwrite: bool = False, check_audio: int = 1) -> int:
+            overwrite: bool = False, check_audio: int = 1, audio_nj: int = 4) -> int:
     """Write ``output_dir`` (atomically) from ``splits`` of the corpus; return #utterances.
 
     An existing complete, valid ``output_dir`` is kept unless ``overwrite`` (resumable stage 1).
-    The first ``check_audio`` flac files are opened to catch a wrong sample rate early.
+    The first ``check_audio`` flac files are opened to catch a wrong sample rate early; every
+    file's header is read (``audio_nj`` threads) to reject corrupt or empty audio.
     """
     corpus_dir, output_dir = Path(corpus_dir), Path(output_dir)
     check_corpus(corpus_dir, splits)
@@ -123,6 +124,9 @@ def prepare(corpus_dir: Path, splits: Sequence[str], output_dir: Path,
         if info.samplerate != 16000 or info.channels != 1:
             raise DataPrepError(f"{path}: expected 16 kHz mono, got {info.samplerate} Hz x {info.channels}")
     kd = kaldi_dir.KaldiDir(wav_scp=wav_scp, text=text, utt2spk=utt2spk)
+    # Every header, before anything is written: a corrupt or empty flac would
+    # otherwise crash a training epoch hours later.
+    data_check.check_audio(kd, " ".join(splits), nj=audio_nj)
     kaldi_dir.write(kd, output_dir, overwrite=overwrite, strict_sort=True)
     logger.info("wrote %s: %d utterances, %d speakers", output_dir, len(kd), len(set(utt2spk.values())))
     return len(kd)

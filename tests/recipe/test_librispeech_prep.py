@@ -67,3 +67,18 @@ def test_cli_one_line_error(tmp_path: Path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("prep_librispeech: error: LibriSpeech directory")
+
+
+@pytest.mark.parametrize("damage", [b"fLaC" + b"\x00" * 40, b""])
+def test_corrupt_or_empty_flac_is_one_line_and_leaves_nothing(corpus: Path, tmp_path: Path, capsys,
+                                                              damage: bytes):
+    flac = corpus / "dev-clean" / "84" / "841" / "84-841-0001.flac"
+    flac.write_bytes(damage)  # garbage after the magic, or a zero-byte file
+    with pytest.raises(SystemExit) as e:
+        prep_librispeech.main(["--corpus_dir", str(corpus), "--splits", "dev-clean",
+                               "--output_dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert "utterance 84-841-0001: audio" in err[0] and str(flac) in err[0]
+    assert "is unreadable" in err[0]
+    assert not (tmp_path / "d").exists()
