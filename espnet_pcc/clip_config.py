@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from espnet_pcc.clipping import ClipMode
+from espnet_pcc.errors import UserError
 
 DEFAULT_CLIP = ClipMode.GLOBAL.value
 DEFAULT_CLIP_CONF = {"max_norm": None, "num_cores": 1}
 
 
-class ClipConfigError(ValueError):
+class ClipConfigError(UserError, ValueError):
     """A user error in `clip` / `clip_conf`; its message is one line."""
 
 

@@ -17,7 +17,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import soundfile
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 from espnet_pcc.kaldi_dir import KaldiDir
 
 logger = logging.getLogger(__name__)

@@ -68,7 +68,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Union
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
 

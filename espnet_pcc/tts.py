@@ -19,7 +19,7 @@ Public API::
     tool_versions() -> {"espeak-ng": "...", "sox": "..."}
     check_tools()                          # raises TTSError with an install hint if missing
 
-Errors are :class:`TTSError` (a :class:`~espnet_pcc.canary.errors.UserError`), one line, naming
+Errors are :class:`TTSError` (a :class:`~espnet_pcc.errors.UserError`), one line, naming
 the bad value (unknown voice, non-positive speed, missing tool ...).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
 

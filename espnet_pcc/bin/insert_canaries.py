@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.canary.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import get_verbose, run_cli, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:

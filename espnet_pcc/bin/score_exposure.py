@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.canary.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import get_verbose, run_cli, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     setup_logging(args.verbose)
 
     def body() -> None:
-        from espnet_pcc.canary.errors import UserError
+        from espnet_pcc.errors import UserError
         from espnet_pcc.exposure import format_summary, score_exposure
 
         if args.batch_size < 1:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_pcc.canary.errors import UserError, get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import UserError, get_verbose, run_cli, setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,4 @@
 * :mod:`espnet_pcc.canary.generate` — random word sequences, TTS, Kaldi dirs, manifest.
 * :mod:`espnet_pcc.canary.insert` — merge canaries (repeated) into a training data dir.
 * :mod:`espnet_pcc.canary.vocab` — canary vocabularies (wordfreq or a text file).
-
-Submodules are imported lazily so that ``espnet_pcc.tts`` / ``espnet_pcc.kaldi_dir`` can import
-:mod:`espnet_pcc.canary.errors` cheaply.
 """

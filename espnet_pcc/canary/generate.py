@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from espnet_pcc import kaldi_dir, tts
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 from espnet_pcc.canary.vocab import vocab_digest
 
 logger = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from espnet_pcc import kaldi_dir
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 from espnet_pcc.canary.generate import read_manifest
 
 logger = logging.getLogger(__name__)

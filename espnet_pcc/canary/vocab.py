@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
 

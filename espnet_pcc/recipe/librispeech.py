@@ -20,7 +20,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 import soundfile
 
 from espnet_pcc import data_check, kaldi_dir
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
 

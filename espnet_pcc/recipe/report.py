@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 from espnet_pcc.recipe.scoring import markdown_table
 
 logger = logging.getLogger(__name__)

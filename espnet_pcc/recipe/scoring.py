@@ -17,7 +17,7 @@ from typing import Dict, List, Tuple
 import jiwer
 
 from espnet_pcc import kaldi_dir
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 
 COLUMNS = ("Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err")
 

@@ -25,7 +25,7 @@ from typing import Dict, List, Tuple
 import soundfile
 
 from espnet_pcc import tts
-from espnet_pcc.canary.errors import UserError
+from espnet_pcc.errors import UserError
 from espnet_pcc.canary.vocab import load_vocab
 
 logger = logging.getLogger(__name__)
