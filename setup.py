@@ -32,6 +32,10 @@ setup(
             "espnet-pcc-make-canaries = espnet_pcc.bin.make_canaries:main",
             "espnet-pcc-insert-canaries = espnet_pcc.bin.insert_canaries:main",
             "espnet-pcc-score-exposure = espnet_pcc.bin.score_exposure:main",
+            "espnet-pcc-check-data = espnet_pcc.bin.check_data:main",
+            "espnet-pcc-prep-librispeech = espnet_pcc.bin.prep_librispeech:main",
+            "espnet-pcc-make-synth-corpus = espnet_pcc.bin.make_synth_corpus:main",
+            "espnet-pcc-report = espnet_pcc.bin.report:main",
         ],
         # Registries read by espnet_pcc.registry (see README "Extending").
         "espnet_pcc.trainers": [
