@@ -1,5 +1,37 @@
 import os
 import sys
 
+import numpy as np
+import pytest
+import soundfile
+
 # tests/ holds helper modules (trainer_helpers) that spawned DDP workers import.
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+CHARS = list("abcde")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """8 short noisy-tone utterances with char transcripts, as a Kaldi-style dir."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    wav_scp, text, shape = [], [], []
+    for i in range(8):
+        n = int(16000 * rng.uniform(0.5, 0.9))
+        t = np.arange(n) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.05 * rng.standard_normal(n)
+        path = root / f"utt{i}.wav"
+        soundfile.write(path, audio.astype(np.float32), 16000, subtype="PCM_16")
+        utt = f"utt{i}"
+        wav_scp.append(f"{utt} {path}")
+        text.append(f"{utt} " + "".join(rng.choice(CHARS, 2)) + " " +
+                    "".join(rng.choice(CHARS, 3)))
+        shape.append(f"{utt} {n}")
+    (root / "wav.scp").write_text("\n".join(wav_scp) + "\n")
+    (root / "text").write_text("\n".join(text) + "\n")
+    (root / "speech_shape").write_text("\n".join(shape) + "\n")
+    tokens = ["<blank>", "<unk>", "<space>"] + CHARS + ["<sos/eos>"]
+    (root / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    return root

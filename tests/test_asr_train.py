@@ -5,76 +5,11 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile
 import torch
 import yaml
 
+from asr_train_helpers import final_params, train_args, train_stats
 from espnet_pcc.bin import asr_train
-
-CHARS = list("abcde ")
-TINY_CONFIG = {
-    "batch_type": "unsorted", "batch_size": 4, "max_epoch": 2, "num_workers": 0,
-    "seed": 0, "num_att_plot": 0, "keep_nbest_models": 1, "log_interval": 1,
-    "use_matplotlib": False,
-    "best_model_criterion": [["valid", "loss", "min"]],
-    "frontend_conf": {"n_fft": 256, "hop_length": 160, "n_mels": 20},
-    "normalize": "utterance_mvn",
-    "encoder": "transformer",
-    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32,
-                     "num_blocks": 1, "input_layer": "conv2d", "dropout_rate": 0.1},
-    "decoder": "transformer",
-    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
-    "model_conf": {"ctc_weight": 0.3},
-    "optim": "adam", "optim_conf": {"lr": 0.002},
-}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """8 short noisy-tone utterances with char transcripts, as a Kaldi-style dir."""
-    root = tmp_path_factory.mktemp("corpus")
-    rng = np.random.default_rng(0)
-    wav_scp, text, shape = [], [], []
-    for i in range(8):
-        n = int(16000 * rng.uniform(0.5, 0.9))
-        t = np.arange(n) / 16000
-        audio = 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t) + 0.05 * rng.standard_normal(n)
-        path = root / f"utt{i}.wav"
-        soundfile.write(path, audio.astype(np.float32), 16000, subtype="PCM_16")
-        utt = f"utt{i}"
-        wav_scp.append(f"{utt} {path}")
-        text.append(f"{utt} " + "".join(rng.choice(CHARS[:-1], 2)) + " " +
-                    "".join(rng.choice(CHARS[:-1], 3)))
-        shape.append(f"{utt} {n}")
-    (root / "wav.scp").write_text("\n".join(wav_scp) + "\n")
-    (root / "text").write_text("\n".join(text) + "\n")
-    (root / "speech_shape").write_text("\n".join(shape) + "\n")
-    tokens = ["<blank>", "<unk>", "<space>"] + CHARS[:-1] + ["<sos/eos>"]
-    (root / "tokens.txt").write_text("\n".join(tokens) + "\n")
-    return root
-
-
-def train_args(corpus, out, config_overrides=None, extra=()):
-    config = dict(TINY_CONFIG, **(config_overrides or {}))
-    config_path = out.parent / f"{out.name}.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    data = []
-    for split in ("train", "valid"):
-        data += [f"--{split}_data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
-                 f"--{split}_data_path_and_name_and_type", f"{corpus}/text,text,text",
-                 f"--{split}_shape_file", f"{corpus}/speech_shape"]
-    return ["--config", str(config_path), "--output_dir", str(out), "--ngpu", "0",
-            "--token_type", "char", "--token_list", f"{corpus}/tokens.txt", *data, *extra]
-
-
-def final_params(out):
-    return torch.load(out / "checkpoint.pth", weights_only=False)["model"]
-
-
-def train_stats(out, epoch):
-    reporter = torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]
-    return reporter["stats"][epoch]["train"]
-
 
 @pytest.mark.parametrize("clip,clip_conf,options", [
     ("none", {}, {}),

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_asr_train import corpus, train_args  # noqa: F401 (fixture)
+from asr_train_helpers import train_args
 
 
 def children(pid):
@@ -40,7 +40,7 @@ def wait_for_training(proc):
 
 
 @pytest.mark.parametrize("fault", ["kill", "hang"])
-def test_a_faulty_rank_fails_the_job_in_bounded_time(corpus, tmp_path, fault):  # noqa: F811
+def test_a_faulty_rank_fails_the_job_in_bounded_time(corpus, tmp_path, fault):
     proc = launch(corpus, tmp_path / fault, dist_timeout=20)
     try:
         wait_for_training(proc)

@@ -16,7 +16,6 @@ from espnet2.tasks.asr import ASRTask
 
 from espnet_pcc import distributed, registry
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.clipping import ClipMode
 from espnet_pcc.trainer import PCCTrainer
 
 OPTIMIZER_WRAPPER = "per_core_clip"

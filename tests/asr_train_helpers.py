@@ -1,0 +1,42 @@
+"""A tiny ESPnet ASR config and the asr_train arguments for the corpus fixture
+(tests/conftest.py), shared by the end-to-end training tests."""
+import torch
+import yaml
+
+TINY_CONFIG = {
+    "batch_type": "unsorted", "batch_size": 4, "max_epoch": 2, "num_workers": 0,
+    "seed": 0, "num_att_plot": 0, "keep_nbest_models": 1, "log_interval": 1,
+    "use_matplotlib": False,
+    "best_model_criterion": [["valid", "loss", "min"]],
+    "frontend_conf": {"n_fft": 256, "hop_length": 160, "n_mels": 20},
+    "normalize": "utterance_mvn",
+    "encoder": "transformer",
+    "encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 32,
+                     "num_blocks": 1, "input_layer": "conv2d", "dropout_rate": 0.1},
+    "decoder": "transformer",
+    "decoder_conf": {"attention_heads": 2, "linear_units": 32, "num_blocks": 1},
+    "model_conf": {"ctc_weight": 0.3},
+    "optim": "adam", "optim_conf": {"lr": 0.002},
+}
+
+
+def train_args(corpus, out, config_overrides=None, extra=()):
+    config = dict(TINY_CONFIG, **(config_overrides or {}))
+    config_path = out.parent / f"{out.name}.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    data = []
+    for split in ("train", "valid"):
+        data += [f"--{split}_data_path_and_name_and_type", f"{corpus}/wav.scp,speech,sound",
+                 f"--{split}_data_path_and_name_and_type", f"{corpus}/text,text,text",
+                 f"--{split}_shape_file", f"{corpus}/speech_shape"]
+    return ["--config", str(config_path), "--output_dir", str(out), "--ngpu", "0",
+            "--token_type", "char", "--token_list", f"{corpus}/tokens.txt", *data, *extra]
+
+
+def final_params(out):
+    return torch.load(out / "checkpoint.pth", weights_only=False)["model"]
+
+
+def train_stats(out, epoch):
+    reporter = torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]
+    return reporter["stats"][epoch]["train"]
