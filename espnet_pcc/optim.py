@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional
 import torch
 import torch.distributed as dist
 
+from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.clipping import ClipMode, clip_factor, grad_norm
 
 # Tail of the flat buffer, summed over ranks together with the gradients so that
@@ -81,17 +82,12 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # torch.optim.Optimizer.__init__ is not called on purpose: all optimizer
         # state lives in the wrapped instance (the Opacus DPOptimizer pattern).
         self.original_optimizer = optimizer
-        self.mode = ClipMode.parse(clip) if isinstance(clip, str) else clip
-        if self.mode is ClipMode.GLOBAL:
-            raise ValueError("clip: global clips the averaged gradient; it needs no wrapper")
-        if self.mode.needs_max_norm:
-            if max_norm is None or not math.isfinite(max_norm) or max_norm <= 0:
-                raise ValueError(f"clip_conf.max_norm must be a positive number for clip: "
-                                 f"{self.mode.value}, got {max_norm!r}")
-        elif max_norm is not None:
-            raise ValueError(f"clip_conf.max_norm is not allowed for clip: {self.mode.value}, "
-                             f"got {max_norm!r}")
-        self.max_norm = max_norm
+        mode = clip.value if isinstance(clip, ClipMode) else clip
+        config = ClipConfig.from_options(mode, {"max_norm": max_norm})  # the one validation
+        if config.mode is ClipMode.GLOBAL:
+            raise ClipConfigError("clip: global clips the averaged gradient; it needs no wrapper")
+        self.mode = config.mode
+        self.max_norm = config.max_norm
         self.process_group = process_group
         self._buffer: Optional[torch.Tensor] = None
         self._views: List[torch.Tensor] = []

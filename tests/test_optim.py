@@ -153,10 +153,10 @@ def test_loads_a_plain_optimizer_state():
 
 
 @pytest.mark.parametrize("mode,max_norm,message", [
-    ("per_core", None, "must be a positive number for clip: per_core, got None"),
-    ("per_core", -1.0, "got -1.0"),
+    ("per_core", None, "clip_conf.max_norm is required for clip: per_core"),
+    ("per_core", -1.0, "must be > 0 and finite, got -1.0"),
     ("per_core", math.nan, "got nan"),
-    ("adaptive_per_core", 1.0, "not allowed for clip: adaptive_per_core"),
+    ("adaptive_per_core", 1.0, "clip_conf.max_norm=1.0 is not allowed for clip: adaptive_per_core"),
     ("global", 1.0, "needs no wrapper"),
     ("perCore", 1.0, "unknown value 'perCore'"),
 ])
