@@ -1,9 +1,12 @@
 """Plug-in registries declared as setuptools entry points (see setup.py).
 
 `espnet_pcc.optimizers` maps a name to an optimizer *wrapper* class, built as
-`Wrapper(inner_optimizer, clip_mode, max_norm)`; `espnet_pcc.trainers` maps a
-name to an espnet2 Trainer subclass.  Another package can register its own
-under the same groups and select it with `--clip_optimizer` / `--clip_trainer`.
+`Wrapper(inner_optimizer, clip_mode, max_norm)`: `PCCASRTask.build_optimizers`
+loads the one registered as `per_core_clip`.  `espnet_pcc.trainers` and
+`espnet_pcc.tasks` list our Trainer and Task classes (`pcc`, `asr`) so that
+tools can discover them; a package that adds its own registers them under the
+same groups with new names and loads them with `load(group, name)` (e.g. in a
+`PCCASRTask` subclass).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Dict
 _BUILTIN = {
     "espnet_pcc.optimizers": {"per_core_clip": "espnet_pcc.optim:PerCoreClipOptimizer"},
     "espnet_pcc.trainers": {"pcc": "espnet_pcc.trainer:PCCTrainer"},
+    "espnet_pcc.tasks": {"asr": "espnet_pcc.tasks.asr:PCCASRTask"},
 }
 
 
