@@ -46,10 +46,6 @@ class ClipMode(str, enum.Enum):
         """True where every core is clipped before the average (PCC family)."""
         return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.PER_EXAMPLE)
 
-    @property
-    def needs_max_norm(self) -> bool:
-        return self in (ClipMode.GLOBAL, ClipMode.PER_CORE, ClipMode.PER_EXAMPLE)
-
 
 def grad_norm(grads: Grads) -> torch.Tensor:
     """‖g‖₂ over all tensors of one gradient, as a 0-dim float32 tensor."""
