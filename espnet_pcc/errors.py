@@ -6,6 +6,7 @@ checkpoint/config mismatch). CLIs print ``error: <message>`` and exit 2 without 
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable, Optional, Sequence
@@ -38,7 +39,12 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
-def get_verbose(argv: Optional[Sequence[str]]) -> bool:
-    """Whether ``--verbose`` is among the arguments (used before parsing succeeds)."""
-    args = sys.argv[1:] if argv is None else argv
-    return "--verbose" in args
+def run_main(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+             body: Callable[[argparse.Namespace], None]) -> None:
+    """Parse argv, set up logging, run ``body(args)`` under :func:`run_cli` as ``parser.prog``.
+
+    The parser must define ``--verbose``.
+    """
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    run_cli(lambda: body(args), verbose=args.verbose, prog=parser.prog)

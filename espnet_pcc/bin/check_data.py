@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,26 +29,24 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc import data_check, kaldi_dir
+
+    for path in args.data_dir:
+        kd = kaldi_dir.read(path)
+        checked = []
+        if not args.skip_audio:
+            data_check.check_audio(kd, str(path), nj=args.nj)
+            checked.append("audio")
+        if args.token_type is not None:
+            data_check.check_text(kd, str(path), args.token_list, args.token_type,
+                                  args.bpemodel)
+            checked.append(f"text vs {args.token_type} tokens")
+        print(f"{path}: {len(kd)} utterances OK ({', '.join(checked) or 'layout'})")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc import data_check, kaldi_dir
-
-        for path in args.data_dir:
-            kd = kaldi_dir.read(path)
-            checked = []
-            if not args.skip_audio:
-                data_check.check_audio(kd, str(path), nj=args.nj)
-                checked.append("audio")
-            if args.token_type is not None:
-                data_check.check_text(kd, str(path), args.token_list, args.token_type,
-                                      args.bpemodel)
-                checked.append(f"text vs {args.token_type} tokens")
-            print(f"{path}: {len(kd)} utterances OK ({', '.join(checked) or 'layout'})")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="check_data")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,18 +29,16 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.canary.insert import insert
+
+    n = insert(args.train_dir, args.canary_dir, args.output_dir)
+    print(f"{args.output_dir}: {n['train']} training + {n['inserted']} canary utterances "
+          f"= {n['total']}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.canary.insert import insert
-
-        n = insert(args.train_dir, args.canary_dir, args.output_dir)
-        print(f"{args.output_dir}: {n['train']} training + {n['inserted']} canary utterances "
-              f"= {n['total']}")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="insert_canaries")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

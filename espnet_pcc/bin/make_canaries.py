@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc import tts
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -51,35 +51,33 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.canary.generate import CanaryConfig, generate
+    from espnet_pcc.canary.vocab import load_vocab
+
+    cfg = CanaryConfig(
+        num_words=args.num_words,
+        repeat_counts=tuple(args.repeat_counts),
+        canaries_per_count=args.canaries_per_count,
+        num_references=args.num_references,
+        speed=args.speed,
+        seed=args.seed,
+        id_prefix=args.id_prefix,
+        text_case=args.text_case,
+        voices=tuple(args.voices),
+    )
+    cfg.validate()
+    vocab = load_vocab(args.vocab, size=args.vocab_size, fmt=args.vocab_format,
+                       min_len=args.min_word_len)
+    logging.info("vocabulary: %d words from %s", len(vocab), args.vocab)
+    man = generate(args.output_dir, vocab, cfg, vocab_source=args.vocab, nj=args.nj,
+                   overwrite=args.overwrite, log_every=args.log_every)
+    print(f"{args.output_dir}: {len(man['canaries'])} canaries, "
+          f"{len(man['references'])} references")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.canary.generate import CanaryConfig, generate
-        from espnet_pcc.canary.vocab import load_vocab
-
-        cfg = CanaryConfig(
-            num_words=args.num_words,
-            repeat_counts=tuple(args.repeat_counts),
-            canaries_per_count=args.canaries_per_count,
-            num_references=args.num_references,
-            speed=args.speed,
-            seed=args.seed,
-            id_prefix=args.id_prefix,
-            text_case=args.text_case,
-            voices=tuple(args.voices),
-        )
-        cfg.validate()
-        vocab = load_vocab(args.vocab, size=args.vocab_size, fmt=args.vocab_format,
-                           min_len=args.min_word_len)
-        logging.info("vocabulary: %d words from %s", len(vocab), args.vocab)
-        man = generate(args.output_dir, vocab, cfg, vocab_source=args.vocab, nj=args.nj,
-                       overwrite=args.overwrite, log_every=args.log_every)
-        print(f"{args.output_dir}: {len(man['canaries'])} canaries, "
-              f"{len(man['references'])} references")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="make_canaries")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,20 +29,18 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.recipe.synth_corpus import PRESETS, build
+
+    cfg = PRESETS[args.size]
+    if args.seed is not None:
+        cfg = dataclasses.replace(cfg, seed=args.seed)
+    meta = build(args.output_dir, cfg, nj=args.nj, overwrite=args.overwrite)
+    print(f"{args.output_dir}: {meta['utterances']} utterances, {meta['hours']} hours")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.recipe.synth_corpus import PRESETS, build
-
-        cfg = PRESETS[args.size]
-        if args.seed is not None:
-            cfg = dataclasses.replace(cfg, seed=args.seed)
-        meta = build(args.output_dir, cfg, nj=args.nj, overwrite=args.overwrite)
-        print(f"{args.output_dir}: {meta['utterances']} utterances, {meta['hours']} hours")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="make_synth_corpus")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -26,17 +26,15 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.recipe.librispeech import prepare
+
+    n = prepare(args.corpus_dir, args.splits, args.output_dir, overwrite=args.overwrite)
+    print(f"{args.output_dir}: {n} utterances from {' '.join(args.splits)}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.recipe.librispeech import prepare
-
-        n = prepare(args.corpus_dir, args.splits, args.output_dir, overwrite=args.overwrite)
-        print(f"{args.output_dir}: {n} utterances from {' '.join(args.splits)}")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="prep_librispeech")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

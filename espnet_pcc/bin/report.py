@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -31,28 +31,26 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.recipe.report import collect, comparison_table, plot, results_markdown
+
+    results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
+                      args.exposure_name)
+    plot(results, args.output_png)
+    rel_png = os.path.relpath(args.output_png, args.output_md.resolve().parent
+                              if args.output_md.parent != Path("") else Path("."))
+    md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
+                          title=args.title, notes=args.notes, plot_name=rel_png)
+    args.output_md.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output_md.with_name(f".{args.output_md.name}.tmp")
+    tmp.write_text(md, encoding="utf-8")
+    tmp.replace(args.output_md)
+    print(comparison_table(results, args.test_sets))
+    print(f"wrote {args.output_md} and {args.output_png}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.recipe.report import collect, comparison_table, plot, results_markdown
-
-        results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
-                          args.exposure_name)
-        plot(results, args.output_png)
-        rel_png = os.path.relpath(args.output_png, args.output_md.resolve().parent
-                                  if args.output_md.parent != Path("") else Path("."))
-        md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
-                              title=args.title, notes=args.notes, plot_name=rel_png)
-        args.output_md.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output_md.with_name(f".{args.output_md.name}.tmp")
-        tmp.write_text(md, encoding="utf-8")
-        tmp.replace(args.output_md)
-        print(comparison_table(results, args.test_sets))
-        print(f"wrote {args.output_md} and {args.output_png}")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="report")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

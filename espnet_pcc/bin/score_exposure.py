@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -38,24 +38,22 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.errors import UserError
+    from espnet_pcc.exposure import format_summary, score_exposure
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    summary = score_exposure(
+        args.asr_train_config, args.asr_model_file, args.canary_dir, args.output_dir,
+        batch_size=args.batch_size, device=args.device, nj=args.nj,
+        log_every=args.log_every, include_canary=not args.exclude_canary_from_R,
+    )
+    print(format_summary(summary))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.errors import UserError
-        from espnet_pcc.exposure import format_summary, score_exposure
-
-        if args.batch_size < 1:
-            raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
-        summary = score_exposure(
-            args.asr_train_config, args.asr_model_file, args.canary_dir, args.output_dir,
-            batch_size=args.batch_size, device=args.device, nj=args.nj,
-            log_every=args.log_every, include_canary=not args.exclude_canary_from_R,
-        )
-        print(format_summary(summary))
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="score_exposure")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc.errors import get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -24,18 +24,16 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.recipe.scoring import score_dir
+
+    res = score_dir(args.data_dir, args.hyp_text, args.output_dir)
+    print(f"{args.output_dir}: WER {res['wer']['Err']} % ({res['wer']['Wrd']} words), "
+          f"CER {res['cer']['Err']} %")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        from espnet_pcc.recipe.scoring import score_dir
-
-        res = score_dir(args.data_dir, args.hyp_text, args.output_dir)
-        print(f"{args.output_dir}: WER {res['wer']['Err']} % ({res['wer']['Wrd']} words), "
-              f"CER {res['cer']['Err']} %")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="score_wer")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

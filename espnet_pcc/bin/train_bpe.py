@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from espnet_pcc.errors import UserError, get_verbose, run_cli, setup_logging
+from espnet_pcc.errors import UserError, run_main
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -30,42 +30,40 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace) -> None:
+    import sentencepiece as spm
+
+    if not args.text.is_file():
+        raise UserError(f"{args.text} missing (produced by stage 2 / stage 1)")
+    lines: List[str] = []
+    for line in args.text.read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=1)
+        if len(parts) == 2:
+            lines.append(parts[1])
+    out = args.output_prefix
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".spm.") as tmp:
+        train_txt = Path(tmp) / "train.txt"
+        train_txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        kwargs = dict(
+            input=str(train_txt), vocab_size=args.vocab_size, model_type=args.model_type,
+            model_prefix=str(Path(tmp) / "bpe"), character_coverage=1.0,
+            input_sentence_size=100000000, minloglevel=1,
+        )
+        if args.user_defined_symbols:
+            kwargs["user_defined_symbols"] = args.user_defined_symbols
+        try:
+            spm.SentencePieceTrainer.train(**kwargs)
+        except RuntimeError as e:  # e.g. vocab_size larger than the text allows
+            raise UserError(f"sentencepiece: {str(e).splitlines()[-1]} "
+                            f"(lower --nbpe for {len(lines)} sentences)") from None
+        for ext in ("model", "vocab"):
+            os.replace(Path(tmp) / f"bpe.{ext}", f"{out}.{ext}")
+    print(f"{out}.model: {args.model_type}, vocab {args.vocab_size}, {len(lines)} sentences")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = get_parser().parse_args(argv)
-    setup_logging(args.verbose)
-
-    def body() -> None:
-        import sentencepiece as spm
-
-        if not args.text.is_file():
-            raise UserError(f"{args.text} missing (produced by stage 2 / stage 1)")
-        lines: List[str] = []
-        for line in args.text.read_text(encoding="utf-8").splitlines():
-            parts = line.split(maxsplit=1)
-            if len(parts) == 2:
-                lines.append(parts[1])
-        out = args.output_prefix
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".spm.") as tmp:
-            train_txt = Path(tmp) / "train.txt"
-            train_txt.write_text("\n".join(lines) + "\n", encoding="utf-8")
-            kwargs = dict(
-                input=str(train_txt), vocab_size=args.vocab_size, model_type=args.model_type,
-                model_prefix=str(Path(tmp) / "bpe"), character_coverage=1.0,
-                input_sentence_size=100000000, minloglevel=1,
-            )
-            if args.user_defined_symbols:
-                kwargs["user_defined_symbols"] = args.user_defined_symbols
-            try:
-                spm.SentencePieceTrainer.train(**kwargs)
-            except RuntimeError as e:  # e.g. vocab_size larger than the text allows
-                raise UserError(f"sentencepiece: {str(e).splitlines()[-1]} "
-                                f"(lower --nbpe for {len(lines)} sentences)") from None
-            for ext in ("model", "vocab"):
-                os.replace(Path(tmp) / f"bpe.{ext}", f"{out}.{ext}")
-        print(f"{out}.model: {args.model_type}, vocab {args.vocab_size}, {len(lines)} sentences")
-
-    run_cli(body, verbose=args.verbose or get_verbose(argv), prog="train_bpe")
+    run_main(get_parser(), argv, _run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,44 @@
+"""run_main: a UserError is one stderr line and exit 2; --verbose re-raises it."""
+import argparse
+
+import pytest
+
+from espnet_pcc.errors import UserError, run_main
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="demo_cli")
+    p.add_argument("--name", default="x")
+    p.add_argument("--verbose", action="store_true")
+    return p
+
+
+def fail(args: argparse.Namespace) -> None:
+    raise UserError(f"bad --name {args.name}")
+
+
+def test_body_gets_the_parsed_args(capsys):
+    run_main(parser(), ["--name", "y"], lambda args: print(f"name={args.name}"))
+    assert capsys.readouterr().out == "name=y\n"
+
+
+def test_user_error_is_one_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_main(parser(), ["--name", "y"], fail)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ["demo_cli: error: bad --name y"]
+
+
+def test_verbose_reraises():
+    with pytest.raises(UserError, match="bad --name y"):
+        run_main(parser(), ["--name", "y", "--verbose"], fail)
+
+
+def test_interrupt_exits_130(capsys):
+    def interrupted(args: argparse.Namespace) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        run_main(parser(), [], interrupted)
+    assert e.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["demo_cli: interrupted"]
