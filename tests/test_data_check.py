@@ -62,6 +62,19 @@ def test_characters_outside_the_token_list(tmp_path, capsys):
     assert "utterance b: characters 'é' are not in the token list (and 1 more)" in err[0]
 
 
+def test_warn_only_reports_and_goes_on(tmp_path, capsys):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
+    bad = make_dir(tmp_path / "bad", {"a": "A é"})
+    good = make_dir(tmp_path / "good", {"b": "AB"})
+    (tmp_path / "tokens.txt").write_text("<blank>\n<unk>\n<space>\nA\nB\n<sos/eos>\n")
+    check_data.main(["--data_dir", str(bad), str(good), "--skip_audio", "--warn_only",
+                     "--token_type", "char", "--token_list", str(tmp_path / "tokens.txt")])
+    out, err = capsys.readouterr()
+    assert err.strip().startswith("check_data: warning: ") and "characters 'é'" in err
+    assert "1 utterances OK" in out and str(good) in out and str(bad) not in out
+
+
 def test_text_that_bpe_maps_to_unk(tmp_path, capsys):
     import sentencepiece as spm
 

@@ -41,10 +41,10 @@ class SynthCorpusError(UserError):
 class CorpusConfig:
     """Sizes per split as (speakers, utterances per speaker); sentence length in words."""
 
-    splits: Tuple[Tuple[str, int, int], ...] = (("train", 18, 20), ("dev", 2, 20), ("test", 3, 20))
+    splits: Tuple[Tuple[str, int, int], ...] = (("train", 92, 12), ("dev", 4, 10), ("test", 6, 10))
     min_words: int = 3
     max_words: int = 6
-    vocab_size: int = 3000
+    vocab_size: int = 200
     seed: int = 1
 
     def validate(self) -> None:
@@ -57,8 +57,10 @@ class CorpusConfig:
             raise SynthCorpusError(f"need 1 <= min_words <= max_words, got {self.min_words}, {self.max_words}")
 
 
-#: Named sizes: "full" is the demo (360 training utterances of ~1.5 s: with 310 canary repeats
-#: three models train on a 2-core CPU in ~15 min); "tiny" is for CI.
+#: Named sizes: "full" is the demo: 1104 training utterances (92 voices, ~1.6 s each) over
+#: wordfreq's 200 most frequent words, so that test words are seen in training and a tiny model
+#: reaches a meaningful WER in 6 epochs; with 310 canary repeats three models train side by
+#: side on a 2-core CPU in ~13 min. "tiny" is for CI.
 PRESETS: Dict[str, CorpusConfig] = {
     "full": CorpusConfig(),
     "tiny": CorpusConfig(splits=(("train", 6, 8), ("dev", 2, 4), ("test", 2, 4)), max_words=6),

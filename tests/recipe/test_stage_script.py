@@ -41,6 +41,10 @@ def test_help_and_bad_options(tmp_path: Path):
     err = one_line_error(stage_script(tmp_path, "--asr_configs", "conf/train_asr_nope.yaml"))
     assert "no such config conf/train_asr_nope.yaml" in err and "conf/train_asr_tiny_pcc.yaml" in err
     assert "--token_type word" in one_line_error(stage_script(tmp_path, "--token_type", "word"))
+    assert "--train_jobs 0: must be a positive integer" in one_line_error(
+        stage_script(tmp_path, "--train_jobs", "0"))
+    assert "--train_jobs 2 needs --ngpu 0" in one_line_error(
+        stage_script(tmp_path, "--train_jobs", "2", "--ngpu", "1"))
 
 
 def test_missing_corpus_and_split(tmp_path: Path, corpus: Path):

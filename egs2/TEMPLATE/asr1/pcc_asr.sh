@@ -28,6 +28,7 @@ opt nj 2                     # parallel jobs for data work / stats collection
 opt stats_nj ""              # parallel --collect_stats jobs (default: --nj)
 opt inference_nj 2           # parallel decoding jobs
 opt ngpu 0                   # GPUs per node for training (0 = CPU)
+opt train_jobs 1             # configs trained at once (CPU only: each takes its own cores)
 opt gpu_inference false      # decode / score exposure on GPU
 opt num_nodes 1              # >1: multi-node training through espnet2.bin.launch
 opt cuda_cmd ""              # job command for espnet2.bin.launch (Kaldi run.pl/queue.pl/slurm.pl)
@@ -78,6 +79,8 @@ while [ $# -gt 0 ]; do
 done
 
 [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || die "--stage/--stop_stage must be integers"
+[[ "${train_jobs}" =~ ^[1-9][0-9]*$ ]] || die "--train_jobs ${train_jobs}: must be a positive integer"
+[ "${train_jobs}" -eq 1 ] || [ "${ngpu}" -eq 0 ] || die "--train_jobs ${train_jobs} needs --ngpu 0 (concurrent models would share the GPUs)"
 [ "${feats_type}" = raw ] || die "--feats_type ${feats_type}: only raw is supported"
 case "${token_type}" in bpe|char) ;; *) die "--token_type ${token_type}: use bpe or char" ;; esac
 [ -n "${asr_configs}" ] || die "--asr_configs is empty: give the training YAMLs"
@@ -203,6 +206,23 @@ if run_stage 3; then
         rm -rf "${token_dir}"; mv "${tmp}" "${token_dir}"
         log "${token_list}: $(wc -l <"${token_list}") tokens"
     fi
+    # Text the tokenizer cannot express becomes <unk>: an error for the sets trained and
+    # validated on, a warning for the sets only scored.
+    check_opts=(--skip_audio "${token_opts[@]}")
+    [ "${token_type}" = bpe ] && check_opts+=(--bpemodel "${bpemodel}")
+    trained="${datadir}/${train_set}"
+    [ -d "${datadir}/${train_used}" ] && trained="${datadir}/${train_used}"
+    run_logged "${expdir}/logs/check_text.log" ${python} -m espnet_pcc.bin.check_data \
+        --data_dir "${trained}" "${datadir}/${valid_set}" "${check_opts[@]}"
+    scored=()
+    for s in ${test_sets}; do
+        [ "${s}" = "${valid_set}" ] || [ ! -d "${datadir}/${s}" ] || scored+=("${datadir}/${s}")
+    done
+    if [ ${#scored[@]} -gt 0 ]; then
+        run_logged "${expdir}/logs/check_text_test.log" ${python} -m espnet_pcc.bin.check_data \
+            --data_dir "${scored[@]}" "${check_opts[@]}" --warn_only
+        grep "warning:" "${expdir}/logs/check_text_test.log" >&2 || true
+    fi
     stage_end
 fi
 
@@ -277,15 +297,11 @@ if run_stage 5; then
     dist_opts=(--ngpu "${ngpu}" --multiprocessing_distributed "${multiprocessing_distributed}")
     [ -n "${dist_launcher}" ] && dist_opts+=(--dist_launcher "${dist_launcher}")
     [ -n "${dist_init_method}" ] && dist_opts+=(--dist_init_method "${dist_init_method}")
-    i=0
-    for config in ${asr_configs}; do
-        asr_exp="${expdir}/${asr_tags[$i]}"; i=$((i + 1))
-        "${force}" && rm -rf "${asr_exp}"
-        if [ -f "${asr_exp}/.done" ] && [ -e "${asr_exp}/${inference_asr_model}" ]; then
-            log "${asr_exp} is trained: skipped"; continue
-        fi
+    # train_one CONFIG EXP: one model; dies (exits the script, or its subshell) on failure.
+    train_one() {
+        local config=$1 asr_exp=$2 cmd t0 msg
         log "training ${asr_exp} (config ${config}; log ${asr_exp}/train.log)"
-        mkdir -p "${asr_exp}"
+        mkdir -p "${asr_exp}"; rm -f "${asr_exp}/.done"
         cmd=("${launcher[@]}")
         if [ "${num_nodes}" -gt 1 ]; then
             cmd+=(--log "${asr_exp}/train.log" --init_file_prefix "${asr_exp}/.dist_init_" --)
@@ -319,6 +335,24 @@ if run_stage 5; then
         [ -e "${asr_exp}/${inference_asr_model}" ] || die "stage 5: ${asr_exp}/${inference_asr_model} not written (log: ${asr_exp}/train.log)"
         echo "$(( $(date +%s) - t0 ))" >"${asr_exp}/.done"
         log "${asr_exp}: trained in $(cat "${asr_exp}/.done") s"
+    }
+    i=0
+    for config in ${asr_configs}; do
+        asr_exp="${expdir}/${asr_tags[$i]}"; i=$((i + 1))
+        "${force}" && rm -rf "${asr_exp}"
+        if [ -f "${asr_exp}/.done" ] && [ -e "${asr_exp}/${inference_asr_model}" ]; then
+            log "${asr_exp} is trained: skipped"; continue
+        fi
+        if [ "${train_jobs}" -le 1 ]; then
+            train_one "${config}" "${asr_exp}"
+        else
+            while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do wait -n || true; done
+            train_one "${config}" "${asr_exp}" &
+        fi
+    done
+    wait || true
+    for tag in "${asr_tags[@]}"; do
+        [ -f "${expdir}/${tag}/.done" ] || die "stage 5: training ${expdir}/${tag} failed (log: ${expdir}/${tag}/train.log)"
     done
     stage_end
 fi
