@@ -36,6 +36,10 @@ def test_demo_tiny_end_to_end(tmp_path: Path):
             assert len((dec / "text").read_text().splitlines()) == 8
             assert (dec / "score_wer" / "result.json").is_file()
         assert (d / "exposure" / "summary.json").is_file()
+    # Stage 3 checked the text against the token list: the tiny test set has a letter ('J')
+    # that the tiny training text lacks, which is a warning for a set that is only scored.
+    warnings = [l for l in proc.stderr.splitlines() if l.startswith("check_data: warning: ")]
+    assert any("data/test: utterance" in w and "'J'" in w for w in warnings), proc.stderr
     # Canaries went into the training set only.
     assert "canary-x04-" in (tmp_path / "data" / "train_canary" / "text").read_text()
     assert "canary" not in (tmp_path / "data" / "test" / "text").read_text()

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recipe_helpers import REPO, TEMPLATE, make_librispeech, run
 
@@ -41,10 +42,10 @@ def test_help_and_bad_options(tmp_path: Path):
     err = one_line_error(stage_script(tmp_path, "--asr_configs", "conf/train_asr_nope.yaml"))
     assert "no such config conf/train_asr_nope.yaml" in err and "conf/train_asr_tiny_pcc.yaml" in err
     assert "--token_type word" in one_line_error(stage_script(tmp_path, "--token_type", "word"))
-    assert "--train_jobs 0: must be a positive integer" in one_line_error(
-        stage_script(tmp_path, "--train_jobs", "0"))
-    assert "--train_jobs 2 needs --ngpu 0" in one_line_error(
-        stage_script(tmp_path, "--train_jobs", "2", "--ngpu", "1"))
+    assert "--model_jobs 0: must be a positive integer" in one_line_error(
+        stage_script(tmp_path, "--model_jobs", "0"))
+    assert "--model_jobs 2 needs --ngpu 0 and --gpu_inference false" in one_line_error(
+        stage_script(tmp_path, "--model_jobs", "2", "--gpu_inference", "true"))
 
 
 def test_missing_corpus_and_split(tmp_path: Path, corpus: Path):
@@ -116,3 +117,23 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "tokens.txt exists: skipped" in proc.stderr
     assert "asr_stats_raw_bpe_unigram30 exists: skipped" in proc.stderr
+
+    # Stage 5 with models side by side (--model_jobs): each failing model prints its own error
+    # and the stage stops naming them all.
+    bad = []
+    for name, max_norm in (("bad_a", -1.0), ("bad_b", 0.0)):
+        cfg = yaml.safe_load((REPO / "conf" / "train_asr_tiny_pcc.yaml").read_text())
+        cfg["clip_conf"]["max_norm"] = max_norm
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        bad.append(str(path))
+    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args
+               + ["--stage", "5", "--stop_stage", "5", "--ngpu", "0", "--gpu_inference", "false",
+                  "--model_jobs", "2", "--asr_configs", " ".join(bad)],
+               cwd=LS100)
+    assert proc.returncode != 0
+    errors = [l for l in proc.stderr.splitlines() if "error:" in l]
+    assert len(errors) == 3, proc.stderr[-3000:]
+    assert sum("training" in e and "max_norm" in e for e in errors) == 2, errors
+    assert "stage 5: failed for asr_bad_a asr_bad_b" in errors[-1]
+    assert not (exp / "asr_bad_a" / ".done").exists()

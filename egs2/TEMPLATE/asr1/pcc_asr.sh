@@ -28,7 +28,7 @@ opt nj 2                     # parallel jobs for data work / stats collection
 opt stats_nj ""              # parallel --collect_stats jobs (default: --nj)
 opt inference_nj 2           # parallel decoding jobs
 opt ngpu 0                   # GPUs per node for training (0 = CPU)
-opt train_jobs 1             # configs trained at once (CPU only: each takes its own cores)
+opt model_jobs 1             # models trained / decoded / scored at once (CPU only)
 opt gpu_inference false      # decode / score exposure on GPU
 opt num_nodes 1              # >1: multi-node training through espnet2.bin.launch
 opt cuda_cmd ""              # job command for espnet2.bin.launch (Kaldi run.pl/queue.pl/slurm.pl)
@@ -79,8 +79,9 @@ while [ $# -gt 0 ]; do
 done
 
 [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || die "--stage/--stop_stage must be integers"
-[[ "${train_jobs}" =~ ^[1-9][0-9]*$ ]] || die "--train_jobs ${train_jobs}: must be a positive integer"
-[ "${train_jobs}" -eq 1 ] || [ "${ngpu}" -eq 0 ] || die "--train_jobs ${train_jobs} needs --ngpu 0 (concurrent models would share the GPUs)"
+[[ "${model_jobs}" =~ ^[1-9][0-9]*$ ]] || die "--model_jobs ${model_jobs}: must be a positive integer"
+[ "${model_jobs}" -eq 1 ] || { [ "${ngpu}" -eq 0 ] && ! "${gpu_inference}"; } \
+    || die "--model_jobs ${model_jobs} needs --ngpu 0 and --gpu_inference false (concurrent models would share the GPUs)"
 [ "${feats_type}" = raw ] || die "--feats_type ${feats_type}: only raw is supported"
 case "${token_type}" in bpe|char) ;; *) die "--token_type ${token_type}: use bpe or char" ;; esac
 [ -n "${asr_configs}" ] || die "--asr_configs is empty: give the training YAMLs"
@@ -116,6 +117,19 @@ split_scp() {
         awk -v N="$2" -v K="${n}" '(NR - 1) % N == K - 1' "$1" >"$3.${n}.scp"
     done
 }
+# run_models FUNC: FUNC TAG for every model, ${model_jobs} at a time. A failing FUNC has
+# printed its one-line error (die); the stage then stops naming the models that failed.
+run_models() {
+    local fn=$1 tag i pids=() tags=() failed=()
+    for tag in "${asr_tags[@]}"; do
+        if [ "${model_jobs}" -le 1 ]; then "${fn}" "${tag}"; continue; fi
+        while [ "$(jobs -rp | wc -l)" -ge "${model_jobs}" ]; do sleep 1; done
+        "${fn}" "${tag}" &
+        pids+=("$!"); tags+=("${tag}")
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${tags[$i]}"); done
+    [ ${#failed[@]} -eq 0 ] || die "stage ${_cur}: failed for ${failed[*]} (errors above; logs in ${expdir}/<model>/)"
+}
 # Temp dirs of the running stage: removed if the script stops before renaming them.
 _tmps=()
 trap 'for t in "${_tmps[@]}"; do rm -rf "${t}"; done' EXIT
@@ -138,7 +152,10 @@ inference_tag="decode_$(basename "${inference_config}" .yaml)_${inference_asr_mo
 results_md=${results_md:-${expdir}/RESULTS.md}
 results_png=${results_png:-${expdir}/pcc_comparison.png}
 asr_tags=()
-for _c in ${asr_configs}; do asr_tags+=("asr_$(basename "${_c}" .yaml)"); done
+declare -A asr_config  # tag -> training YAML
+for _c in ${asr_configs}; do
+    asr_tags+=("asr_$(basename "${_c}" .yaml)"); asr_config[${asr_tags[-1]}]=${_c}
+done
 # Options every espnet2 ASR entry point needs for the tokenizer.
 token_opts=(--token_type "${token_type}" --token_list "${token_list}")
 [ "${token_type}" = bpe ] && token_opts+=(--bpemodel "${bpemodel}")
@@ -206,17 +223,19 @@ if run_stage 3; then
         rm -rf "${token_dir}"; mv "${tmp}" "${token_dir}"
         log "${token_list}: $(wc -l <"${token_list}") tokens"
     fi
-    # Text the tokenizer cannot express becomes <unk>: an error for the sets trained and
-    # validated on, a warning for the sets only scored.
+    # Text the tokenizer cannot express becomes <unk>: an error for the corpus sets trained
+    # and validated on, a warning for the sets only scored and for the canaries (drawn from a
+    # word list, they may hold a letter a small training text lacks).
     check_opts=(--skip_audio "${token_opts[@]}")
     [ "${token_type}" = bpe ] && check_opts+=(--bpemodel "${bpemodel}")
-    trained="${datadir}/${train_set}"
-    [ -d "${datadir}/${train_used}" ] && trained="${datadir}/${train_used}"
     run_logged "${expdir}/logs/check_text.log" ${python} -m espnet_pcc.bin.check_data \
-        --data_dir "${trained}" "${datadir}/${valid_set}" "${check_opts[@]}"
+        --data_dir "${datadir}/${train_set}" "${datadir}/${valid_set}" "${check_opts[@]}"
     scored=()
     for s in ${test_sets}; do
         [ "${s}" = "${valid_set}" ] || [ ! -d "${datadir}/${s}" ] || scored+=("${datadir}/${s}")
+    done
+    for s in canaries references; do
+        if [ -d "${canary_dir}/${s}" ]; then scored+=("${canary_dir}/${s}"); fi
     done
     if [ ${#scored[@]} -gt 0 ]; then
         run_logged "${expdir}/logs/check_text_test.log" ${python} -m espnet_pcc.bin.check_data \
@@ -297,9 +316,12 @@ if run_stage 5; then
     dist_opts=(--ngpu "${ngpu}" --multiprocessing_distributed "${multiprocessing_distributed}")
     [ -n "${dist_launcher}" ] && dist_opts+=(--dist_launcher "${dist_launcher}")
     [ -n "${dist_init_method}" ] && dist_opts+=(--dist_init_method "${dist_init_method}")
-    # train_one CONFIG EXP: one model; dies (exits the script, or its subshell) on failure.
     train_one() {
-        local config=$1 asr_exp=$2 cmd t0 msg
+        local asr_exp="${expdir}/$1" config="${asr_config[$1]}" cmd t0 msg
+        "${force}" && rm -rf "${asr_exp}"
+        if [ -f "${asr_exp}/.done" ] && [ -e "${asr_exp}/${inference_asr_model}" ]; then
+            log "${asr_exp} is trained: skipped"; return
+        fi
         log "training ${asr_exp} (config ${config}; log ${asr_exp}/train.log)"
         mkdir -p "${asr_exp}"; rm -f "${asr_exp}/.done"
         cmd=("${launcher[@]}")
@@ -336,24 +358,7 @@ if run_stage 5; then
         echo "$(( $(date +%s) - t0 ))" >"${asr_exp}/.done"
         log "${asr_exp}: trained in $(cat "${asr_exp}/.done") s"
     }
-    i=0
-    for config in ${asr_configs}; do
-        asr_exp="${expdir}/${asr_tags[$i]}"; i=$((i + 1))
-        "${force}" && rm -rf "${asr_exp}"
-        if [ -f "${asr_exp}/.done" ] && [ -e "${asr_exp}/${inference_asr_model}" ]; then
-            log "${asr_exp} is trained: skipped"; continue
-        fi
-        if [ "${train_jobs}" -le 1 ]; then
-            train_one "${config}" "${asr_exp}"
-        else
-            while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do wait -n || true; done
-            train_one "${config}" "${asr_exp}" &
-        fi
-    done
-    wait || true
-    for tag in "${asr_tags[@]}"; do
-        [ -f "${expdir}/${tag}/.done" ] || die "stage 5: training ${expdir}/${tag} failed (log: ${expdir}/${tag}/train.log)"
-    done
+    run_models train_one
     stage_end
 fi
 
@@ -362,16 +367,21 @@ if run_stage 6; then
     stage_begin 6 "Decoding ${test_sets} with ${inference_config}"
     [ -n "${test_sets}" ] || die "stage 6: --test_splits is empty"
     for tag in "${asr_tags[@]}"; do
-        asr_exp="${expdir}/${tag}"
-        require "${asr_exp}/${inference_asr_model}" 5 "trained model"
-        decode_dir="${asr_exp}/${inference_tag}"
-        todo=()
+        require "${expdir}/${tag}/${inference_asr_model}" 5 "trained model"
+    done
+    for s in ${test_sets}; do require "${datadir}/${s}/wav.scp" 1 "test data"; done
+    ngpu_dec=0; "${gpu_inference}" && ngpu_dec=1
+    # GPU decoding: job n sees one GPU, round robin over the visible ones (ESPnet's
+    # cuda_cmd --gpu 1 role, on one node).
+    IFS=, read -r -a gpus <<<"${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $(( ngpu > 0 ? ngpu - 1 : 0 )))}"
+    decode_one() {
+        local asr_exp="${expdir}/$1" decode_dir="${expdir}/$1/${inference_tag}"
+        local todo=() s f n p n_utt _nj logdir sets pids=() failed=0
         for s in ${test_sets}; do
-            require "${datadir}/${s}/wav.scp" 1 "test data"
             "${force}" && rm -rf "${decode_dir:?}/${s}"
             [ -f "${decode_dir}/${s}/text" ] || todo+=("${s}")
         done
-        if [ ${#todo[@]} -eq 0 ]; then log "${decode_dir}: all sets decoded: skipped"; continue; fi
+        if [ ${#todo[@]} -eq 0 ]; then log "${decode_dir}: all sets decoded: skipped"; return; fi
         # One process per job decodes its share of every set (imports once: ~20 s each).
         _nj=${inference_nj}
         for s in "${todo[@]}"; do
@@ -381,11 +391,6 @@ if run_stage 6; then
             logdir="${decode_dir}/${s}/logdir"; rm -rf "${logdir}"; mkdir -p "${logdir}"
             split_scp "${datadir}/${s}/wav.scp" "${_nj}" "${logdir}/keys"
         done
-        ngpu_dec=0; "${gpu_inference}" && ngpu_dec=1
-        # GPU decoding: job n sees one GPU, round robin over the visible ones (ESPnet's
-        # cuda_cmd --gpu 1 role, on one node).
-        IFS=, read -r -a gpus <<<"${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $(( ngpu > 0 ? ngpu - 1 : 0 )))}"
-        pids=()
         for n in $(seq "${_nj}"); do
             sets=()
             for s in "${todo[@]}"; do
@@ -401,7 +406,7 @@ if run_stage 6; then
             ) &
             pids+=($!)
         done
-        failed=0; for p in "${pids[@]}"; do wait "${p}" || failed=1; done
+        for p in "${pids[@]}"; do wait "${p}" || failed=1; done
         [ "${failed}" = 0 ] || die "stage 6: decoding with ${asr_exp} failed (logs: ${decode_dir}/logdir/asr_inference.*.log)"
         for s in "${todo[@]}"; do
             for f in text token score; do
@@ -411,7 +416,8 @@ if run_stage 6; then
             mv "${decode_dir}/${s}/.text.tmp" "${decode_dir}/${s}/text"  # last: marks the set done
         done
         log "${decode_dir}: decoded ${todo[*]}"
-    done
+    }
+    run_models decode_one
     stage_end
 fi
 
@@ -441,16 +447,19 @@ if run_stage 8; then
         require "${canary_dir}/manifest.json" 2 "canaries"
         dev_opts=(); "${gpu_inference}" && dev_opts=(--device cuda)
         for tag in "${asr_tags[@]}"; do
-            asr_exp="${expdir}/${tag}"
-            require "${asr_exp}/${inference_asr_model}" 5 "trained model"
+            require "${expdir}/${tag}/${inference_asr_model}" 5 "trained model"
+        done
+        expose_one() {
+            local asr_exp="${expdir}/$1"
             "${force}" && rm -rf "${asr_exp}/exposure"
-            if [ -f "${asr_exp}/exposure/summary.json" ]; then log "${asr_exp}/exposure: skipped"; continue; fi
+            if [ -f "${asr_exp}/exposure/summary.json" ]; then log "${asr_exp}/exposure: skipped"; return; fi
             # shellcheck disable=SC2086
             run_logged "${asr_exp}/exposure.log" ${python} -m espnet_pcc.bin.score_exposure \
                 --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
                 --canary_dir "${canary_dir}" --output_dir "${asr_exp}/exposure" "${dev_opts[@]}" ${exposure_args}
             log "${asr_exp}/exposure/summary.json written"
-        done
+        }
+        run_models expose_one
     else
         log "use_canary=false: no exposure to score"
     fi

@@ -9,7 +9,7 @@ set -euo pipefail
 . ./path.sh
 # One torch thread per process: on a small shared CPU, OpenMP threads spinning against other
 # processes made training up to 15x slower (measured). The cores are used by running jobs side
-# by side instead: the three models train at once (--train_jobs 3), decoding runs 2 jobs.
+# by side instead: the three models are trained, decoded and scored at once (--model_jobs 3).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 demo_size=${DEMO_SIZE:-full}
@@ -41,5 +41,5 @@ python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${d
     --token_type char \
     --asr_configs "conf/train_asr_${model}_baseline.yaml conf/train_asr_${model}_pcc.yaml conf/train_asr_${model}_apcc.yaml" \
     --inference_config "conf/decode_asr_${decode}.yaml" \
-    --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 2 --train_jobs 3 --exposure_args "--nj 2" \
+    --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 1 --model_jobs 3 \
     --results_title "RESULTS (synthetic demo, ${demo_size})" "${results[@]}" "${args[@]}"
