@@ -79,9 +79,8 @@ def _uncovered_by_bpe(texts: Iterable[Tuple[str, str]], bpemodel: Path) -> List[
     unk = sp.unk_id()
     bad = []
     for utt, text in texts:
-        pieces = sp.encode(text, out_type=str)
-        ids = sp.encode(text)
-        unknown = sorted({p for p, i in zip(pieces, ids) if i == unk})
+        # Pieces keep the surface text of what maps to <unk>; the id lookup is a table lookup.
+        unknown = sorted({p for p in sp.encode(text, out_type=str) if sp.piece_to_id(p) == unk})
         if unknown:
             bad.append((utt, f"{' '.join(repr(p) for p in unknown)} encode to <unk> "
                               f"with {bpemodel}"))
