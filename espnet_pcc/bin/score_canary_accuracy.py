@@ -1,0 +1,82 @@
+"""Canary transcription accuracy of one decoded checkpoint (memorisation, Wang et al. 2023).
+
+Usage::
+
+    python -m espnet_pcc.bin.score_canary_accuracy --canary_dir data/canaries \\
+        --hyp_text exp/asr_x/decode_asr/canaries/text exp/asr_x/decode_asr/references/text \\
+        --output_dir exp/asr_x/decode_asr/canary_accuracy
+
+Every ``--hyp_text`` is a Kaldi text of hypotheses of canaries and/or references listed in
+``<canary_dir>/manifest.json``; each hypothesised utterance is scored against its manifest text.
+Writes ``utterances.tsv`` (one row per utterance: id, repeat count (0 = reference), CER, WER,
+exact) and ``summary.json`` (per repeat count: mean CER / WER / exact-match fraction with 95 %
+bootstrap intervals over the utterances), and prints the summary.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from espnet_pcc.errors import UserError, run_main
+
+SUMMARY_FORMAT = "espnet-pcc-canary-accuracy/1"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="score_canary_accuracy", description=__doc__.splitlines()[0])
+    p.add_argument("--canary_dir", type=Path, required=True, help="output of make_canaries")
+    p.add_argument("--hyp_text", type=Path, nargs="+", required=True,
+                   help="Kaldi texts of decoded canaries / references")
+    p.add_argument("--output_dir", type=Path, required=True)
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc import fileio, kaldi_dir
+    from espnet_pcc.canary.generate import read_manifest
+    from espnet_pcc.study.accuracy import UTTERANCE_COLUMNS, score_utterances, summarise
+
+    manifest = read_manifest(args.canary_dir)
+    known = {u["id"]: u for u in manifest["canaries"] + manifest["references"]}
+    hyps = {}
+    for path in args.hyp_text:
+        if not path.is_file():
+            raise UserError(f"hypotheses {path} missing (produced by stage 6)")
+        table = kaldi_dir.read_table(path, allow_empty_value=True)
+        unknown = sorted(set(table) - set(known))
+        if unknown:
+            raise UserError(f"{path}: {len(unknown)} utterances not in {args.canary_dir}/manifest.json, "
+                            f"e.g. {unknown[0]}")
+        hyps.update(table)
+    if not hyps:
+        raise UserError(f"no hypotheses in {' '.join(map(str, args.hyp_text))}")
+    refs = {k: known[k]["text"] for k in hyps}
+    rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in hyps})
+    summary = summarise(rows)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["\t".join(UTTERANCE_COLUMNS)]
+    lines += [f"{r.utt_id}\t{r.repeat_count}\t{r.cer:.6f}\t{r.wer:.6f}\t{r.exact}\t{r.ref}\t{r.hyp}"
+              for r in rows]
+    fileio.atomic_write_text(args.output_dir / "utterances.tsv", "\n".join(lines) + "\n")
+    fileio.atomic_write_json(args.output_dir / "summary.json", {
+        "format": SUMMARY_FORMAT,
+        "canary_dir": str(args.canary_dir),
+        "hyp_text": [str(p) for p in args.hyp_text],
+        "repeat_counts": [
+            {"repeat_count": c, **{m: iv.as_dict() for m, iv in metrics.items()}}
+            for c, metrics in summary.items()
+        ],
+    })
+    for c, metrics in summary.items():
+        what = "references" if c == 0 else f"canaries x{c}"
+        print(f"{what}: n={metrics['cer'].n} CER {metrics['cer'].fmt(3)} WER {metrics['wer'].fmt(3)} "
+              f"exact {metrics['exact'].fmt(3)}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_main(get_parser(), argv, _run)
+
+
+if __name__ == "__main__":
+    main()
