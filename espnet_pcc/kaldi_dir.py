@@ -24,13 +24,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
-import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Union
 
+from espnet_pcc import fileio
 from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -204,29 +202,12 @@ def validate_files(path: PathLike) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(target: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temp dir beside ``target``; on success rename it to ``target``.
-
-    On an exception the temp dir is removed and ``target`` is untouched. With ``overwrite`` an
-    existing target is replaced (moved aside first, then deleted, so there is no moment without
-    a complete ``target`` other than between two renames).
-    """
+    """:func:`espnet_pcc.fileio.atomic_dir`, refusing an existing ``target`` unless ``overwrite``."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise KaldiDirError(f"{target} already exists (use overwrite)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp.", dir=target.parent))
-    try:
+    with fileio.atomic_dir(target) as tmp:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.rename(target, old / "d")
-            os.rename(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def write_files(kd: KaldiDir, path: PathLike) -> None:
@@ -249,14 +230,6 @@ def write(kd: KaldiDir, path: PathLike, overwrite: bool = False, strict_sort: bo
         write_files(kd, tmp)
         validate_files(tmp)
     return Path(path)
-
-
-def same_content(a: PathLike, b: PathLike) -> bool:
-    """Whether two data dirs hold byte-identical files (used for idempotent re-runs)."""
-    a, b = Path(a), Path(b)
-    names_a = sorted(p.name for p in a.iterdir() if p.is_file() and not p.name.startswith("."))
-    names_b = sorted(p.name for p in b.iterdir() if p.is_file() and not p.name.startswith("."))
-    return names_a == names_b and all((a / n).read_bytes() == (b / n).read_bytes() for n in names_a)
 
 
 def merge(base: KaldiDir, add: KaldiDir, name: str = "merged") -> KaldiDir:

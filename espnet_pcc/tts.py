@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 import re
 import shutil
 import subprocess
-import tempfile
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
+from espnet_pcc import fileio
 from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -258,11 +257,10 @@ def speak(
     if speed != 1.0:
         effects += ["tempo", "-s", repr(float(speed))]  # -s: tuned for speech
     effects += ["rate", str(sample_rate)]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_wav.stem}.", suffix=".wav", dir=out_wav.parent)
-    os.close(fd)
-    try:
+    # sox picks the output format from the temp name's .wav suffix.
+    with fileio.atomic_path(out_wav) as tmp:
         conv = subprocess.run(
-            [sox, "-R", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", tmp]
+            [sox, "-R", "-t", "wav", "-", "-r", str(sample_rate), "-c", "1", "-b", "16", str(tmp)]
             + effects,
             input=tts.stdout,
             capture_output=True,
@@ -271,10 +269,6 @@ def speak(
         if conv.returncode != 0:
             msg = conv.stderr.decode("utf-8", "replace").strip().splitlines()
             raise TTSError(f"sox failed for {out_wav}: {msg[-1] if msg else conv.returncode}")
-        os.replace(tmp, out_wav)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return wav_duration(out_wav)
 
 

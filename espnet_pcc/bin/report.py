@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc.errors import run_main
+from espnet_pcc.fileio import atomic_write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -41,10 +42,7 @@ def _run(args: argparse.Namespace) -> None:
                               if args.output_md.parent != Path("") else Path("."))
     md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
                           title=args.title, notes=args.notes, plot_name=rel_png)
-    args.output_md.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output_md.with_name(f".{args.output_md.name}.tmp")
-    tmp.write_text(md, encoding="utf-8")
-    tmp.replace(args.output_md)
+    atomic_write_text(args.output_md, md)
     print(comparison_table(results, args.test_sets))
     print(f"wrote {args.output_md} and {args.output_png}")
 

@@ -11,11 +11,11 @@ renamed). Options follow ESPnet's asr.sh (character_coverage 1.0, input_sentence
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from espnet_pcc import fileio
 from espnet_pcc.errors import UserError, run_main
 
 
@@ -57,8 +57,9 @@ def _run(args: argparse.Namespace) -> None:
         except RuntimeError as e:  # e.g. vocab_size larger than the text allows
             raise UserError(f"sentencepiece: {str(e).splitlines()[-1]} "
                             f"(lower --nbpe for {len(lines)} sentences)") from None
+        # sentencepiece names its outputs after model_prefix: train in a temp dir, then move.
         for ext in ("model", "vocab"):
-            os.replace(Path(tmp) / f"bpe.{ext}", f"{out}.{ext}")
+            fileio.move_into_place(Path(tmp) / f"bpe.{ext}", f"{out}.{ext}")
     print(f"{out}.model: {args.model_type}, vocab {args.vocab_size}, {len(lines)} sentences")
 
 

@@ -36,7 +36,7 @@ import random
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from espnet_pcc import kaldi_dir, tts
+from espnet_pcc import fileio, kaldi_dir, tts
 from espnet_pcc.errors import UserError
 from espnet_pcc.canary.vocab import vocab_digest
 
@@ -232,7 +232,7 @@ def generate(
         tts.validate_voice(tts.Voice(name=v), english=True)
 
     final_root = output_dir.resolve()
-    with kaldi_dir.atomic_dir(output_dir, overwrite=True) as tmp:
+    with fileio.atomic_dir(output_dir) as tmp:
         jobs = [
             tts.TTSJob(u.utt_id, u.text.lower(), tmp / u.wav, u.voice, u.speed)
             for u in canaries + references
@@ -258,9 +258,7 @@ def generate(
             "canaries": [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in canaries],
             "references": [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in references],
         }
-        with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
-            f.write("\n")
+        fileio.atomic_write_json(tmp / "manifest.json", manifest)
     logger.info("wrote %s", output_dir)
     return manifest
 

@@ -8,9 +8,11 @@
 * ``train_dir`` is only read; dev/test dirs are never involved;
 * any utterance, recording or speaker id already in ``train_dir`` is an error (this also catches
   inserting twice, e.g. passing ``data/train_canary`` as the source);
-* re-running with the same inputs is a no-op (byte-identical result), and the output is written
-  to a temp dir and renamed, so it is never half-written. An existing ``output_dir`` is replaced
-  only if an earlier insert made it (it carries a ``.canary_insert.json`` stamp).
+* re-running with the same inputs is a no-op: ``output_dir`` is left as it is when its
+  ``.canary_insert.json`` stamp records the same sources and counts and is not older than any
+  input file (make's rule). Otherwise the output is written to a temp dir and renamed, so it is
+  never half-written; the stamp is written last, so a dir with a stamp is complete. An existing
+  ``output_dir`` is replaced only if an earlier insert made it (it carries the stamp).
 
 Optional per-utterance files of ``train_dir`` are carried over: ``utt2dur`` and
 ``utt2num_samples`` get the canaries' values from the manifest, ``segments`` gets one
@@ -19,22 +21,17 @@ whole-file segment per repeat; other per-utterance or feature files are dropped 
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-from espnet_pcc import kaldi_dir
+from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.errors import UserError
 from espnet_pcc.canary.generate import read_manifest
 
 logger = logging.getLogger(__name__)
 
 STAMP = ".canary_insert.json"
-
-
-class _UpToDate(Exception):
-    """Internal: the output is already what we would write."""
 
 
 class InsertError(UserError):
@@ -103,20 +100,14 @@ def insert(train_dir: Path, canary_dir: Path, output_dir: Path) -> Dict[str, int
             f"{output_dir} exists and was not made by insert_canaries: refusing to replace it"
         )
     counts = {"train": len(train), "inserted": len(add), "total": len(merged)}
-    try:
-        with kaldi_dir.atomic_dir(output_dir, overwrite=True) as tmp:
-            kaldi_dir.write_files(merged, tmp)
-            kaldi_dir.validate_files(tmp)
-            (tmp / STAMP).write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
-            if (
-                output_dir.exists()
-                and kaldi_dir.same_content(tmp, output_dir)
-                and (output_dir / STAMP).read_text() == (tmp / STAMP).read_text()
-            ):
-                raise _UpToDate  # abort: atomic_dir removes tmp, output_dir stays as it is
-    except _UpToDate:
+    stamp_text = fileio.dumps_json(stamp)
+    if _is_done(output_dir, stamp_text, _input_files(train_dir, canary_dir)):
         logger.info("%s is up to date: nothing to do", output_dir)
         return counts
+    with kaldi_dir.atomic_dir(output_dir, overwrite=True) as tmp:
+        kaldi_dir.write_files(merged, tmp)
+        kaldi_dir.validate_files(tmp)
+        fileio.atomic_write_text(tmp / STAMP, stamp_text)
     logger.info(
         "%s: %d training + %d canary utterances (%d canaries)",
         output_dir, len(train), len(add), len(manifest["canaries"]),
@@ -124,3 +115,19 @@ def insert(train_dir: Path, canary_dir: Path, output_dir: Path) -> Dict[str, int
     return counts
 
 
+def _input_files(train_dir: Path, canary_dir: Path) -> List[Path]:
+    """The files an insert reads: the training data dir, the manifest and the canary data dir.
+
+    (The wavs are referenced, not copied, so they are no input of the output dir.)
+    """
+    files = [canary_dir / "manifest.json"]
+    for d in (train_dir, canary_dir / "canaries"):
+        files += sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+    return files
+
+
+def _is_done(output_dir: Path, stamp_text: str, inputs: List[Path]) -> bool:
+    """Whether ``output_dir`` was made by this very insert and no input changed since."""
+    stamp = output_dir / STAMP
+    return (stamp.is_file() and stamp.read_text(encoding="utf-8") == stamp_text
+            and fileio.is_up_to_date(stamp, inputs))

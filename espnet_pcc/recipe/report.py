@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from espnet_pcc.errors import UserError
+from espnet_pcc.fileio import atomic_path
 from espnet_pcc.recipe.scoring import markdown_table
 
 logger = logging.getLogger(__name__)
@@ -223,9 +224,8 @@ def plot(results: Sequence[ModelResult], out_png: Path) -> None:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out_png)
+    try:
+        with atomic_path(out_png) as tmp:  # savefig picks the format from the .png suffix
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)

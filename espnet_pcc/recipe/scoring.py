@@ -10,13 +10,12 @@ characters with the space written as ``<space>`` (ESPnet's convention), so it co
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import jiwer
 
-from espnet_pcc import kaldi_dir
+from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.errors import UserError
 
 COLUMNS = ("Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err")
@@ -81,9 +80,7 @@ def score_dir(data_dir: Path, hyp_text: Path, out_dir: Path) -> Dict[str, Dict[s
         _write_trn(d / "ref.trn", refs, unit, utt2spk)
         _write_trn(d / "hyp.trn", hyps, unit, utt2spk)
         results[unit] = score(refs, hyps, unit)
-        tmp = d / ".result.json.tmp"
-        tmp.write_text(json.dumps(results[unit], indent=1) + "\n")
-        tmp.replace(d / "result.json")
+        fileio.atomic_write_json(d / "result.json", results[unit])
     return results
 
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import soundfile
 
-from espnet_pcc import tts
+from espnet_pcc import fileio, tts
 from espnet_pcc.errors import UserError
 from espnet_pcc.canary.vocab import load_vocab
 
@@ -103,9 +101,8 @@ def build(output_dir: Path, cfg: CorpusConfig, nj: int = 2, overwrite: bool = Fa
             f"remove it or pass --overwrite"
         )
     utts = plan(cfg)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp.", dir=output_dir.parent))
-    try:
+    # The old corpus (when overwriting) stays in place until the new one is complete.
+    with fileio.atomic_dir(output_dir) as tmp:
         wav_dir = tmp / ".wav"
         jobs = [tts.TTSJob(u["id"], u["text"], wav_dir / f"{u['id']}.wav", voice=u["voice"]) for u in utts]
         durations = tts.speak_batch(jobs, nj=nj)
@@ -130,12 +127,6 @@ def build(output_dir: Path, cfg: CorpusConfig, nj: int = 2, overwrite: bool = Fa
             "utterances": {s: sum(1 for u in utts if u["split"] == s) for s, _, _ in cfg.splits},
             "speakers": {u["spk"]: u["voice"].to_dict() for u in utts},
         }
-        (tmp / "corpus.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.rename(tmp, output_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        fileio.atomic_write_json(tmp / "corpus.json", meta)
     logger.info("built %s: %s utterances, %s hours", output_dir, meta["utterances"], meta["hours"])
     return meta
