@@ -6,8 +6,8 @@ Usage::
         --asr_model_file exp/x/valid.acc.ave.pth --canary_dir data/canaries \\
         --output_dir exp/x/exposure [--batch_size 32 --device cpu --nj 2]
 
-Writes scores.tsv, exposure.{tsv,json}, summary.{tsv,json} (schema in
-:mod:`espnet_pcc.exposure`) and prints the per-repeat-count table.
+Writes scores.tsv, exposure.{tsv,json}, summary.{tsv,json} (summary layout in
+:mod:`espnet_pcc.exposure.schema`) and prints the per-repeat-count table.
 """
 from __future__ import annotations
 

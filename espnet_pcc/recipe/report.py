@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from espnet_pcc.errors import UserError
+from espnet_pcc.exposure import schema
 from espnet_pcc.fileio import atomic_path
 from espnet_pcc.recipe.scoring import markdown_table
 
@@ -83,14 +84,13 @@ def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
 
 def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]:
     """(mean rank exposure, mean extrapolated exposure) per repeat count, and the summary's
-    scalars (cap, chance, |R|), from score_exposure's summary.json (espnet-pcc-exposure/1)."""
+    scalars (cap, chance, |R|, score), from score_exposure's summary.json."""
     data = json.loads(Path(path).read_text())
-    if data.get("format") != "espnet-pcc-exposure/1":
+    if data.get("format") != schema.SUMMARY_FORMAT:
         raise ReportError(f"{path}: unknown format {data.get('format')!r} (rerun stage 8)")
-    rank = {int(r["repeat_count"]): float(r["rank_exposure"]["mean"]) for r in data["repeat_counts"]}
-    extra = {int(r["repeat_count"]): float(r["extrapolated_exposure"]["mean"])
-             for r in data["repeat_counts"]}
-    info = {k: data.get(k) for k in ("num_references", "rank_exposure_cap", "chance_rank_exposure", "score")}
+    rank = schema.mean_per_repeat_count(data, schema.RANK_EXPOSURE)
+    extra = schema.mean_per_repeat_count(data, schema.EXTRAPOLATED_EXPOSURE)
+    info = {k: data.get(k) for k in schema.SUMMARY_SCALARS}
     return rank, extra, info
 
 
@@ -121,7 +121,7 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
                     raise ReportError(f"{p} missing (produced by stage 7, scoring)")
             if res:
                 r.wer[s] = res
-        summary = d / exposure_name / "summary.json"
+        summary = d / exposure_name / schema.SUMMARY_JSON
         if exposure_name == "none":
             pass
         elif summary.is_file():

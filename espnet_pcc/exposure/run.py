@@ -1,0 +1,135 @@
+"""Score a canary dir with a trained model and write the exposure outputs.
+
+:func:`score_exposure` reads a ``make_canaries`` dir (``canaries/``, ``references/``,
+``manifest.json``), scores every utterance (:mod:`~espnet_pcc.exposure.scoring`), computes the
+exposures (:mod:`~espnet_pcc.exposure.metric`) and writes ``output_dir`` atomically (built in a
+temp dir and renamed, so it is complete or absent)::
+
+    scores.tsv       utt_id  kind(canary|reference)  repeat_count  num_tokens  nll_sum  score
+    exposure.tsv     canary_id  repeat_count  score  rank  rank_exposure  extrapolated_exposure  text
+    exposure.json    {"canaries": [{"id", "text", "repeat_count", "score", "num_tokens", "rank",
+                                    "rank_exposure", "extrapolated_exposure"}, ...]}
+    summary.tsv      the per-repeat-count table (:func:`~espnet_pcc.exposure.schema.summary_tsv`)
+    summary.json     the summary (layout in :mod:`espnet_pcc.exposure.schema`)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from espnet_pcc import fileio, kaldi_dir
+from espnet_pcc.canary.generate import read_manifest
+from espnet_pcc.exposure import schema
+from espnet_pcc.exposure.metric import ExposureError, compute_exposures
+from espnet_pcc.exposure.scoring import Scorer, load_asr_model, set_num_threads
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+def read_canary_dir(canary_dir: Path) -> Tuple[kaldi_dir.KaldiDir, kaldi_dir.KaldiDir, Dict[str, int]]:
+    """``(canaries, references, {canary id: repeat count})``, checked before any model loads."""
+    manifest = read_manifest(canary_dir)
+    can = kaldi_dir.read(canary_dir / "canaries")
+    ref = kaldi_dir.read(canary_dir / "references")
+    clash = set(can.utt2spk) & set(ref.utt2spk)
+    if clash:
+        raise ExposureError(f"canary/reference id collision: {sorted(clash)[0]!r} is in both")
+    if len(ref) < 2:
+        raise ExposureError(f"need >= 2 references, got {len(ref)} in {canary_dir}/references")
+    counts = {c["id"]: int(c["repeat_count"]) for c in manifest["canaries"]}
+    if set(counts) != set(can.utt2spk):
+        raise ExposureError(f"{canary_dir}: manifest and canaries/ list different canaries")
+    return can, ref, counts
+
+
+def scores_tsv(utt_ids: Sequence[str], counts: Mapping[str, int],
+               raw: Mapping[str, Tuple[float, int]], score: Mapping[str, float]) -> str:
+    """scores.tsv: one line per utterance (canaries have a repeat count, references 0)."""
+    lines = ["utt_id\tkind\trepeat_count\tnum_tokens\tnll_sum\tscore\n"]
+    for u in utt_ids:
+        kind = "canary" if u in counts else "reference"
+        lines.append(f"{u}\t{kind}\t{counts.get(u, 0)}\t{raw[u][1]}\t{raw[u][0]:.6f}\t{score[u]:.6f}\n")
+    return "".join(lines)
+
+
+def exposure_tsv(per_canary: Sequence[Mapping[str, Any]]) -> str:
+    """exposure.tsv: one line per canary."""
+    lines = ["canary_id\trepeat_count\tscore\trank\trank_exposure\textrapolated_exposure\ttext\n"]
+    for p in per_canary:
+        lines.append(f"{p['id']}\t{p['repeat_count']}\t{p['score']:.6f}\t{p['rank']}\t"
+                     f"{p['rank_exposure']:.4f}\t{p['extrapolated_exposure']:.4f}\t{p['text']}\n")
+    return "".join(lines)
+
+
+def write_outputs(output_dir: Path, scores_text: str, per_canary: List[Dict[str, Any]],
+                  summary: Mapping[str, Any]) -> None:
+    """All five output files, into ``output_dir`` as one atomic replacement."""
+    with fileio.atomic_dir(output_dir) as tmp:
+        (tmp / schema.SCORES_TSV).write_text(scores_text, encoding="utf-8")
+        (tmp / schema.EXPOSURE_TSV).write_text(exposure_tsv(per_canary), encoding="utf-8")
+        fileio.atomic_write_json(tmp / schema.EXPOSURE_JSON, {"canaries": per_canary})
+        (tmp / schema.SUMMARY_TSV).write_text(schema.summary_tsv(summary), encoding="utf-8")
+        fileio.atomic_write_json(tmp / schema.SUMMARY_JSON, summary)
+
+
+def score_exposure(
+    asr_train_config: PathLike,
+    asr_model_file: PathLike,
+    canary_dir: PathLike,
+    output_dir: PathLike,
+    batch_size: int = 32,
+    device: str = "cpu",
+    nj: Optional[int] = None,
+    log_every: int = 500,
+    include_canary: bool = True,
+) -> Dict[str, Any]:
+    """Score canaries + references of a make_canaries dir, write the outputs, return the summary.
+
+    Args:
+        asr_train_config: the model's ``config.yaml``.
+        asr_model_file: its checkpoint (a state_dict, or a trainer ``checkpoint.pth``).
+        canary_dir: a ``make_canaries`` output dir.
+        output_dir: where the five files go (replaced as a whole).
+        batch_size: utterances per forward pass.
+        device: torch device.
+        nj: torch CPU threads (``None``: torch's default).
+        log_every: log progress every this many utterances (0: never).
+        include_canary: count the canary in |R| (see :mod:`~espnet_pcc.exposure.metric`).
+
+    Returns:
+        The summary (the contents of summary.json).
+    """
+    canary_dir, output_dir = Path(canary_dir), Path(output_dir)
+    can, ref, counts = read_canary_dir(canary_dir)
+    set_num_threads(nj)
+    model, args = load_asr_model(asr_train_config, asr_model_file, device)
+    scorer = Scorer(model, args, device=device, batch_size=batch_size)
+    items = [(u, can.wav_of(u), can.text[u]) for u in can.utt_ids] + [
+        (u, ref.wav_of(u), ref.text[u]) for u in ref.utt_ids]
+    t0 = time.time()
+    raw = scorer.score(items, log_every=log_every)
+    elapsed = time.time() - t0
+    if scorer.num_unk:
+        logger.warning("%d tokens mapped to <unk>: canary text and token list disagree "
+                       "(check --text_case)", scorer.num_unk)
+    score = {u: v / max(n, 1) for u, (v, n) in raw.items()}
+    per, summary = compute_exposures(
+        {u: score[u] for u in can.utt2spk}, counts, [score[u] for u in ref.utt_ids], include_canary)
+    for p in per:
+        p["text"] = can.text[p["id"]]
+        p["num_tokens"] = raw[p["id"]][1]
+    summary.update({
+        "score": scorer.kind,
+        "asr_train_config": str(asr_train_config),
+        "asr_model_file": str(asr_model_file),
+        "canary_dir": str(canary_dir),
+        "utterances_per_second": len(items) / max(elapsed, 1e-9),
+    })
+    write_outputs(output_dir, scores_tsv(can.utt_ids + ref.utt_ids, counts, raw, score), per, summary)
+    logger.info("wrote %s (%d canaries, %d references, %.1f utt/s)", output_dir, len(can),
+                len(ref), summary["utterances_per_second"])
+    return summary
