@@ -12,7 +12,6 @@ Prints a table and writes bench/results/bench_exposure.json. Target: >= 200 utte
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import string
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import torch
 import yaml
+
+from espnet_pcc.fileio import atomic_write_json
 
 TOKENS = ["<blank>", "<unk>", "<space>"] + list(string.ascii_lowercase) + ["'", "<sos/eos>"]
 
@@ -131,8 +132,7 @@ def main(argv=None) -> None:
     print(f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     print(f"best {best:.1f} utt/s (wall clock; target >= 200: {'met' if best >= 200 else 'MISSED'})")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(args.output, result)
     print(f"wrote {args.output}")
 
 
@@ -143,7 +143,7 @@ def _gflop_per_utt(model, margs, items) -> float:
     from espnet_pcc import exposure as ex
 
     scorer = ex.Scorer(model, margs, batch_size=len(items))
-    speech = [ex._read_mono(w) for _, w, _ in items]
+    speech = [ex.read_mono(w) for _, w, _ in items]
     toks = [scorer.tokenize(u, t) for u, _, t in items]
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         scorer._batch_nll(speech, toks)

@@ -20,9 +20,6 @@ from espnet_pcc.exposure.run import score_exposure
 from espnet_pcc.exposure.schema import SUMMARY_FORMAT, format_summary, summary_table, summary_tsv
 from espnet_pcc.exposure.scoring import Scorer, load_asr_model, read_mono
 
-#: Old private name, still imported by bench/bench_exposure.py.
-_read_mono = read_mono
-
 __all__ = [
     "ExposureError", "SUMMARY_FORMAT", "Scorer", "chance_rank_exposure", "compute_exposures",
     "extrapolated_exposure", "fit_skewnorm", "format_summary", "load_asr_model", "rank_exposure",
