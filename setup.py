@@ -1,5 +1,12 @@
 """espnet-pcc: per-core clipping (PCC / APCC) for ESPnet2 ASR training."""
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+# Run by path: the entry-point names without importing espnet_pcc (or torch) at build time.
+_registry = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        "espnet_pcc", "registry.py"))
 
 setup(
     name="espnet-pcc",
@@ -26,26 +33,6 @@ setup(
         "jiwer",  # WER scoring
     ],
     extras_require={"test": ["pytest"]},
-    entry_points={
-        "console_scripts": [
-            "espnet-pcc-asr-train = espnet_pcc.bin.asr_train:main",
-            "espnet-pcc-make-canaries = espnet_pcc.bin.make_canaries:main",
-            "espnet-pcc-insert-canaries = espnet_pcc.bin.insert_canaries:main",
-            "espnet-pcc-score-exposure = espnet_pcc.bin.score_exposure:main",
-            "espnet-pcc-check-data = espnet_pcc.bin.check_data:main",
-            "espnet-pcc-prep-librispeech = espnet_pcc.bin.prep_librispeech:main",
-            "espnet-pcc-make-synth-corpus = espnet_pcc.bin.make_synth_corpus:main",
-            "espnet-pcc-report = espnet_pcc.bin.report:main",
-        ],
-        # Registries read by espnet_pcc.registry (see README "Extending").
-        "espnet_pcc.trainers": [
-            "pcc = espnet_pcc.trainer:PCCTrainer",
-        ],
-        "espnet_pcc.optimizers": [
-            "per_core_clip = espnet_pcc.optim:PerCoreClipOptimizer",
-        ],
-        "espnet_pcc.tasks": [
-            "asr = espnet_pcc.tasks.asr:PCCASRTask",
-        ],
-    },
+    # Console scripts and plug-in groups: one list, in espnet_pcc/registry.py.
+    entry_points=_registry["setup_entry_points"](),
 )

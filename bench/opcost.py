@@ -17,6 +17,7 @@ from typing import Dict, List
 import torch
 
 from bench.models import build_model
+from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import grad_norm
 from espnet_pcc.optim import PerCoreClipOptimizer
 
@@ -65,8 +66,9 @@ def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7,
         if mode == "baseline":
             run = lambda: _baseline(params, grads, cores, 5.0)  # noqa: E731
         else:
-            opt = PerCoreClipOptimizer(torch.optim.SGD(params, lr=0.0), mode,
-                                       5.0 if mode == "per_core" else None)
+            conf = {"max_norm": 5.0} if mode == "per_core" else {}
+            opt = PerCoreClipOptimizer(torch.optim.SGD(params, lr=0.0),
+                                       clip_config=ClipConfig.from_options(mode, conf))
             run = lambda opt=opt: _per_core(opt, params, grads, cores)  # noqa: E731
         run()  # warm-up: the buffer and allocator
         results[mode] = 1000 * statistics.median(run() for _ in range(reps))

@@ -22,9 +22,9 @@ from espnet2.train.trainer import Trainer
 from bench.data import make_step_batches
 from bench.job import Job
 from bench.models import build_model, num_params, task_args, vocab_size
-import espnet_pcc.tasks.asr  # noqa: F401  (ESPnet's ASR task: ~10 s to import, once)
 from espnet_pcc.optim import PerCoreClipOptimizer
-from espnet_pcc.trainer import PCCTrainer
+from espnet_pcc.tasks.asr import PCCASRTask  # ESPnet's ASR task: ~10 s to import, once
+from espnet_pcc.trainer import PCCTrainer, PCCTrainerOptions
 
 MAX_NORM = 5.0  # the recipes' grad_clip; C of global, per_core and per_example
 
@@ -38,21 +38,21 @@ MODES: Dict[str, tuple] = {
 }
 
 
-def _options(job: Job):
+def _options(job: Job) -> PCCTrainerOptions:
+    """The trainer options as asr_train builds them (ClipConfig included)."""
     _, clip, clip_conf = MODES[job.mode]
     args = task_args(job.model)
     args.clip, args.clip_conf = clip, dict(clip_conf)
     args.accum_grad, args.grad_clip = job.accum_grad, MAX_NORM
     args.log_interval = 10**9  # no log lines inside the timed region
     args.ngpu = 1 if job.device == "cuda" else 0
-    return PCCTrainer.build_options(args)
+    return PCCTrainer.build_options(PCCASRTask.check_args(args))
 
 
-def _optimizer(job: Job, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _optimizer(options: PCCTrainerOptions, model: torch.nn.Module) -> torch.optim.Optimizer:
     adam = torch.optim.Adam(model.parameters(), lr=0.002, weight_decay=1e-6)
-    _, clip, clip_conf = MODES[job.mode]
-    if MODES[job.mode][0] is PCCTrainer and clip not in ("global", "none"):
-        return PerCoreClipOptimizer(adam, clip, clip_conf.get("max_norm"))
+    if options.clip_config.wraps_optimizer:
+        return PerCoreClipOptimizer(adam, clip_config=options.clip_config)
     return adam
 
 
@@ -93,9 +93,9 @@ class Worker:
                                     rank=job.rank, world_size=job.world)
         self.model = build_model(job.model, seed=job.seed).to(job.device)
         self.params = num_params(self.model)
-        self.optimizer = _optimizer(job, self.model)
-        self.trainer = MODES[job.mode][0]
         self.options = _options(job)
+        self.optimizer = _optimizer(self.options, self.model)
+        self.trainer = MODES[job.mode][0]
         self.ddp = None
         if job.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(

@@ -1,4 +1,8 @@
-"""The `clip` / `clip_conf` training options, validated before training starts."""
+"""The `clip` / `clip_conf` training options, validated before training starts.
+
+`PCCASRTask.check_args` builds the run's one `ClipConfig` from the parsed options; the trainer
+options carry it (`PCCTrainerOptions.clip_config`) and the optimizer wrapper receives it.
+"""
 from __future__ import annotations
 
 import math
@@ -47,6 +51,13 @@ class ClipConfig:
         max_norm = _max_norm(conf["max_norm"], mode)
         num_cores = _num_cores(conf["num_cores"], mode)
         return cls(mode, max_norm, num_cores)
+
+    @property
+    def wraps_optimizer(self) -> bool:
+        """True where the optimizer is wrapped in `PerCoreClipOptimizer` and `PCCTrainer` runs
+        its per-core loop (per_core, adaptive_per_core, per_example); none and global run
+        espnet2's own loop with the optimizer as built."""
+        return self.mode.clips_each_core
 
     def cores_per_micro_batch(self, batch_size: int) -> int:
         """How many cores a micro-batch of `batch_size` utterances is split into."""

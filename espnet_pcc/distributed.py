@@ -16,7 +16,13 @@ from typing import Iterator
 
 import torch.distributed
 
+from espnet_pcc.errors import UserError
+
 DEFAULT_TIMEOUT_S = 1800.0
+
+
+class DistTimeoutError(UserError, ValueError):
+    """A user error in `--dist_timeout`; its message is one line."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
                        help="Seconds a DDP collective may wait for the other ranks "
                        "before the run fails (torch.distributed timeout)")
+
+
+def check_timeout(seconds: float) -> float:
+    """`seconds` if it is a usable `--dist_timeout` (> 0); else :class:`DistTimeoutError`."""
+    if not seconds > 0:  # also rejects NaN
+        raise DistTimeoutError(f"--dist_timeout must be > 0 seconds, got {seconds}")
+    return seconds
 
 
 @contextmanager

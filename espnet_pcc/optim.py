@@ -1,17 +1,10 @@
 """PerCoreClipOptimizer: clip each core's gradient, average over cores, step.
 
-The streaming form of `espnet_pcc.clipping.clipped_average`.  Cores arrive one
-at a time (a virtual-core split, an `accum_grad` micro-batch, a DDP rank); after
-each core's backward the trainer calls `add_core()`, which reads `p.grad`, adds
-
-    per_core / per_example   g_k · min(1, C/‖g_k‖)
-    adaptive_per_core        g_k / ‖g_k‖       (scaled by min_k ‖g_k‖ at the end)
-    none                     g_k
-
-to one flat buffer and releases `p.grad`.  `reduce_cores()` sums the buffer over
-DDP ranks with one all-reduce (plus a two-float MIN for the norm range), writes
-u = buffer/K (APCC: buffer·min_k‖g_k‖/K) into `p.grad`, and the trainer then
-calls `step()`, which is the wrapped optimizer's.
+The streaming form of `espnet_pcc.clipping.clipped_average`: cores arrive one at
+a time (a virtual-core split, an `accum_grad` micro-batch, a DDP rank) and are
+summed, already clipped, into one flat buffer (the algorithm is in the class
+docstring).  The task builds the run's `ClipConfig` once
+(`PCCASRTask.check_args`) and passes it in.
 
 APCC needs only one buffer because with C = min_k ‖g_k‖ every factor is C/‖g_k‖.
 
@@ -64,35 +57,60 @@ class CoreReduction:
 
 
 class PerCoreClipOptimizer(torch.optim.Optimizer):
-    """Wraps any torch optimizer with per-core clipping.
+    """Wraps any torch optimizer with per-core clipping (Opacus' DPOptimizer pattern).
+
+    One optimizer step over K cores (all `accum_grad` micro-batches, virtual-core splits
+    and DDP ranks), with C = ``clip_config.max_norm``:
+
+    1. After each core's backward, :meth:`add_core` reads that core's gradient g_k from
+       ``p.grad``, adds g_k · min(1, C/‖g_k‖) (adaptive_per_core: g_k/‖g_k‖; none: g_k)
+       to one flat buffer and releases ``p.grad``.
+    2. :meth:`reduce_cores` sums the buffer over DDP ranks (one all-reduce, plus a
+       two-float MIN for the norm range) and writes
+       u = buffer/K (adaptive_per_core: buffer · min_k‖g_k‖ / K) into ``p.grad``.
+    3. :meth:`step` is the wrapped optimizer's step on u.
+
+    The wrapper shares ``param_groups``, ``state`` and ``defaults`` with the wrapped
+    optimizer, so LR schedulers and ``GradScaler`` see one optimizer; its
+    :meth:`state_dict` adds the clipping settings and any cores still pending.
 
     Args:
-        optimizer: the optimizer ESPnet built from `optim`/`optim_conf`.
-        clip: one of none, per_core, adaptive_per_core, per_example.
-        max_norm: C for per_core / per_example; must be None for the others.
-        process_group: DDP group to reduce over; None = the default group when
-            torch.distributed is initialised, else no communication.
+        optimizer: The optimizer ESPnet built from ``optim`` / ``optim_conf``.
+        clip_config: The run's validated clipping settings (keyword-only): mode none,
+            per_core, adaptive_per_core or per_example; ``max_norm`` is C.
+        process_group: DDP group to reduce over (keyword-only); None = the default group
+            when torch.distributed is initialised, else no communication.
 
-    The wrapper shares `param_groups`, `state` and `defaults` with the wrapped
-    optimizer, so LR schedulers and `GradScaler` see one optimizer.
+    Raises:
+        TypeError: ``clip_config`` is not a :class:`ClipConfig`.
+        ClipConfigError: ``clip_config.mode`` is global, which clips the averaged
+            gradient in espnet2's own loop and needs no wrapper.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, clip: str | ClipMode,
-                 max_norm: Optional[float] = None, process_group: Any = None):
+    def __init__(self, optimizer: torch.optim.Optimizer, *, clip_config: ClipConfig,
+                 process_group: Any = None):
         # torch.optim.Optimizer.__init__ is not called on purpose: all optimizer
         # state lives in the wrapped instance (the Opacus DPOptimizer pattern).
-        self.original_optimizer = optimizer
-        mode = clip.value if isinstance(clip, ClipMode) else clip
-        config = ClipConfig.from_options(mode, {"max_norm": max_norm})  # the one validation
-        if config.mode is ClipMode.GLOBAL:
+        if not isinstance(clip_config, ClipConfig):
+            raise TypeError("clip_config must be a ClipConfig (ClipConfig.from_options), "
+                            f"got {type(clip_config).__name__}")
+        if clip_config.mode is ClipMode.GLOBAL:
             raise ClipConfigError("clip: global clips the averaged gradient; it needs no wrapper")
-        self.mode = config.mode
-        self.max_norm = config.max_norm
+        self.original_optimizer = optimizer
+        self.clip_config = clip_config
         self.process_group = process_group
         self._buffer: Optional[torch.Tensor] = None
         self._views: List[torch.Tensor] = []
         self._core_norms: List[torch.Tensor] = []
         self._has_grad: set = set()  # indices of parameters some core gave a grad
+
+    @property
+    def mode(self) -> ClipMode:
+        return self.clip_config.mode
+
+    @property
+    def max_norm(self) -> Optional[float]:
+        return self.clip_config.max_norm
 
     # -- torch.optim.Optimizer surface, delegated ---------------------------------
     @property

@@ -1,24 +1,56 @@
-"""Plug-in registries declared as setuptools entry points (see setup.py).
+"""The entry points of espnet-pcc: the one list of their names, and the plug-in loader.
+
+setup.py declares exactly :func:`setup_entry_points` (it runs this file by path, so building
+the package imports neither torch nor ESPnet: keep this module free of such imports).
+
+Plug-in group read by the code:
 
 `espnet_pcc.optimizers` maps a name to an optimizer *wrapper* class, built as
-`Wrapper(inner_optimizer, clip_mode, max_norm)`: `PCCASRTask.build_optimizers`
-loads the one registered as `per_core_clip`.  `espnet_pcc.trainers` and
-`espnet_pcc.tasks` list our Trainer and Task classes (`pcc`, `asr`) so that
-tools can discover them; a package that adds its own registers them under the
-same groups with new names and loads them with `load(group, name)` (e.g. in a
-`PCCASRTask` subclass).
+``Wrapper(inner_optimizer, clip_config=ClipConfig)``: ``PCCASRTask.build_optimizers`` loads
+the one registered as ``per_core_clip``.  Another package registers its own wrapper under
+this group with a new name and loads it with ``load(OPTIMIZERS, name)`` (e.g. in a
+``PCCASRTask`` subclass).
+
+Console scripts: one ``espnet-pcc-<name>`` per ``espnet_pcc.bin.<name>`` CLI that a recipe
+runs (each also runs as ``python -m espnet_pcc.bin.<name>``).
 """
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Dict
+from typing import Dict, List
 
-# Used when espnet_pcc runs from a source tree that was never pip-installed.
-_BUILTIN = {
-    "espnet_pcc.optimizers": {"per_core_clip": "espnet_pcc.optim:PerCoreClipOptimizer"},
-    "espnet_pcc.trainers": {"pcc": "espnet_pcc.trainer:PCCTrainer"},
-    "espnet_pcc.tasks": {"asr": "espnet_pcc.tasks.asr:PCCASRTask"},
+OPTIMIZERS = "espnet_pcc.optimizers"
+PER_CORE_CLIP = "per_core_clip"
+
+# group -> name -> "module:attr".  Also the fallback when espnet_pcc runs from a source tree
+# that was never pip-installed (no entry-point metadata).
+PLUGINS: Dict[str, Dict[str, str]] = {
+    OPTIMIZERS: {PER_CORE_CLIP: "espnet_pcc.optim:PerCoreClipOptimizer"},
 }
+
+# espnet_pcc.bin modules with a console script `espnet-pcc-<module, "_" -> "-">`.
+CLI_MODULES = (
+    "asr_train", "check_data", "decode", "insert_canaries", "make_canaries",
+    "make_synth_corpus", "prep_librispeech", "report", "score_canary_accuracy",
+    "score_exposure", "score_wer", "train_bpe",
+)
+
+
+def console_script(module: str) -> str:
+    """The console-script name of ``espnet_pcc.bin.<module>``."""
+    return "espnet-pcc-" + module.replace("_", "-")
+
+
+CONSOLE_SCRIPTS: Dict[str, str] = {
+    console_script(m): f"espnet_pcc.bin.{m}:main" for m in CLI_MODULES
+}
+
+
+def setup_entry_points() -> Dict[str, List[str]]:
+    """The ``entry_points`` argument of setup(): console scripts and plug-in groups."""
+    groups = {"console_scripts": CONSOLE_SCRIPTS, **PLUGINS}
+    return {group: [f"{name} = {target}" for name, target in entries.items()]
+            for group, entries in groups.items()}
 
 
 def _load(spec: str):
@@ -29,7 +61,7 @@ def _load(spec: str):
 
 def available(group: str) -> Dict[str, str]:
     """name → "module:attr" for every registered plug-in of `group`."""
-    found = dict(_BUILTIN.get(group, {}))
+    found = dict(PLUGINS.get(group, {}))
     found.update({ep.name: ep.value for ep in entry_points(group=group)})
     return found
 

@@ -9,6 +9,15 @@ micro-batches reduces the clipped sum over ranks (one all-reduce) and steps.
 
 `clip: global` and `clip: none` run espnet2's own `train_one_epoch` unchanged
 (with `grad_clip` = C, or +inf for none): they *are* the baseline.
+
+The clipping settings arrive parsed: `PCCASRTask.check_args` builds the run's
+`ClipConfig` once, `build_options` puts it on the trainer options
+(`PCCTrainerOptions.clip_config`), and every epoch reads it from there.
+
+NOTE: `train_one_epoch` and `_step` mirror the loop of espnet2's
+`Trainer.train_one_epoch` (espnet2/train/trainer.py) in espnet 202511, the version
+pinned in constraints.txt: iterator_stop, no_forward_run, reporter keys, grad_noise,
+the non-finite skip, GradScaler, schedulers.  Re-read that loop when upgrading ESPnet.
 """
 from __future__ import annotations
 
@@ -39,8 +48,9 @@ from espnet_pcc.optim import PerCoreClipOptimizer
 
 @dataclasses.dataclass
 class PCCTrainerOptions(TrainerOptions):
-    clip: str
-    clip_conf: dict
+    clip: str  # as given (config.yaml keeps it)
+    clip_conf: dict  # as given
+    clip_config: ClipConfig  # both, validated: what the trainer uses
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,9 +103,12 @@ class PCCTrainer(Trainer):
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> PCCTrainerOptions:
+        """The trainer options, carrying `args.clip_config` (built by PCCASRTask.check_args)."""
+        if not isinstance(getattr(args, "clip_config", None), ClipConfig):
+            raise ValueError("args.clip_config is not set: PCCASRTask.check_args(args) "
+                             "builds it from --clip / --clip_conf")
         options = build_dataclass(PCCTrainerOptions, args)
-        config = ClipConfig.from_options(options.clip, options.clip_conf)
-        options.grad_clip = effective_grad_clip(config, options.grad_clip)
+        options.grad_clip = effective_grad_clip(options.clip_config, options.grad_clip)
         return options
 
     @classmethod
@@ -115,8 +128,8 @@ class PCCTrainer(Trainer):
         options: PCCTrainerOptions,
         distributed_option: DistributedOption,
     ) -> bool:
-        config = ClipConfig.from_options(options.clip, options.clip_conf)
-        if not config.mode.clips_each_core:
+        config = options.clip_config
+        if not config.wraps_optimizer:
             return super().train_one_epoch(
                 model=model, iterator=iterator, optimizers=optimizers,
                 schedulers=schedulers, scaler=scaler, reporter=reporter,

@@ -2,6 +2,7 @@
 import socket
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -10,6 +11,10 @@ import yaml
 
 from asr_train_helpers import final_params, train_args, train_stats
 from espnet_pcc.bin import asr_train
+from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.distributed import DistTimeoutError
+from espnet_pcc.tasks.asr import PCCASRTask
+from espnet_pcc.trainer import PCCTrainer
 
 @pytest.mark.parametrize("clip,clip_conf,options", [
     ("none", {}, {}),
@@ -23,10 +28,15 @@ from espnet_pcc.bin import asr_train
 ])
 def test_every_clip_mode_trains(corpus, tmp_path, clip, clip_conf, options):
     out = tmp_path / clip
-    asr_train.main(train_args(corpus, out, {"clip": clip, "clip_conf": clip_conf, **options}))
+    with mock.patch.object(ClipConfig, "from_options", wraps=ClipConfig.from_options) as spy:
+        asr_train.main(train_args(corpus, out, {"clip": clip, "clip_conf": clip_conf, **options}))
+    # Parsed once (PCCASRTask.check_args), then carried to the optimizer and the trainer
+    # options for both epochs.
+    assert spy.call_count == 1
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["clip"] == clip
     assert saved["clip_conf"] == clip_conf  # as in the YAML; ClipConfig fills defaults
+    assert "clip_config" not in saved  # not an option
     stats = train_stats(out, 2)
     assert np.isfinite(stats["loss"])
     if clip in ("per_core", "adaptive_per_core", "per_example"):
@@ -90,6 +100,28 @@ def test_bad_clip_settings_fail_before_training(corpus, tmp_path, capsys, args, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("asr_train: error: ") and message in err[0], err
     assert not out.exists()
+
+
+def test_dist_timeout_has_its_own_error(corpus, tmp_path, capsys):
+    args = PCCASRTask.get_parser().parse_args(["--dist_timeout", "0"])
+    with pytest.raises(DistTimeoutError, match=r"--dist_timeout must be > 0 seconds, got 0.0") as e:
+        PCCASRTask.check_args(args)
+    assert not isinstance(e.value, ClipConfigError)  # not a clipping setting
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(train_args(corpus, out, extra=["--dist_timeout", "-1"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["asr_train: error: --dist_timeout must be > 0 seconds, got -1.0"]
+    assert not out.exists()
+
+
+def test_check_args_carries_the_clip_config_outside_the_options():
+    args = PCCASRTask.get_parser().parse_args(["--clip", "per_core", "--clip_conf", "max_norm=2"])
+    checked = PCCASRTask.check_args(args)
+    assert checked.clip_config == ClipConfig.from_options("per_core", {"max_norm": 2})
+    assert vars(checked) == vars(args)  # what espnet2 writes to config.yaml: no clip_config
+    assert PCCTrainer.build_options(checked).clip_config is checked.clip_config
 
 
 def test_bad_clip_value_from_the_command_line_is_one_line(corpus, tmp_path):

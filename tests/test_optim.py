@@ -5,6 +5,7 @@ import pytest
 import torch
 from espnet2.schedulers.warmup_lr import WarmupLR
 
+from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import clipped_average
 from espnet_pcc.optim import PerCoreClipOptimizer
 
@@ -17,6 +18,12 @@ class TinyNet(torch.nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+def wrap(optimizer, mode, max_norm=None):
+    """The wrapper as the task builds it: from a validated ClipConfig."""
+    config = ClipConfig.from_options(mode, {"max_norm": max_norm})
+    return PerCoreClipOptimizer(optimizer, clip_config=config)
 
 
 def make_model(seed=0):
@@ -46,7 +53,7 @@ def reference_update(model, cores, mode, max_norm):
 
 
 def streamed_update(model, cores, mode, max_norm, loss_scale=1.0):
-    opt = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), mode, max_norm)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1), mode, max_norm)
     for x, y in cores:
         (core_loss(model, x, y) * loss_scale).backward()
         opt.add_core(loss_scale=loss_scale)
@@ -85,7 +92,7 @@ def test_loss_scale_gives_the_same_update(mode, max_norm):
 
 def test_grad_scaler_and_scheduler_drive_the_wrapper():
     model = make_model()
-    opt = PerCoreClipOptimizer(torch.optim.Adam(model.parameters(), lr=1e-2), "per_core", 0.5)
+    opt = wrap(torch.optim.Adam(model.parameters(), lr=1e-2), "per_core", 0.5)
     scheduler = WarmupLR(opt, warmup_steps=10)
     scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
     before = [p.detach().clone() for p in model.parameters()]
@@ -104,7 +111,7 @@ def test_grad_scaler_and_scheduler_drive_the_wrapper():
 
 def test_nonfinite_core_poisons_the_update():
     model = make_model()
-    opt = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), "per_core", 1.0)
+    opt = wrap(torch.optim.SGD(model.parameters(), lr=0.1), "per_core", 1.0)
     (x, y), (x2, y2) = core_inputs(2)
     core_loss(model, x, y).backward()
     opt.add_core()
@@ -125,7 +132,7 @@ def test_state_dict_round_trip_keeps_pending_cores():
     expected, _, _ = streamed_update(make_model(), cores, "per_core", 0.5)
 
     model = make_model()
-    opt = PerCoreClipOptimizer(torch.optim.Adam(model.parameters()), "per_core", 0.5)
+    opt = wrap(torch.optim.Adam(model.parameters()), "per_core", 0.5)
     for x, y in cores[:2]:
         core_loss(model, x, y).backward()
         opt.add_core()
@@ -133,7 +140,7 @@ def test_state_dict_round_trip_keeps_pending_cores():
     assert state["pcc"]["clip"] == "per_core" and state["pcc"]["pending"] is not None
 
     model2 = make_model()
-    opt2 = PerCoreClipOptimizer(torch.optim.Adam(model2.parameters()), "per_core", 0.5)
+    opt2 = wrap(torch.optim.Adam(model2.parameters()), "per_core", 0.5)
     opt2.load_state_dict(state)
     assert opt2.num_pending_cores == 2
     x, y = cores[2]
@@ -147,7 +154,7 @@ def test_state_dict_round_trip_keeps_pending_cores():
 def test_loads_a_plain_optimizer_state():
     model = make_model()
     plain = torch.optim.Adam(model.parameters(), lr=3e-4)
-    opt = PerCoreClipOptimizer(torch.optim.Adam(model.parameters(), lr=1.0), "adaptive_per_core")
+    opt = wrap(torch.optim.Adam(model.parameters(), lr=1.0), "adaptive_per_core")
     opt.load_state_dict(plain.state_dict())
     assert opt.param_groups[0]["lr"] == 3e-4
 
@@ -162,4 +169,17 @@ def test_loads_a_plain_optimizer_state():
 ])
 def test_bad_settings(mode, max_norm, message):
     with pytest.raises(ValueError, match=message):
-        PerCoreClipOptimizer(torch.optim.SGD(make_model().parameters(), lr=0.1), mode, max_norm)
+        wrap(torch.optim.SGD(make_model().parameters(), lr=0.1), mode, max_norm)
+
+
+def test_settings_are_keyword_only_and_a_clip_config():
+    sgd = torch.optim.SGD(make_model().parameters(), lr=0.1)
+    config = ClipConfig.from_options("per_core", {"max_norm": 0.5, "num_cores": 2})
+    opt = PerCoreClipOptimizer(sgd, clip_config=config)
+    assert opt.clip_config is config
+    assert (opt.mode.value, opt.max_norm) == ("per_core", 0.5)
+    assert opt.state_dict()["pcc"]["max_norm"] == 0.5
+    with pytest.raises(TypeError):
+        PerCoreClipOptimizer(sgd, config)  # positional: not accepted
+    with pytest.raises(TypeError, match="clip_config must be a ClipConfig"):
+        PerCoreClipOptimizer(sgd, clip_config="per_core")

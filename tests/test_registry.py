@@ -1,30 +1,78 @@
-"""Entry-point registries (espnet_pcc.registry) and the installed setup.py metadata."""
+"""Entry points: one list (espnet_pcc.registry) that setup.py declares, the installed metadata,
+the plug-in loader, and a console script for every CLI a recipe runs."""
+import re
+import runpy
 from importlib.metadata import entry_points
+from pathlib import Path
+from unittest import mock
 
 import pytest
+import torch
 
 from espnet_pcc import registry
 from espnet_pcc.optim import PerCoreClipOptimizer
 from espnet_pcc.tasks.asr import PCCASRTask
-from espnet_pcc.trainer import PCCTrainer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_setup_py_declares_the_groups():
     assert {ep.name for ep in entry_points(group="espnet_pcc.optimizers")} >= {"per_core_clip"}
-    assert {ep.name for ep in entry_points(group="espnet_pcc.trainers")} >= {"pcc"}
-    assert {ep.name for ep in entry_points(group="espnet_pcc.tasks")} >= {"asr"}
     scripts = {ep.name for ep in entry_points(group="console_scripts")}
     assert {"espnet-pcc-asr-train", "espnet-pcc-make-canaries",
             "espnet-pcc-score-exposure", "espnet-pcc-check-data"} <= scripts
 
 
+def test_setup_py_declares_exactly_the_registry(monkeypatch):
+    """setup.py takes its entry points from espnet_pcc/registry.py: one source of the names."""
+    monkeypatch.chdir(ROOT)
+    with mock.patch("setuptools.setup") as setup:
+        runpy.run_path(str(ROOT / "setup.py"))
+    declared = setup.call_args.kwargs["entry_points"]
+    assert declared == registry.setup_entry_points()
+    assert set(declared) == {"console_scripts", *registry.PLUGINS}
+    assert "espnet-pcc-decode = espnet_pcc.bin.decode:main" in declared["console_scripts"]
+
+
+def test_every_plugin_group_is_read_by_the_code(monkeypatch):
+    """The only group is the optimizer wrapper, which PCCASRTask.build_optimizers loads."""
+    assert set(registry.PLUGINS) == {registry.OPTIMIZERS}
+    loaded = []
+    real_load = registry.load
+    monkeypatch.setattr(registry, "load",
+                        lambda group, name: loaded.append((group, name)) or real_load(group, name))
+    args = PCCASRTask.get_parser().parse_args([])
+    args.clip, args.clip_conf = "per_core", {"max_norm": 1.0}
+    args = PCCASRTask.check_args(args)
+    (optimizer,) = PCCASRTask.build_optimizers(args, torch.nn.Linear(2, 2))
+    assert loaded == [("espnet_pcc.optimizers", "per_core_clip")]
+    assert isinstance(optimizer, PerCoreClipOptimizer)
+    assert optimizer.clip_config is args.clip_config
+
+
 def test_load_resolves_registered_classes():
     assert registry.load("espnet_pcc.optimizers", "per_core_clip") is PerCoreClipOptimizer
-    assert registry.load("espnet_pcc.trainers", "pcc") is PCCTrainer
-    assert registry.load("espnet_pcc.tasks", "asr") is PCCASRTask
 
 
 def test_unknown_name_is_one_line():
     with pytest.raises(ValueError, match="espnet_pcc.optimizers: no plug-in named 'dp_sgd'; "
                                          "registered: per_core_clip"):
         registry.load("espnet_pcc.optimizers", "dp_sgd")
+
+
+def _recipe_clis():
+    scripts = [ROOT / "egs2" / "TEMPLATE" / "asr1" / "pcc_asr.sh",
+               *sorted((ROOT / "egs2").glob("*/asr1/run.sh"))]
+    found = set()
+    for script in scripts:
+        found |= set(re.findall(r"-m espnet_pcc\.bin\.(\w+)", script.read_text()))
+    return found
+
+
+def test_every_cli_a_recipe_runs_is_a_console_script():
+    clis = _recipe_clis()
+    assert {"asr_train", "decode", "score_wer", "train_bpe"} <= clis
+    for module in clis:
+        name = registry.console_script(module)
+        assert registry.CONSOLE_SCRIPTS.get(name) == f"espnet_pcc.bin.{module}:main", module
+    assert registry.console_script("score_wer") == "espnet-pcc-score-wer"

@@ -1,5 +1,6 @@
 """PCCTrainer.train_one_epoch: cores, equivalences, telemetry, non-finite steps."""
 import copy
+from unittest import mock
 
 import pytest
 import torch
@@ -47,6 +48,35 @@ def test_effective_grad_clip():
     assert effective_grad_clip(ClipConfig.from_options("none", {}), 5.0) == float("inf")
     assert effective_grad_clip(ClipConfig.from_options("global", {}), 5.0) == 5.0
     assert effective_grad_clip(ClipConfig.from_options("global", {"max_norm": 2}), 5.0) == 2.0
+
+
+@pytest.mark.parametrize("clip,clip_conf,wraps", [
+    ("none", {}, False), ("global", {}, False), ("per_core", {"max_norm": 1}, True),
+    ("adaptive_per_core", {}, True), ("per_example", {"max_norm": 1}, True),
+])
+def test_wraps_optimizer_is_the_per_core_family(clip, clip_conf, wraps):
+    assert ClipConfig.from_options(clip, clip_conf).wraps_optimizer is wraps
+
+
+def test_trainer_options_carry_the_clip_config_and_epochs_do_not_parse_again():
+    options = trainer_options("per_core", {"max_norm": 0.3, "num_cores": 2})
+    assert options.clip_config == ClipConfig.from_options("per_core",
+                                                          {"max_norm": 0.3, "num_cores": 2})
+    model = TinyASRLike()
+    optimizer = wrapped_sgd(model, "per_core", 0.3)
+    with mock.patch.object(ClipConfig, "from_options", wraps=ClipConfig.from_options) as spy:
+        for _ in range(2):  # two epochs
+            stats = run_epoch(PCCTrainer, model, optimizer, make_batches(2, 4), options)
+    assert spy.call_count == 0
+    assert stats["num_cores"] == 2
+
+
+def test_build_options_needs_the_tasks_clip_config():
+    from espnet_pcc.tasks.asr import PCCASRTask
+
+    args = PCCASRTask.get_parser().parse_args([])
+    with pytest.raises(ValueError, match="args.clip_config is not set: PCCASRTask.check_args"):
+        PCCTrainer.build_options(args)
 
 
 def test_cores_are_micro_batches_times_splits():

@@ -14,6 +14,7 @@ from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 from espnet2.train.trainer import Trainer
 
+from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.optim import PerCoreClipOptimizer
 from espnet_pcc.tasks.asr import PCCASRTask
 from espnet_pcc.trainer import PCCTrainer
@@ -69,11 +70,12 @@ def shard(batch: Dict, start: int, end: int) -> Dict:
 
 
 def trainer_options(clip: str, clip_conf: Dict, accum_grad: int = 1, grad_clip: float = 5.0):
+    """PCCTrainerOptions as asr_train builds them: check_args, then build_options."""
     args = PCCASRTask.get_parser().parse_args([])
     args.clip, args.clip_conf = clip, dict(clip_conf)
     args.accum_grad, args.grad_clip = accum_grad, grad_clip
     args.log_interval, args.ngpu = 1000, 0
-    return PCCTrainer.build_options(args)
+    return PCCTrainer.build_options(PCCASRTask.check_args(args))
 
 
 def run_epoch(trainer, model, optimizer, batches, options, distributed=False, model_for_ddp=None,
@@ -93,7 +95,7 @@ def run_epoch(trainer, model, optimizer, batches, options, distributed=False, mo
 
 def wrapped_sgd(model, clip, max_norm, lr=0.5):
     return PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9),
-                                clip, max_norm)
+                                clip_config=ClipConfig.from_options(clip, {"max_norm": max_norm}))
 
 
 __all__ = ["TinyASRLike", "make_batches", "shard", "trainer_options", "run_epoch",

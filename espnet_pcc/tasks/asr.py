@@ -1,8 +1,10 @@
 """PCCASRTask: espnet2's ASRTask trained by PCCTrainer.
 
-Adds `clip` / `clip_conf` to the config (PCCTrainer.add_arguments), wraps the
-optimizer ESPnet builds from `optim` / `optim_conf` in the registered per-core
-wrapper, and rejects bad clipping settings with one line before anything runs.
+Adds `clip` / `clip_conf` to the config (PCCTrainer.add_arguments), rejects bad
+settings with one line before anything runs, builds the run's `ClipConfig` once
+(`check_args`), wraps the optimizer ESPnet builds from `optim` / `optim_conf` in
+the registered per-core wrapper, and hands the same `ClipConfig` to the trainer
+options.
 """
 from __future__ import annotations
 
@@ -16,9 +18,20 @@ from espnet2.tasks.asr import ASRTask
 
 from espnet_pcc import distributed, registry
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.errors import UserError
 from espnet_pcc.trainer import PCCTrainer
 
-OPTIMIZER_WRAPPER = "per_core_clip"
+
+class TrainArgs(argparse.Namespace):
+    """asr_train's parsed options plus `clip_config`, the ClipConfig built from them.
+
+    `clip_config` is not an option: it is a slot, outside ``vars(args)``, which espnet2
+    writes to config.yaml (a file that must load back as options).  espnet2's spawned
+    DDP workers get a plain copy of ``vars(args)``: they build their own (see
+    `PCCASRTask.main_worker`).
+    """
+
+    __slots__ = ("clip_config",)
 
 
 class PCCASRTask(ASRTask):
@@ -30,16 +43,15 @@ class PCCASRTask(ASRTask):
         distributed.add_arguments(parser)
 
     @classmethod
-    def clip_config(cls, args: argparse.Namespace) -> ClipConfig:
-        return ClipConfig.from_options(args.clip, args.clip_conf)
+    def check_args(cls, args: argparse.Namespace) -> TrainArgs:
+        """Validates --dist_timeout and clipping against the rest of the configuration.
 
-    @classmethod
-    def check_args(cls, args: argparse.Namespace) -> ClipConfig:
-        """Validates clipping (and --dist_timeout) against the rest of the configuration."""
-        if not args.dist_timeout > 0:
-            raise ClipConfigError(f"--dist_timeout must be > 0 seconds, got {args.dist_timeout}")
-        config = cls.clip_config(args)
-        if config.mode.clips_each_core:
+        Returns `args` as TrainArgs carrying the run's one ClipConfig (`clip_config`).
+        Raises DistTimeoutError or ClipConfigError (one-line messages).
+        """
+        distributed.check_timeout(args.dist_timeout)
+        config = ClipConfig.from_options(args.clip, args.clip_conf)
+        if config.wraps_optimizer:
             if getattr(args, "sharded_ddp", False):
                 raise ClipConfigError(f"clip: {config.mode.value} does not support "
                                       "--sharded_ddp; use plain DDP")
@@ -48,19 +60,21 @@ class PCCASRTask(ASRTask):
                                       "--use_deepspeed; use plain DDP")
             if getattr(args, "num_optimizers", 1) != 1:
                 raise ClipConfigError(f"clip: {config.mode.value} supports one optimizer")
-        return config
+        checked = TrainArgs(**vars(args))
+        checked.clip_config = config
+        return checked
 
     @classmethod
-    def build_optimizers(cls, args: argparse.Namespace,
+    def build_optimizers(cls, args: TrainArgs,
                          model: torch.nn.Module) -> List[torch.optim.Optimizer]:
-        config = cls.clip_config(args)
+        config = args.clip_config
         optimizers = super().build_optimizers(args, model)
-        if not config.mode.clips_each_core:
+        if not config.wraps_optimizer:
             return optimizers
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
-        wrapper = registry.load("espnet_pcc.optimizers", OPTIMIZER_WRAPPER)
-        return [wrapper(optimizers[0], config.mode, config.max_norm)]
+        wrapper = registry.load(registry.OPTIMIZERS, registry.PER_CORE_CLIP)
+        return [wrapper(optimizers[0], clip_config=config)]
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None,
@@ -69,13 +83,17 @@ class PCCASRTask(ASRTask):
             args = cls.get_parser().parse_args(cmd)
         if not args.print_config:
             try:
-                cls.check_args(args)
-            except ClipConfigError as e:
+                args = cls.check_args(args)
+            except UserError as e:
                 print(f"asr_train: error: {e}", file=sys.stderr)
                 sys.exit(2)
         super().main(args=args)
 
     @classmethod
     def main_worker(cls, args: argparse.Namespace):
+        if not isinstance(getattr(args, "clip_config", None), ClipConfig):
+            # A worker spawned by espnet2 (--multiprocessing_distributed) gets a plain
+            # copy of the options that main() already checked.
+            args = cls.check_args(args)
         with distributed.default_timeout(args.dist_timeout):
             super().main_worker(args)
