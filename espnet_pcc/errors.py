@@ -41,10 +41,12 @@ def setup_logging(verbose: bool) -> None:
 
 def run_main(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
              body: Callable[[argparse.Namespace], None]) -> None:
-    """Parse argv, set up logging, run ``body(args)`` under :func:`run_cli` as ``parser.prog``.
+    """Add ``--verbose`` to the parser, parse argv, set up logging and run ``body(args)`` under
+    :func:`run_cli` as ``parser.prog``.
 
-    The parser must define ``--verbose``.
+    The parser must not define ``--verbose`` itself.
     """
+    parser.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     run_cli(lambda: body(args), verbose=args.verbose, prog=parser.prog)

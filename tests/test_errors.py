@@ -1,15 +1,16 @@
-"""run_main: a UserError is one stderr line and exit 2; --verbose re-raises it."""
+"""run_main: a UserError is one stderr line and exit 2; --verbose (added by run_main) re-raises it."""
 import argparse
+import importlib
 
 import pytest
 
+from espnet_pcc import registry
 from espnet_pcc.errors import UserError, run_main
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="demo_cli")
     p.add_argument("--name", default="x")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 
@@ -42,3 +43,20 @@ def test_interrupt_exits_130(capsys):
         run_main(parser(), [], interrupted)
     assert e.value.code == 130
     assert capsys.readouterr().err.splitlines() == ["demo_cli: interrupted"]
+
+
+def test_run_main_adds_verbose(capsys):
+    run_main(parser(), ["--verbose"], lambda args: print(f"verbose={args.verbose}"))
+    run_main(parser(), [], lambda args: print(f"verbose={args.verbose}"))
+    assert capsys.readouterr().out == "verbose=True\nverbose=False\n"
+
+
+# asr_train is ESPnet's own parser (no run_main).
+@pytest.mark.parametrize("module", [m for m in registry.CLI_MODULES if m != "asr_train"])
+def test_every_cli_gets_verbose_from_run_main(module, capsys):
+    p = importlib.import_module(f"espnet_pcc.bin.{module}").get_parser()
+    assert "--verbose" not in p._option_string_actions  # run_main adds it
+    with pytest.raises(SystemExit) as e:
+        run_main(p, ["--help"], lambda args: None)
+    assert e.value.code == 0
+    assert "--verbose" in capsys.readouterr().out

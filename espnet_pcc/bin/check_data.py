@@ -29,7 +29,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--warn_only", action="store_true",
                    help="report a failed check as a warning and exit 0 (sets only scored, "
                         "never trained on)")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 

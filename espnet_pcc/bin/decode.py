@@ -18,6 +18,8 @@ import logging
 import sys
 from typing import List, Optional, Sequence
 
+from espnet_pcc.errors import run_main
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="decode", description=__doc__.splitlines()[0])
@@ -31,13 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: List[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
-    args = get_parser().parse_args(argv)
+def _run(args: argparse.Namespace, extra: List[str]) -> None:
     from espnet2.bin import asr_inference
 
     for wav_scp, key_file, output_dir in args.set:
@@ -52,6 +48,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         ] + (["--config", args.config] if args.config else []) + extra
         logging.info("asr_inference %s", " ".join(cmd))
         asr_inference.main(cmd)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: List[str] = []
+    if "--" in argv:  # everything after -- goes to asr_inference unchanged
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    run_main(get_parser(), argv, lambda args: _run(args, extra))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_dir", type=Path, required=True)
     p.add_argument("--canary_dir", type=Path, required=True, help="make_canaries output dir")
     p.add_argument("--output_dir", type=Path, required=True)
-    p.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
     return p
 
 

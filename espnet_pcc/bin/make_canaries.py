@@ -47,7 +47,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--nj", type=int, default=2, help="parallel espeak-ng/sox processes")
     p.add_argument("--log_every", type=int, default=200)
     p.add_argument("--overwrite", action="store_true", help="replace an output dir with other settings")
-    p.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
     return p
 
 

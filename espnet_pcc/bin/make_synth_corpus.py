@@ -25,7 +25,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--nj", type=int, default=2, help="parallel espeak-ng/sox processes")
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 

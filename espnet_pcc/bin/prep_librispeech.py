@@ -22,7 +22,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", required=True, help="e.g. train-clean-100 dev-clean")
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 

@@ -28,7 +28,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_png", type=Path, required=True)
     p.add_argument("--title", default="RESULTS")
     p.add_argument("--notes", default="", help="a paragraph placed above the table")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 

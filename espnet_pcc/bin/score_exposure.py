@@ -34,7 +34,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--log_every", type=int, default=500)
     p.add_argument("--exclude_canary_from_R", action="store_true",
                    help="TF-Privacy's log2(n) - log2(rank) instead of log2(n+1) - log2(rank)")
-    p.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
     return p
 
 

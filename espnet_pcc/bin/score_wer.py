@@ -20,7 +20,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", type=Path, required=True, help="Kaldi dir with the reference text")
     p.add_argument("--hyp_text", type=Path, required=True, help="Kaldi text of hypotheses")
     p.add_argument("--output_dir", type=Path, required=True, help="gets score_wer/ and score_cer/")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 

@@ -26,7 +26,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_type", default="unigram", choices=["unigram", "bpe", "char", "word"])
     p.add_argument("--output_prefix", type=Path, required=True)
     p.add_argument("--user_defined_symbols", default="", help="comma separated")
-    p.add_argument("--verbose", action="store_true")
     return p
 
 
