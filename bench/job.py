@@ -1,8 +1,10 @@
-"""What one worker process runs; light to import (the driver never imports ESPnet)."""
+"""What one worker process runs: plain data, light to import (the driver never imports ESPnet).
+
+The dependency runs one way: bench.run and bench.worker import this module, never the reverse.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,10 +20,3 @@ class Job:
     seed: int
     init_file: str  # torch.distributed file:// rendezvous (world > 1)
     device: str  # "cpu" or "cuda"
-
-
-def serve(job: Job, conn: Any) -> None:
-    """Process target.  bench.worker is already imported in the forkserver: free here."""
-    from bench.worker import serve as serve_job
-
-    serve_job(job, conn)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from bench.cells import Cell, default_cells, quick_cells, select
-from bench.job import Job, serve
+from bench.entry import serve
+from bench.job import Job
 from bench.report import markdown, summarise
 
 RESULTS = Path(__file__).resolve().parent / "results"
