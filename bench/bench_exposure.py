@@ -1,6 +1,6 @@
 """Benchmark: references scored per second by espnet_pcc.exposure (attention NLL, batched).
 
-Model: the demo-size conformer of DESIGN §7 (144-d, 4 blocks, 4 heads, 576 units, kernel 15,
+Model: the demo conformer (docs/design.md, 'Demo corpus'; 144-d, 4 blocks, 4 heads, 576 units, kernel 15,
 conv2d subsampling; 2-block transformer decoder; char tokens), built untrained — the cost of a
 forward pass does not depend on the weights. Data: references spoken by espeak-ng exactly as
 make_canaries makes them (6 words, random English voice, tempo 1.6).

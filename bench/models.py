@@ -2,7 +2,7 @@
 
 `conformer` is ESPnet's egs2/librispeech_100/asr1 conformer (the same encoder/decoder
 as conf/train_asr_conformer_*.yaml, 5000 BPE tokens: 34.2 M parameters); `small` is the
-demo-size conformer of DESIGN §7 (3.4 M parameters with 300 tokens).  Kept here, not read from conf/,
+demo conformer of docs/design.md, 'Demo corpus' (3.4 M params, 300 tokens).  Kept here, not read from conf/,
 so that the benchmark does not move when a recipe config is retuned.
 """
 from __future__ import annotations

@@ -41,7 +41,7 @@ from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-#: English espeak-ng voices that sound distinct and produce intelligible speech (DESIGN §7).
+#: English espeak-ng voices that sound distinct and speak intelligibly (docs/design.md, 'Demo corpus').
 ENGLISH_VOICES: Sequence[str] = (
     "en-us",
     "en-gb",

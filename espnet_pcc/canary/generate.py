@@ -51,7 +51,7 @@ class CanaryError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class CanaryConfig:
-    """What to generate. Defaults follow DESIGN §5/§7 (tempo 1.6, |R| = 2000, 10 per count)."""
+    """What to generate. Defaults: docs/design.md, 'Canaries' (tempo 1.6, |R| = 2000, 10 per count)."""
 
     num_words: int = 6
     repeat_counts: Tuple[int, ...] = (1, 2, 4, 8, 16)

@@ -1,6 +1,6 @@
 """A small synthetic corpus in LibriSpeech's on-disk layout, spoken by espeak-ng (no download).
 
-Each "speaker" is one random espeak-ng voice (name, variant, rate, pitch; DESIGN §7) reading one
+Each "speaker" is a random espeak-ng voice (docs/design.md, 'Demo corpus') reading one
 "chapter" of random sentences drawn from wordfreq's frequent English words, upper case like
 LibriSpeech. Splits have disjoint speakers. Output (built in a temp dir, renamed into place)::
 
