@@ -1,5 +1,9 @@
 """A tiny ESPnet ASR config and the asr_train arguments for the corpus fixture
 (tests/conftest.py), shared by the end-to-end training tests."""
+import socket
+import sys
+from typing import List, Sequence
+
 import torch
 import yaml
 
@@ -31,6 +35,17 @@ def train_args(corpus, out, config_overrides=None, extra=()):
                  f"--{split}_shape_file", f"{corpus}/speech_shape"]
     return ["--config", str(config_path), "--output_dir", str(out), "--ngpu", "0",
             "--token_type", "char", "--token_list", f"{corpus}/tokens.txt", *data, *extra]
+
+
+def torchrun_asr_train(args: Sequence[str], nproc: int = 2) -> List[str]:
+    """The command that runs espnet_pcc.bin.asr_train with `args` as `nproc` torchrun ranks on
+    this host (pass --dist_backend gloo --multiprocessing_distributed false in `args`)."""
+    with socket.socket() as s:  # a free port (torchrun's port 0 does not rendezvous)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "-m", "espnet_pcc.bin.asr_train", *args]
 
 
 def final_params(out):

@@ -1,15 +1,21 @@
-import os
-import sys
+"""Fixtures and markers shared by the whole suite (conventions: docs/design.md, 'Tests').
 
+Markers (registered in pytest.ini):
+    needs_tts   skip the test when espeak-ng or sox is not on PATH.
+"""
 import numpy as np
 import pytest
 import soundfile
 
-# tests/ holds helper modules (trainer_helpers) that spawned DDP workers import.
-sys.path.insert(0, os.path.dirname(__file__))
-
+from shared_helpers import TTS_TOOLS, missing_tts_tools
 
 CHARS = list("abcde")
+
+
+def pytest_runtest_setup(item):
+    """Runs before the test's fixtures are set up, so a skipped test builds none of them."""
+    if item.get_closest_marker("needs_tts") is not None and missing_tts_tools():
+        pytest.skip("/".join(TTS_TOOLS) + " not installed")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
-import socket
 import subprocess
 import sys
 from unittest import mock
@@ -9,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from asr_train_helpers import final_params, train_args, train_stats
+from asr_train_helpers import final_params, torchrun_asr_train, train_args, train_stats
 from espnet_pcc.bin import asr_train
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.distributed import DistTimeoutError
@@ -142,14 +141,7 @@ def test_torchrun_two_cpu_ranks(corpus, tmp_path):
     args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {"max_norm": 1.0},
                                     "max_epoch": 1},
                       extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
-    with socket.socket() as s:  # a free port (torchrun's port 0 does not rendezvous)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port),
-         "-m", "espnet_pcc.bin.asr_train", *args],
-        capture_output=True, text=True, timeout=300)
+    result = subprocess.run(torchrun_asr_train(args), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     stats = train_stats(out, 1)
     # 4-utterance batches split over 2 ranks, one core each: 2 cores per step.

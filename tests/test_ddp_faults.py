@@ -1,14 +1,12 @@
 """DDP faults: a rank that dies or hangs makes the job fail within a bounded time."""
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from asr_train_helpers import train_args
+from asr_train_helpers import torchrun_asr_train, train_args
 
 
 def children(pid):
@@ -22,14 +20,8 @@ def launch(corpus, out, dist_timeout):
     args = train_args(corpus, out, conf, extra=[
         "--dist_backend", "gloo", "--multiprocessing_distributed", "false",
         "--dist_timeout", str(dist_timeout)])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(port),
-         "-m", "espnet_pcc.bin.asr_train", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(torchrun_asr_train(args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_training(proc):

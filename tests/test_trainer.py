@@ -5,10 +5,11 @@ from unittest import mock
 import pytest
 import torch
 
-from espnet_pcc.trainer import effective_grad_clip
+from espnet2.train.trainer import Trainer
+
 from espnet_pcc.clip_config import ClipConfig
-from trainer_helpers import (PCCTrainer, TinyASRLike, Trainer, make_batches, run_epoch,
-                             trainer_options, wrapped_sgd)
+from espnet_pcc.trainer import PCCTrainer, effective_grad_clip
+from trainer_helpers import TinyASRLike, make_batches, run_epoch, trainer_options, wrapped_sgd
 
 
 def params(model):

@@ -5,8 +5,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from trainer_helpers import PCCTrainer, TinyASRLike, make_batches, run_epoch, shard, \
-    trainer_options, wrapped_sgd
+from espnet_pcc.trainer import PCCTrainer
+from trainer_helpers import TinyASRLike, make_batches, run_epoch, shard, trainer_options, \
+    wrapped_sgd
 
 BATCH = 8  # global batch: 4 utterances per rank
 

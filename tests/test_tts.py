@@ -7,10 +7,7 @@ import soundfile as sf
 
 from espnet_pcc import tts
 
-pytestmark = pytest.mark.skipif(
-    not (tts.shutil.which("espeak-ng") and tts.shutil.which("sox")),
-    reason="espeak-ng/sox not installed",
-)
+pytestmark = pytest.mark.needs_tts
 
 TEXT = "seven purple elephants quietly borrowed my calendar"
 

@@ -12,7 +12,6 @@ from espnet2.torch_utils.device_funcs import force_gatherable
 from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
-from espnet2.train.trainer import Trainer
 
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.optim import PerCoreClipOptimizer
@@ -98,5 +97,4 @@ def wrapped_sgd(model, clip, max_norm, lr=0.5):
                                 clip_config=ClipConfig.from_options(clip, {"max_norm": max_norm}))
 
 
-__all__ = ["TinyASRLike", "make_batches", "shard", "trainer_options", "run_epoch",
-           "wrapped_sgd", "Trainer", "PCCTrainer"]
+__all__ = ["TinyASRLike", "make_batches", "shard", "trainer_options", "run_epoch", "wrapped_sgd"]

@@ -8,35 +8,28 @@ from espnet_pcc import kaldi_dir, tts
 from espnet_pcc.bin import make_canaries
 from espnet_pcc.canary.generate import CanaryConfig, CanaryError, generate, plan
 from espnet_pcc.canary.vocab import clean_words, load_vocab
-
-SMALL = dict(num_words=4, repeat_counts=(1, 2, 4), canaries_per_count=2, num_references=6,
-             speed=1.6, seed=7)  # same as conftest.SMALL (the session fixture's settings)
-VOCAB = ["apple", "river", "stone", "yellow", "garden", "window", "silver", "candle",
-         "mountain", "pepper", "letter", "forest"]
-needs_tts = pytest.mark.skipif(
-    not (tts.shutil.which("espeak-ng") and tts.shutil.which("sox")), reason="espeak-ng/sox not installed"
-)
+from shared_helpers import CANARY_SMALL, CANARY_VOCAB  # the canary_dir fixture's settings
 
 
 def test_plan_is_deterministic_and_seed_dependent():
-    a = plan(VOCAB, CanaryConfig(**SMALL))
-    b = plan(VOCAB, CanaryConfig(**SMALL))
-    c = plan(VOCAB, CanaryConfig(**{**SMALL, "seed": 8}))
+    a = plan(CANARY_VOCAB, CanaryConfig(**CANARY_SMALL))
+    b = plan(CANARY_VOCAB, CanaryConfig(**CANARY_SMALL))
+    c = plan(CANARY_VOCAB, CanaryConfig(**{**CANARY_SMALL, "seed": 8}))
     assert a == b
     assert [u.text for u in a[0]] != [u.text for u in c[0]]
 
 
 def test_plan_ids_counts_and_disjoint_texts():
-    can, ref = plan(VOCAB, CanaryConfig(**SMALL))
+    can, ref = plan(CANARY_VOCAB, CanaryConfig(**CANARY_SMALL))
     assert [u.utt_id for u in can][:3] == ["canary-x01-000", "canary-x01-001", "canary-x02-000"]
     assert [u.repeat_count for u in can] == [1, 1, 2, 2, 4, 4]
     assert [u.utt_id for u in ref][-1] == "canaryref-00005" and {u.repeat_count for u in ref} == {0}
     texts = [u.text for u in can + ref]
     assert len(set(texts)) == len(texts)  # no reference duplicates a canary
-    assert all(len(t.split()) == 4 and set(t.split()) <= set(VOCAB) for t in texts)
+    assert all(len(t.split()) == 4 and set(t.split()) <= set(CANARY_VOCAB) for t in texts)
     assert len({u.voice for u in can + ref}) > 1
     assert {u.voice.name for u in can + ref} <= set(tts.ENGLISH_VOICES)
-    upper, _ = plan(VOCAB, CanaryConfig(**{**SMALL, "text_case": "upper"}))
+    upper, _ = plan(CANARY_VOCAB, CanaryConfig(**{**CANARY_SMALL, "text_case": "upper"}))
     assert [u.text for u in upper] == [u.text.upper() for u in can]
 
 
@@ -52,9 +45,9 @@ def test_plan_ids_counts_and_disjoint_texts():
 )
 def test_bad_config(change, match):
     with pytest.raises(CanaryError if "speed" not in change else tts.TTSError, match=match):
-        plan(VOCAB, CanaryConfig(**{**SMALL, **change}))
+        plan(CANARY_VOCAB, CanaryConfig(**{**CANARY_SMALL, **change}))
     with pytest.raises(CanaryError, match="empty vocabulary"):
-        plan([], CanaryConfig(**SMALL))
+        plan([], CanaryConfig(**CANARY_SMALL))
 
 
 def test_vocab_cleaning_and_wordfreq(tmp_path):
@@ -72,7 +65,7 @@ def test_vocab_cleaning_and_wordfreq(tmp_path):
         load_vocab(tmp_path / "bad.txt")
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_generated_dirs_manifest_and_audio(canary_dir):
     man = json.loads((canary_dir / "manifest.json").read_text())
     assert man["config"]["seed"] == 7 and man["tools"]["espeak-ng"] and man["tools"]["sox"]
@@ -88,7 +81,7 @@ def test_generated_dirs_manifest_and_audio(canary_dir):
     assert not [p for p in canary_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_voice_and_speed_applied(canary_dir):
     """Re-speak a canary at speed 1 with the recorded voice: the canary is 1.6x shorter."""
     man = json.loads((canary_dir / "manifest.json").read_text())
@@ -103,20 +96,20 @@ def test_voice_and_speed_applied(canary_dir):
     assert (canary_dir.parent / "other.wav").read_bytes() != (canary_dir / e["wav"]).read_bytes()
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_same_seed_byte_identical_manifest_and_idempotent(canary_dir, tmp_path):
     out = tmp_path / "again"
-    generate(out, VOCAB, CanaryConfig(**SMALL), vocab_source="test", nj=1)
+    generate(out, CANARY_VOCAB, CanaryConfig(**CANARY_SMALL), vocab_source="test", nj=1)
     assert (out / "manifest.json").read_bytes() == (canary_dir / "manifest.json").read_bytes()
     assert (out / "canaries" / "text").read_bytes() == (canary_dir / "canaries" / "text").read_bytes()
     mtime = (out / "manifest.json").stat().st_mtime_ns
-    generate(out, VOCAB, CanaryConfig(**SMALL), vocab_source="test")  # same settings: no-op
+    generate(out, CANARY_VOCAB, CanaryConfig(**CANARY_SMALL), vocab_source="test")  # same settings: no-op
     assert (out / "manifest.json").stat().st_mtime_ns == mtime
     with pytest.raises(CanaryError, match="already exists with other settings"):
-        generate(out, VOCAB, CanaryConfig(**{**SMALL, "seed": 1}), vocab_source="test")
+        generate(out, CANARY_VOCAB, CanaryConfig(**{**CANARY_SMALL, "seed": 1}), vocab_source="test")
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_cli_errors_one_line_no_traceback(tmp_path, capsys):
     for argv, msg in [
         (["--speed", "0"], "make_canaries: error: speed must be > 0, got 0.0"),
@@ -134,10 +127,10 @@ def test_cli_errors_one_line_no_traceback(tmp_path, capsys):
         make_canaries.main(["--output_dir", str(tmp_path / "o"), "--speed", "-1", "--verbose"])
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_cli_end_to_end(tmp_path, capsys):
     vocab = tmp_path / "v.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n")
+    vocab.write_text("\n".join(CANARY_VOCAB) + "\n")
     make_canaries.main(["--output_dir", str(tmp_path / "o"), "--vocab", str(vocab), "--num_words", "3",
                         "--repeat_counts", "1", "3", "--canaries_per_count", "1",
                         "--num_references", "2", "--speed", "1.3", "--seed", "0", "--nj", "2"])
@@ -147,7 +140,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     assert {e["speed"] for e in man["canaries"] + man["references"]} == {1.3}
 
 
-@needs_tts
+@pytest.mark.needs_tts
 def test_cli_missing_tool_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # neither espeak-ng nor sox on PATH
     with pytest.raises(SystemExit) as e:

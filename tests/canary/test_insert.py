@@ -8,6 +8,8 @@ from espnet_pcc.bin import insert_canaries
 from espnet_pcc.canary.insert import InsertError, insert
 from espnet_pcc.kaldi_dir import KaldiDir, KaldiDirError
 
+pytestmark = pytest.mark.needs_tts  # every test uses the generated canary_dir
+
 
 def make_train(path, extra=None):
     kd = KaldiDir(

@@ -10,9 +10,6 @@ from typing import Dict, List, Sequence
 import numpy as np
 import soundfile
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "egs2" / "TEMPLATE" / "asr1"
-
 WORDS = "THE QUICK BROWN FOX JUMPS OVER A LAZY DOG WHILE SEVEN BIRDS SING".split()
 
 

@@ -6,9 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipe_helpers import REPO
+from shared_helpers import CLIP_MODES, CONF, EGS2
 
-CONF = REPO / "conf"
 CLIP_KEYS = {"clip", "clip_conf"}
 FAMILIES = sorted({p.name.rsplit("_", 1)[0] for p in CONF.glob("train_asr_*_baseline.yaml")})
 
@@ -26,12 +25,12 @@ def test_families_exist():
 def test_variants_differ_only_in_clip_keys(family: str):
     base = load(CONF / f"{family}_baseline.yaml")
     modes = {}
-    for variant in ("baseline", "pcc", "apcc"):
+    for variant in CLIP_MODES:
         cfg = load(CONF / f"{family}_{variant}.yaml")
         assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
             {k: v for k, v in base.items() if k not in CLIP_KEYS}, variant
         modes[variant] = cfg["clip"]
-    assert modes == {"baseline": "global", "pcc": "per_core", "apcc": "adaptive_per_core"}
+    assert modes == CLIP_MODES
 
 
 def test_configs_are_valid_asr_train_options():
@@ -47,7 +46,7 @@ def test_configs_are_valid_asr_train_options():
 
 
 def test_recipes_name_existing_configs():
-    for run_sh in sorted((REPO / "egs2").glob("*/asr1/run.sh")):
+    for run_sh in sorted(EGS2.glob("*/asr1/run.sh")):
         text = run_sh.read_text()
         names = set(re.findall(r"conf/[\w${}]+\.yaml", text))
         assert names, run_sh

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from recipe_helpers import REPO, run
+from recipe_helpers import run
+from shared_helpers import CLIP_MODES, EGS2
 
-DEMO = REPO / "egs2" / "synth_demo" / "asr1"
-MODES = {"baseline": "global", "pcc": "per_core", "apcc": "adaptive_per_core"}
+DEMO = EGS2 / "synth_demo" / "asr1"
 
 
 def test_demo_tiny_end_to_end(tmp_path: Path):
@@ -22,12 +22,12 @@ def test_demo_tiny_end_to_end(tmp_path: Path):
     header = "|model|clip|WER dev|WER test|exposure x1|exposure x4|s/step|epochs|"
     assert header in proc.stdout
     rows = [l for l in proc.stdout.splitlines() if l.startswith("|asr_train_asr_tiny_")]
-    assert [r.split("|")[2].split(" ")[0] for r in rows] == list(MODES.values())
+    assert [r.split("|")[2].split(" ")[0] for r in rows] == list(CLIP_MODES.values())
     results = (exp / "RESULTS.md").read_text()
     assert header in results and "## Environments" in results and "### WER" in results
     assert (exp / "pcc_comparison.png").read_bytes()[:4] == b"\x89PNG"
 
-    for variant, mode in MODES.items():
+    for variant, mode in CLIP_MODES.items():
         d = exp / f"asr_train_asr_tiny_{variant}"
         assert yaml.safe_load((d / "config.yaml").read_text())["clip"] == mode
         assert (d / "valid.acc.ave.pth").exists() and (d / ".done").is_file()
@@ -47,7 +47,7 @@ def test_demo_tiny_end_to_end(tmp_path: Path):
     # Rerun: every stage finds its outputs and skips (no retraining, no re-decoding).
     rerun = run(cmd, cwd=DEMO, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    for variant in MODES:
+    for variant in CLIP_MODES:
         assert f"asr_train_asr_tiny_{variant} is trained: skipped" in rerun.stderr
         assert f"asr_train_asr_tiny_{variant}/exposure: skipped" in rerun.stderr
     assert header in rerun.stdout

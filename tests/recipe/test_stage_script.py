@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipe_helpers import REPO, TEMPLATE, make_librispeech, run
+from recipe_helpers import make_librispeech, run
+from shared_helpers import CONF, EGS2, TEMPLATE
 
-LS100 = REPO / "egs2" / "librispeech_100" / "asr1"
+LS100 = EGS2 / "librispeech_100" / "asr1"
 CONFIGS = "conf/train_asr_tiny_baseline.yaml conf/train_asr_tiny_pcc.yaml"
 
 
@@ -122,7 +123,7 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     # and the stage stops naming them all.
     bad = []
     for name, max_norm in (("bad_a", -1.0), ("bad_b", 0.0)):
-        cfg = yaml.safe_load((REPO / "conf" / "train_asr_tiny_pcc.yaml").read_text())
+        cfg = yaml.safe_load((CONF / "train_asr_tiny_pcc.yaml").read_text())
         cfg["clip_conf"]["max_norm"] = max_norm
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
