@@ -25,7 +25,7 @@ class ScoringError(UserError):
     """Missing or mismatched reference / hypothesis files."""
 
 
-def _tokens(text: str, unit: str) -> List[str]:
+def tokens(text: str, unit: str) -> List[str]:
     if unit == "wer":
         return text.split()
     return ["<space>" if c == " " else c for c in " ".join(text.split())]
@@ -33,11 +33,11 @@ def _tokens(text: str, unit: str) -> List[str]:
 
 def score(refs: Dict[str, str], hyps: Dict[str, str], unit: str = "wer") -> Dict[str, float]:
     """Error rates of ``hyps`` against ``refs`` (same keys; a missing hypothesis counts as empty)."""
-    keys = [k for k in sorted(refs, key=kaldi_dir.sort_key) if _tokens(refs[k], unit)]
+    keys = [k for k in sorted(refs, key=kaldi_dir.sort_key) if tokens(refs[k], unit)]
     if not keys:
         raise ScoringError("no non-empty reference to score against")
-    ref = [" ".join(_tokens(refs[k], unit)) for k in keys]
-    hyp = [" ".join(_tokens(hyps.get(k, ""), unit)) for k in keys]
+    ref = [" ".join(tokens(refs[k], unit)) for k in keys]
+    hyp = [" ".join(tokens(hyps.get(k, ""), unit)) for k in keys]
     out = jiwer.process_words(ref, hyp)
     n = sum(len(r.split()) for r in ref)
     sent_err = sum(any(c.type != "equal" for c in al) for al in out.alignments)
@@ -53,7 +53,7 @@ def score(refs: Dict[str, str], hyps: Dict[str, str], unit: str = "wer") -> Dict
 def _write_trn(path: Path, table: Dict[str, str], unit: str, utt2spk: Dict[str, str]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for k in sorted(table, key=kaldi_dir.sort_key):
-            f.write(f"{' '.join(_tokens(table[k], unit))}\t({utt2spk.get(k, k)}-{k})\n")
+            f.write(f"{' '.join(tokens(table[k], unit))}\t({utt2spk.get(k, k)}-{k})\n")
 
 
 def score_dir(data_dir: Path, hyp_text: Path, out_dir: Path) -> Dict[str, Dict[str, float]]:
