@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install test demo bench
+.PHONY: install test demo study bench
 
 install:
 	VENV=$(VENV) bash tools/install.sh
@@ -13,6 +13,9 @@ test: install
 
 demo: install
 	cd egs2/synth_demo/asr1 && ./run.sh
+
+study: install
+	cd egs2/synth_demo/asr1 && ./run.sh --demo_size study
 
 bench: install
 	$(PY) -m bench.run

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot set-up: Debian packages (espeak-ng, sox) and a venv with the pinned stack.
-# Idempotent: a finished install leaves .venv/.installed and is skipped next time.
+# Idempotent: a finished install leaves .venv/.installed and is skipped next time (until
+# constraints.txt, setup.py or the entry-point list in espnet_pcc/registry.py changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -18,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 stamp="$VENV/.installed"
-if [ -f "$stamp" ] && [ "$stamp" -nt constraints.txt ] && [ "$stamp" -nt setup.py ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt constraints.txt ] && [ "$stamp" -nt setup.py ] && [ "$stamp" -nt espnet_pcc/registry.py ]; then
     echo "[install] $VENV is up to date"
     exit 0
 fi

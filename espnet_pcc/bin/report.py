@@ -17,6 +17,14 @@ from espnet_pcc.errors import run_main
 from espnet_pcc.fileio import atomic_write_text
 
 
+def str2bool(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{v!r}: use true or false")
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="report", description=__doc__.splitlines()[0])
     p.add_argument("--expdir", type=Path, required=True)
@@ -28,21 +36,41 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_png", type=Path, required=True)
     p.add_argument("--title", default="RESULTS")
     p.add_argument("--notes", default="", help="a paragraph placed above the table")
+    p.add_argument("--datadir", type=Path, default=Path("data"),
+                   help="holds <test set>/text (per-utterance errors for the WER intervals)")
+    p.add_argument("--score_epochs", type=int, nargs="*", default=[],
+                   help="epochs whose checkpoints stage 8 scored (memorisation trajectory)")
+    p.add_argument("--canary_accuracy", type=str2bool, default=False,
+                   help="stage 7 scored canary transcription accuracy")
+    p.add_argument("--study_png", type=Path, default=None,
+                   help="the study's plots (default: --output_png with suffix _study.png)")
     return p
 
 
 def _run(args: argparse.Namespace) -> None:
     from espnet_pcc.recipe.report import collect, comparison_table, plot, results_markdown
+    from espnet_pcc.study import report as study_report
 
     results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
                       args.exposure_name)
+    md_dir = args.output_md.resolve().parent
+    study_md = ""
+    if args.exposure_name != "none":
+        study = study_report.build(
+            results, args.expdir, args.decode_tag, {s: args.datadir / s for s in args.test_sets},
+            args.score_epochs, args.canary_accuracy)
+        study_png = args.study_png or args.output_png.with_name(args.output_png.stem + "_study.png")
+        study_report.plot(study, study_png)
+        study_md = study_report.markdown(study, os.path.relpath(study_png.resolve(), md_dir))
     plot(results, args.output_png)
-    rel_png = os.path.relpath(args.output_png, args.output_md.resolve().parent
-                              if args.output_md.parent != Path("") else Path("."))
     md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
-                          title=args.title, notes=args.notes, plot_name=rel_png)
+                          title=args.title, notes=args.notes,
+                          plot_name=os.path.relpath(args.output_png.resolve(), md_dir),
+                          study_md=study_md)
     atomic_write_text(args.output_md, md)
     print(comparison_table(results, args.test_sets))
+    if study_md:
+        print(study_md)
     print(f"wrote {args.output_md} and {args.output_png}")
 
 

@@ -171,10 +171,12 @@ def environment() -> str:
 
 def results_markdown(results: Sequence[ModelResult], test_sets: Sequence[str], decode_tag: str,
                      expdir: Path, title: str = "RESULTS", notes: str = "",
-                     plot_name: Optional[str] = None) -> str:
+                     plot_name: Optional[str] = None, study_md: str = "") -> str:
     parts = [f"# {title}", environment(), "", "## Clipping comparison", ""]
     if notes:
         parts += [notes.strip(), ""]
+    if study_md:  # per mode, with intervals and paired tests (espnet_pcc.study.report)
+        parts += [study_md.rstrip(), "", "### Per model", ""]
     parts += [comparison_table(results, test_sets), ""]
     info = next((r.exposure_info for r in results if r.exposure_info), {})
     expo = ""

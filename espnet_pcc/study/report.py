@@ -36,6 +36,7 @@ import numpy as np
 
 from espnet_pcc import kaldi_dir
 from espnet_pcc.errors import UserError
+from espnet_pcc.exposure import schema
 from espnet_pcc.recipe.report import ModelResult
 from espnet_pcc.study import stats
 from espnet_pcc.study.accuracy import error_counts
@@ -92,10 +93,10 @@ def read_exposure_json(path: Path) -> Tuple[Dict[str, float], Dict[str, float], 
     """(rank exposure, extrapolated exposure, repeat count) per canary id."""
     if not path.is_file():
         raise StudyReportError(f"{path} missing (produced by stage 8, exposure)")
-    data = json.loads(path.read_text())
-    rank = {c["id"]: float(c["rank_exposure"]) for c in data["canaries"]}
-    extra = {c["id"]: float(c["extrapolated_exposure"]) for c in data["canaries"]}
-    counts = {c["id"]: int(c["repeat_count"]) for c in data["canaries"]}
+    canaries = json.loads(path.read_text())["canaries"]
+    rank = {c["id"]: float(c[schema.RANK_EXPOSURE]) for c in canaries}
+    extra = {c["id"]: float(c[schema.EXTRAPOLATED_EXPOSURE]) for c in canaries}
+    counts = {c["id"]: int(c[schema.REPEAT_COUNT]) for c in canaries}
     return rank, extra, counts
 
 
@@ -114,7 +115,7 @@ def read_accuracy_tsv(path: Path) -> Tuple[Dict[str, float], Dict[str, float], D
 
 def load_checkpoint(exposure_dir: Path, accuracy_dir: Optional[Path],
                     repeat_counts: Dict[str, int]) -> Checkpoint:
-    rank, extra, counts = read_exposure_json(exposure_dir / "exposure.json")
+    rank, extra, counts = read_exposure_json(exposure_dir / schema.EXPOSURE_JSON)
     repeat_counts.update(counts)
     ck = Checkpoint(rank_exposure=rank, extrapolated_exposure=extra)
     if accuracy_dir is not None:
@@ -255,8 +256,18 @@ class Study:
         return sorted(i for i in ck.cer if self.repeat_counts.get(i, 0) == 0)
 
     def per_canary(self, mode: Mode, measure: str, ids: Sequence[str],
-                   checkpoint=lambda m: m.final) -> np.ndarray:
-        return seed_mean([getattr(checkpoint(m), measure) for m in mode.models], ids)
+                   checkpoint=lambda m: m.final, seeds=None) -> np.ndarray:
+        """Per canary, ``measure`` averaged over the mode's seeds (or only ``seeds``)."""
+        models = [m for m in mode.models if seeds is None or m.seed in seeds]
+        return seed_mean([getattr(checkpoint(m), measure) for m in models], ids)
+
+    def common_seeds(self, mode: Mode) -> set:
+        """The seeds a mode shares with the baseline: a sweep point trained with one seed is
+        compared with the baseline of that seed, not with its mean over more seeds."""
+        common = set(mode.seeds) & set(self.baseline.seeds)
+        if not common:
+            raise StudyReportError(f"{mode.name} shares no seed with the baseline {self.baseline.name}")
+        return common
 
     # -- tables
     def utility_table(self) -> str:
@@ -302,12 +313,13 @@ class Study:
         groups = ids_by_count(self.repeat_counts, self.canary_ids)
         rows = []
         for mode in self.modes[1:]:
+            seeds = self.common_seeds(mode)
             for c, ids in groups.items():
                 if values is not None:
-                    a, b = values(mode, ids), values(self.baseline, ids)
+                    a, b = values(mode, ids, seeds), values(self.baseline, ids, seeds)
                 else:
-                    a = self.per_canary(mode, measure, ids, checkpoint)
-                    b = self.per_canary(self.baseline, measure, ids, checkpoint)
+                    a = self.per_canary(mode, measure, ids, checkpoint, seeds)
+                    b = self.per_canary(self.baseline, measure, ids, checkpoint, seeds)
                 res = stats.paired_comparison(scale * a, scale * b)
                 rows.append([mode.name, _count_label(c), str(res.n), f"{res.mean_a:.2f}",
                              f"{res.mean_b:.2f}", res.difference.fmt(2), _p(res.p_value),
@@ -336,9 +348,9 @@ class Study:
         ids = self.canary_ids
 
         def values_at(measure):
-            def f(mode: Mode, sub: Sequence[str]) -> np.ndarray:
+            def f(mode: Mode, sub: Sequence[str], seeds) -> np.ndarray:
                 return seed_mean([at_level(m, self.score_epochs, level, measure, sub)
-                                  for m in mode.models], sub)
+                                  for m in mode.models if m.seed in seeds], sub)
             return f
 
         parts = [f"Validation loss level L = {level:.3f} (reached by every model at a scored epoch).",
@@ -386,8 +398,9 @@ def markdown(study: Study, plot_name: Optional[str] = None) -> str:
         ]
     parts += [
         f"### Against the baseline ({b}), paired over the same canaries", "",
-        "Difference = mode - baseline (mean over canaries, bootstrap interval); p: two-sided "
-        "sign-flip permutation test; d_z = mean difference / sd of the differences.", "",
+        "Difference = mode - baseline (mean over canaries, bootstrap interval), each canary's "
+        "value averaged over the seeds the two modes share; p: two-sided sign-flip permutation "
+        "test; d_z = mean difference / sd of the differences.", "",
         "Rank exposure:", "", _table(Study.PAIRED_HEAD, study.paired_rows("rank_exposure")), "",
     ]
     if study.canary_accuracy:

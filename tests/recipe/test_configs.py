@@ -12,13 +12,20 @@ CLIP_KEYS = {"clip", "clip_conf"}
 FAMILIES = sorted({p.name.rsplit("_", 1)[0] for p in CONF.glob("train_asr_*_baseline.yaml")})
 
 
+def variants(family: str) -> list:
+    """Every ``<family>_<variant>.yaml`` (not those of a longer family such as ``..._960h``)."""
+    longer = [f for f in FAMILIES if f != family and f.startswith(family + "_")]
+    return [p for p in sorted(CONF.glob(f"{family}_*.yaml"))
+            if not any(p.name.startswith(f + "_") for f in longer)]
+
+
 def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
 def test_families_exist():
     assert FAMILIES == ["train_asr_conformer", "train_asr_conformer_960h", "train_asr_demo",
-                        "train_asr_tiny"]
+                        "train_asr_study", "train_asr_tiny"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -31,6 +38,11 @@ def test_variants_differ_only_in_clip_keys(family: str):
             {k: v for k, v in base.items() if k not in CLIP_KEYS}, variant
         modes[variant] = cfg["clip"]
     assert modes == CLIP_MODES
+    # Further variants of a family (the study's granularity / C sweep) differ only in clip keys too.
+    for path in variants(family):
+        cfg = load(path)
+        assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
+            {k: v for k, v in base.items() if k not in CLIP_KEYS}, path.name
 
 
 def test_configs_are_valid_asr_train_options():

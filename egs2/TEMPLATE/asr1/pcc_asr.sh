@@ -18,52 +18,65 @@ die() { echo "${0##*/}: error: $*" >&2; exit 1; }
 # ----------------------------------------------------------------------------- options
 # name=default pairs; every one can be given as --name value (or --name=value).
 _options=()
-opt() { _options+=("$1"); printf -v "$1" '%s' "$2"; }
+_helps=()
+# opt NAME DEFAULT HELP: declare option --NAME (--help prints HELP beside it).
+opt() { _options+=("$1"); _helps+=("$3"); printf -v "$1" '%s' "$2"; }
 
-opt stage 1                  # first stage to run
-opt stop_stage 9             # last stage to run
-opt force false              # redo selected stages even if their outputs are complete
-opt python python3           # interpreter with espnet and espnet_pcc installed
-opt nj 2                     # parallel jobs for data work / stats collection
-opt stats_nj ""              # parallel --collect_stats jobs (default: --nj)
-opt inference_nj 2           # parallel decoding jobs
-opt ngpu 0                   # GPUs per node for training (0 = CPU)
-opt model_jobs 1             # models trained / decoded / scored at once (CPU only)
-opt gpu_inference false      # decode / score exposure on GPU
-opt num_nodes 1              # >1: multi-node training through espnet2.bin.launch
-opt cuda_cmd ""              # job command for espnet2.bin.launch (Kaldi run.pl/queue.pl/slurm.pl)
-opt dist_launcher ""         # passed to asr_train: slurm | mpi (launched under ${cuda_cmd})
-opt dist_init_method ""      # passed to asr_train, e.g. tcp://host:port or file:///shared/init
-opt multiprocessing_distributed true  # one process per GPU on a node (ESPnet's default)
-opt datadir data             # Kaldi data dirs, canaries, token lists
-opt expdir exp               # stats, models, decoding, reports, logs
-opt corpus_dir ""            # extracted LibriSpeech/ (or the synthetic corpus in its layout)
-opt train_set train          # name of the training data dir
-opt valid_set dev            # name of the validation data dir
-opt train_splits ""          # corpus splits combined into ${train_set}
-opt valid_splits ""          # corpus splits combined into ${valid_set}
-opt test_splits ""           # corpus splits decoded and scored; data dir = split with - -> _
-opt use_canary true          # stage 2: insert canaries into the training set (only)
-opt canary_opts ""           # extra make_canaries options (repeat counts, |R|, speed ...)
-opt token_type bpe           # bpe | char
-opt nbpe 5000                # sentencepiece vocabulary size
-opt bpemode unigram          # sentencepiece model type (ESPnet's default: unigram)
-opt asr_configs ""           # training YAMLs, one model each (differing in clip keys only)
-opt asr_args ""              # extra asr_train options for every model
-opt feats_type raw           # only raw is supported (espnet2 frontend computes fbank)
-opt inference_config ""      # decoding YAML
-opt inference_args ""        # extra asr_inference options
-opt inference_asr_model valid.acc.ave.pth
-opt exposure_args ""         # extra score_exposure options
-opt results_md ""            # comparison report (default: ${expdir}/RESULTS.md)
-opt results_png ""            # comparison plot (default: ${expdir}/pcc_comparison.png)
-opt results_title RESULTS
-opt results_notes ""
+opt stage 1 "first stage to run"
+opt stop_stage 9 "last stage to run"
+opt force false "redo selected stages even if their outputs are complete"
+opt python python3 "interpreter with espnet and espnet_pcc installed"
+opt nj 2 "parallel jobs for data work / stats collection"
+opt stats_nj "" "parallel --collect_stats jobs (default: --nj)"
+opt inference_nj 2 "parallel decoding jobs"
+opt ngpu 0 "GPUs per node for training (0 = CPU)"
+opt model_jobs 1 "models trained / decoded / scored at once (CPU only)"
+opt gpu_inference false "decode / score exposure on GPU"
+opt num_nodes 1 ">1: multi-node training through espnet2.bin.launch"
+opt cuda_cmd "" "job command for espnet2.bin.launch (Kaldi run.pl/queue.pl/slurm.pl)"
+opt dist_launcher "" "passed to asr_train: slurm | mpi (launched under \${cuda_cmd})"
+opt dist_init_method "" "passed to asr_train, e.g. tcp://host:port or file:///shared/init"
+opt multiprocessing_distributed true "one process per GPU on a node (ESPnet's default)"
+opt datadir data "Kaldi data dirs, canaries, token lists"
+opt expdir exp "stats, models, decoding, reports, logs"
+opt corpus_dir "" "extracted LibriSpeech/ (or the synthetic corpus in its layout)"
+opt train_set train "name of the training data dir"
+opt valid_set dev "name of the validation data dir"
+opt train_splits "" "corpus splits combined into \${train_set}"
+opt valid_splits "" "corpus splits combined into \${valid_set}"
+opt test_splits "" "corpus splits decoded and scored; data dir = split with - -> _"
+opt use_canary true "stage 2: insert canaries into the training set (only)"
+opt canary_opts "" "extra make_canaries options (repeat counts, |R|, speed ...)"
+opt token_type bpe "bpe | char"
+opt nbpe 5000 "sentencepiece vocabulary size"
+opt bpemode unigram "sentencepiece model type (ESPnet's default: unigram)"
+opt asr_configs "" "training YAMLs, one model each (differing in clip keys only)"
+opt sweep_configs "" "more training YAMLs trained with the first of --seeds only (a granularity / C sweep), reported beside --asr_configs"
+opt asr_args "" "extra asr_train options for every model"
+opt feats_type raw "only raw is supported (espnet2 frontend computes fbank)"
+opt inference_config "" "decoding YAML"
+opt inference_args "" "extra asr_inference options"
+opt inference_asr_model valid.acc.ave.pth "model file decoded and scored (ESPnet's n-best average)"
+opt exposure_args "" "extra score_exposure options"
+opt seeds "" "training seeds: every config trained once per seed (model init + data order; tag suffix _seed<N>); empty: the config's own seed"
+opt score_epochs "" "epochs whose checkpoints (<N>epoch.pth) are also scored: canary decoding + exposure (configs must keep them: keep_nbest_models >= max_epoch)"
+opt decode_canaries true "stage 6/7: decode the canaries and a reference sample, score transcription accuracy (Wang et al. 2023)"
+opt num_decoded_references 100 "never-inserted references decoded as the control of canary accuracy"
+opt fold_length "80000 150" "espnet2 --fold_length per input (speech samples, text tokens)"
+opt feats_normalize global_mvn "espnet2 --normalize (stats from stage 4)"
+opt results_md "" "comparison report (default: \${expdir}/RESULTS.md)"
+opt results_png "" "comparison plot (default: \${expdir}/pcc_comparison.png)"
+opt results_title RESULTS "first heading of the report"
+opt results_notes "" "a paragraph added under the comparison table"
 
 usage() {
     echo "Usage: $0 [--name value ...]   (stages 1-9: data, canaries, tokens, stats, train,"
     echo "       decode, score, exposure, report)"
-    for o in "${_options[@]}"; do printf '  --%-28s %s\n' "$o" "${!o}"; done
+    local i o
+    for i in "${!_options[@]}"; do
+        o=${_options[$i]}
+        printf '  --%-24s %s\n  %-26s (default: "%s")\n' "$o" "${_helps[$i]}" "" "${!o}"
+    done
 }
 
 while [ $# -gt 0 ]; do
@@ -79,20 +92,43 @@ while [ $# -gt 0 ]; do
 done
 
 [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || die "--stage/--stop_stage must be integers"
+[ "${stage}" -ge 1 ] && [ "${stage}" -le 9 ] || die "--stage ${stage}: the stages are 1-9"
+[ "${stop_stage}" -ge 1 ] && [ "${stop_stage}" -le 9 ] || die "--stop_stage ${stop_stage}: the stages are 1-9"
+[ "${stop_stage}" -ge "${stage}" ] || die "--stop_stage ${stop_stage} is before --stage ${stage}"
 [[ "${model_jobs}" =~ ^[1-9][0-9]*$ ]] || die "--model_jobs ${model_jobs}: must be a positive integer"
 [ "${model_jobs}" -eq 1 ] || { [ "${ngpu}" -eq 0 ] && ! "${gpu_inference}"; } \
     || die "--model_jobs ${model_jobs} needs --ngpu 0 and --gpu_inference false (concurrent models would share the GPUs)"
 [ "${feats_type}" = raw ] || die "--feats_type ${feats_type}: only raw is supported"
 case "${token_type}" in bpe|char) ;; *) die "--token_type ${token_type}: use bpe or char" ;; esac
-[ -n "${asr_configs}" ] || die "--asr_configs is empty: give the training YAMLs"
-for _c in ${asr_configs} ${inference_config}; do
+for _s in ${seeds}; do [[ "${_s}" =~ ^[0-9]+$ ]] || die "--seeds: '${_s}' is not a non-negative integer"; done
+for _e in ${score_epochs}; do [[ "${_e}" =~ ^[1-9][0-9]*$ ]] || die "--score_epochs: '${_e}' is not an epoch number"; done
+[[ "${num_decoded_references}" =~ ^[0-9]+$ ]] || die "--num_decoded_references ${num_decoded_references}: must be a non-negative integer"
+
+# A config that is named must exist, whatever the stages; an empty --asr_configs or
+# --inference_config is an error only for the stages that use them (stages 1-3 run without).
+for _c in ${asr_configs} ${sweep_configs} ${inference_config}; do
     [ -f "${_c}" ] || die "no such config ${_c} (available: $(ls conf/*.yaml 2>/dev/null | tr '\n' ' '))"
 done
-[ -n "${inference_config}" ] || die "--inference_config is empty"
-
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+need_configs() { [ -n "${asr_configs}" ] || die "stage ${_cur}: --asr_configs is empty: give the training YAMLs"; }
+need_inference_config() { [ -n "${inference_config}" ] || die "stage ${_cur}: --inference_config is empty"; }
 # require PATH STAGE WHAT: an input of a later stage; names the stage that produces it.
 require() { [ -e "$1" ] || die "stage ${_cur}: $3 $1 missing (produced by stage $2; run with --stage $2)"; }
+# The one completion rule of every stage output: DIR/.done is written last, after everything
+# in DIR is in place, and records what made the output (the command line, config contents).
+# An output counts as done only when .done exists and records the same thing; otherwise (or
+# with --force) it is made again.
+is_done() { ! "${force}" && [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
+mark_done() { mkdir -p "$1"; printf '%s\n' "$2" >"$1/.done.tmp"; mv "$1/.done.tmp" "$1/.done"; }
+# what_made CMD...: the record for .done: the command line plus the contents of every file
+# argument that is a config (a changed YAML under the same name is a different model).
+what_made() {
+    local a out="$*"
+    for a in "$@"; do
+        case "${a}" in *.yaml|*.yml) [ -f "${a}" ] && out+=" ${a}:$(md5sum <"${a}" | cut -c1-32)" ;; esac
+    done
+    printf '%s' "${out}"
+}
 # run_logged LOG CMD...: output to LOG (under exp/); on failure show its error line(s) and stop.
 run_logged() {
     local logfile=$1; shift
@@ -117,18 +153,39 @@ split_scp() {
         awk -v N="$2" -v K="${n}" '(NR - 1) % N == K - 1' "$1" >"$3.${n}.scp"
     done
 }
-# run_models FUNC: FUNC TAG for every model, ${model_jobs} at a time. A failing FUNC has
-# printed its one-line error (die); the stage then stops naming the models that failed.
-run_models() {
-    local fn=$1 tag i pids=() tags=() failed=()
-    for tag in "${asr_tags[@]}"; do
-        if [ "${model_jobs}" -le 1 ]; then "${fn}" "${tag}"; continue; fi
-        while [ "$(jobs -rp | wc -l)" -ge "${model_jobs}" ]; do sleep 1; done
-        "${fn}" "${tag}" &
-        pids+=("$!"); tags+=("${tag}")
+# fan_out N WHAT FUNC ITEM...: FUNC ITEM for every item, N at a time (the one way this script
+# runs jobs in parallel: stats jobs, models, decoding jobs). A failing FUNC has printed its
+# own one-line error; the stage then stops naming every item that failed. Progress (items
+# done of all, elapsed, ETA) goes to the terminal when there is more than one item.
+fan_out() {
+    local n=$1 what=$2 fn=$3 item i pids=() items=() failed=() t0 done_n=0 total running
+    shift 3; total=$#; t0=$(date +%s)
+    # reap: collect every finished job (its exit status) and report progress.
+    reap() {
+        local i el
+        running=0
+        for i in "${!pids[@]}"; do
+            if kill -0 "${pids[$i]}" 2>/dev/null; then running=$(( running + 1 )); continue; fi
+            wait "${pids[$i]}" || failed+=("${items[$i]}")
+            unset "pids[$i]"
+            done_n=$(( done_n + 1 ))
+            if [ "${total}" -gt 1 ]; then
+                el=$(( $(date +%s) - t0 ))
+                log "${what}: ${done_n}/${total} done, ${el} s elapsed, ETA $(( el * (total - done_n) / done_n )) s"
+            fi
+        done
+    }
+    # Each item runs as a background job even when N is 1: a job keeps `set -e` (a function
+    # called on the left of || would not), and one item's failure does not stop the others.
+    for item in "$@"; do
+        reap
+        while [ "${running}" -ge "${n}" ]; do sleep 0.5; reap; done
+        "${fn}" "${item}" &
+        pids[${#items[@]}]=$!; items+=("${item}")
     done
-    for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed+=("${tags[$i]}"); done
-    [ ${#failed[@]} -eq 0 ] || die "stage ${_cur}: failed for ${failed[*]} (errors above; logs in ${expdir}/<model>/)"
+    reap
+    while [ "${running}" -gt 0 ]; do sleep 0.5; reap; done
+    [ ${#failed[@]} -eq 0 ] || die "stage ${_cur}: ${what} failed for ${failed[*]} (errors above; logs under ${expdir}/)"
 }
 # Temp dirs of the running stage: removed if the script stops before renaming them.
 _tmps=()
@@ -139,6 +196,7 @@ for _s in ${test_splits}; do test_sets+="$(split2set "${_s}") "; done
 test_sets=${test_sets% }
 if "${use_canary}"; then train_used="${train_set}_canary"; else train_used="${train_set}"; fi
 canary_dir="${datadir}/canaries"
+refs_sample_dir="${datadir}/canary_references_sample"
 if [ "${token_type}" = bpe ]; then
     token_tag="bpe_${bpemode}${nbpe}"
 else
@@ -148,14 +206,37 @@ token_dir="${datadir}/token_list/${token_tag}"
 token_list="${token_dir}/tokens.txt"
 bpemodel="${token_dir}/bpe.model"
 asr_stats_dir="${expdir}/asr_stats_${feats_type}_${token_tag}"
-inference_tag="decode_$(basename "${inference_config}" .yaml)_${inference_asr_model%.pth}"
+decode_tag() { echo "decode_$(basename "${inference_config}" .yaml)_${1%.pth}"; }
+inference_tag=$(decode_tag "${inference_asr_model}")
 results_md=${results_md:-${expdir}/RESULTS.md}
 results_png=${results_png:-${expdir}/pcc_comparison.png}
+# Models: one per config, or one per config and seed (tag suffix _seed<N>).
 asr_tags=()
-declare -A asr_config  # tag -> training YAML
-for _c in ${asr_configs}; do
-    asr_tags+=("asr_$(basename "${_c}" .yaml)"); asr_config[${asr_tags[-1]}]=${_c}
+declare -A asr_config asr_seed  # tag -> training YAML, seed ("" = the config's own)
+_first_seed=${seeds%% *}
+for _c in ${asr_configs} ${sweep_configs}; do
+    _seeds=${seeds:-"-"}
+    [[ " ${sweep_configs} " == *" ${_c} "* ]] && _seeds=${_first_seed:-"-"}
+    for _s in ${_seeds}; do
+        _tag="asr_$(basename "${_c}" .yaml)"
+        [ "${_s}" = - ] || _tag+="_seed${_s}"
+        asr_tags+=("${_tag}"); asr_config[${_tag}]=${_c}; asr_seed[${_tag}]=${_s#-}
+    done
 done
+# Sets decoded in stage 6: set name -> data dir. The canary sets are decoded with every scored
+# checkpoint (the memorisation trajectory); the corpus test sets with the final model only.
+declare -A set_dir
+for _s in ${test_sets}; do set_dir[${_s}]="${datadir}/${_s}"; done
+canary_sets=""
+if "${use_canary}" && "${decode_canaries}"; then
+    canary_sets="canaries"; set_dir[canaries]="${canary_dir}/canaries"
+    if [ "${num_decoded_references}" -gt 0 ]; then
+        canary_sets+=" references"; set_dir[references]="${refs_sample_dir}"
+    fi
+fi
+# Checkpoints scored (decoded on the canary sets, exposure): the final model, then each epoch.
+scored_models=("${inference_asr_model}")
+for _e in ${score_epochs}; do scored_models+=("${_e}epoch.pth"); done
 # Options every espnet2 ASR entry point needs for the tokenizer.
 token_opts=(--token_type "${token_type}" --token_list "${token_list}")
 [ "${token_type}" = bpe ] && token_opts+=(--bpemodel "${bpemodel}")
@@ -168,14 +249,15 @@ if run_stage 1; then
     [ -n "${corpus_dir}" ] || die "stage 1: --corpus_dir is empty (set LIBRISPEECH=/path/to/LibriSpeech in run.sh)"
     [ -n "${train_splits}" ] && [ -n "${valid_splits}" ] || die "stage 1: --train_splits and --valid_splits are required"
     ow=(); "${force}" && ow=(--overwrite)
-    run_logged "${expdir}/logs/data_prep.${train_set}.log" ${python} -m espnet_pcc.bin.prep_librispeech \
-        --corpus_dir "${corpus_dir}" --splits ${train_splits} --output_dir "${datadir}/${train_set}" "${ow[@]}"
-    run_logged "${expdir}/logs/data_prep.${valid_set}.log" ${python} -m espnet_pcc.bin.prep_librispeech \
-        --corpus_dir "${corpus_dir}" --splits ${valid_splits} --output_dir "${datadir}/${valid_set}" "${ow[@]}"
-    for s in ${test_splits}; do
-        run_logged "${expdir}/logs/data_prep.$(split2set "${s}").log" ${python} -m espnet_pcc.bin.prep_librispeech \
-            --corpus_dir "${corpus_dir}" --splits "${s}" --output_dir "${datadir}/$(split2set "${s}")" "${ow[@]}"
-    done
+    prep_one() {  # prep_one SET=SPLITS
+        local set=${1%%=*} splits=${1#*=}
+        # shellcheck disable=SC2086
+        run_logged "${expdir}/logs/data_prep.${set}.log" ${python} -m espnet_pcc.bin.prep_librispeech \
+            --corpus_dir "${corpus_dir}" --splits ${splits} --output_dir "${datadir}/${set}" "${ow[@]}"
+    }
+    prep_one "${train_set}=${train_splits}"
+    prep_one "${valid_set}=${valid_splits}"
+    for s in ${test_splits}; do prep_one "$(split2set "${s}")=${s}"; done
     stage_end
 fi
 
@@ -192,6 +274,18 @@ if run_stage 2; then
         run_logged "${expdir}/logs/insert_canaries.log" ${python} -m espnet_pcc.bin.insert_canaries \
             --train_dir "${datadir}/${train_set}" --canary_dir "${canary_dir}" \
             --output_dir "${datadir}/${train_used}"
+        # The control set of canary accuracy: the first N references (ids are in generation
+        # order and every reference is an independent draw, so the first N are a random sample).
+        key=$(what_made head -n "${num_decoded_references}" "$(md5sum <"${canary_dir}/references/text")")
+        if ! is_done "${refs_sample_dir}" "${key}"; then
+            tmp="${refs_sample_dir}.tmp"; _tmps+=("${tmp}")
+            rm -rf "${tmp}"; mkdir -p "${tmp}"
+            for f in wav.scp text utt2spk spk2utt; do
+                head -n "${num_decoded_references}" "${canary_dir}/references/${f}" >"${tmp}/${f}"
+            done
+            rm -rf "${refs_sample_dir}"; mv "${tmp}" "${refs_sample_dir}"
+            mark_done "${refs_sample_dir}" "${key}"
+        fi
     else
         log "use_canary=false: training on ${datadir}/${train_set} as is"
     fi
@@ -202,8 +296,8 @@ fi
 if run_stage 3; then
     stage_begin 3 "Token list (${token_tag}) from ${datadir}/${train_set}/text"
     require "${datadir}/${train_set}/text" 1 "training text"
-    "${force}" && rm -rf "${token_dir}"
-    if [ -f "${token_list}" ]; then
+    key=$(what_made "${token_type}" "${bpemode}" "${nbpe}" "$(md5sum <"${datadir}/${train_set}/text")")
+    if is_done "${token_dir}" "${key}"; then
         log "${token_list} exists: skipped"
     else
         tmp="${token_dir}.tmp"; _tmps+=("${tmp}")
@@ -221,6 +315,7 @@ if run_stage 3; then
             --field 2- --cleaner none --write_vocabulary true \
             --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1"
         rm -rf "${token_dir}"; mv "${tmp}" "${token_dir}"
+        mark_done "${token_dir}" "${key}"
         log "${token_list}: $(wc -l <"${token_list}") tokens"
     fi
     # Text the tokenizer cannot express becomes <unk>: an error for the corpus sets trained
@@ -246,14 +341,16 @@ if run_stage 3; then
 fi
 
 # ----------------------------------------------------------------------------- 4. stats
-first_config=${asr_configs%% *}
 if run_stage 4; then
     stage_begin 4 "Shape and feature statistics (--collect_stats) -> ${asr_stats_dir}"
+    need_configs
+    first_config=${asr_configs%% *}
     require "${datadir}/${train_used}/wav.scp" 2 "training data with canaries"
     require "${datadir}/${valid_set}/wav.scp" 1 "validation data"
     require "${token_list}" 3 "token list"
-    "${force}" && rm -rf "${asr_stats_dir}"
-    if [ -f "${asr_stats_dir}/train/feats_stats.npz" ] && [ -f "${asr_stats_dir}/train/text_shape.${token_type}" ]; then
+    key=$(what_made "${first_config}" "${asr_args}" "$(md5sum <"${datadir}/${train_used}/wav.scp")" \
+        "$(md5sum <"${datadir}/${valid_set}/wav.scp")" "$(md5sum <"${token_list}")")
+    if is_done "${asr_stats_dir}" "${key}"; then
         log "${asr_stats_dir} exists: skipped"
     else
         tmp="${asr_stats_dir}.tmp"; _tmps+=("${tmp}")
@@ -266,26 +363,22 @@ if run_stage 4; then
         done
         # The frontend (and so the feature stats) comes from the first config; the clip
         # variants share it. One job per split, in parallel.
-        pids=()
-        for n in $(seq "${_nj}"); do
-            (
-                # shellcheck disable=SC2086
-                run_logged "${tmp}/logdir/stats.${n}.log" ${python} -m espnet_pcc.bin.asr_train \
-                    --collect_stats true --use_preprocessor true "${token_opts[@]}" \
-                    --non_linguistic_symbols none --cleaner none --g2p none \
-                    --train_data_path_and_name_and_type "${datadir}/${train_used}/wav.scp,speech,sound" \
-                    --train_data_path_and_name_and_type "${datadir}/${train_used}/text,text,text" \
-                    --valid_data_path_and_name_and_type "${datadir}/${valid_set}/wav.scp,speech,sound" \
-                    --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
-                    --train_shape_file "${tmp}/logdir/train.${n}.scp" \
-                    --valid_shape_file "${tmp}/logdir/valid.${n}.scp" \
-                    --output_dir "${tmp}/logdir/stats.${n}" --config "${first_config}" \
-                    --ngpu 0 --num_workers 0 ${asr_args}
-            ) &
-            pids+=($!)
-        done
-        failed=0; for p in "${pids[@]}"; do wait "${p}" || failed=1; done
-        [ "${failed}" = 0 ] || die "stage 4: --collect_stats failed (logs: ${tmp}/logdir/stats.*.log)"
+        stats_one() {
+            # shellcheck disable=SC2086
+            run_logged "${tmp}/logdir/stats.$1.log" ${python} -m espnet_pcc.bin.asr_train \
+                --collect_stats true --use_preprocessor true "${token_opts[@]}" \
+                --non_linguistic_symbols none --cleaner none --g2p none \
+                --train_data_path_and_name_and_type "${datadir}/${train_used}/wav.scp,speech,sound" \
+                --train_data_path_and_name_and_type "${datadir}/${train_used}/text,text,text" \
+                --valid_data_path_and_name_and_type "${datadir}/${valid_set}/wav.scp,speech,sound" \
+                --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text" \
+                --train_shape_file "${tmp}/logdir/train.$1.scp" \
+                --valid_shape_file "${tmp}/logdir/valid.$1.scp" \
+                --output_dir "${tmp}/logdir/stats.$1" --config "${first_config}" \
+                --ngpu 0 --num_workers 0 ${asr_args}
+        }
+        # shellcheck disable=SC2046
+        fan_out "${_nj}" "--collect_stats" stats_one $(seq "${_nj}")
         stat_dirs=(); for n in $(seq "${_nj}"); do stat_dirs+=(--input_dir "${tmp}/logdir/stats.${n}"); done
         run_logged "${tmp}/logdir/aggregate.log" ${python} -m espnet2.bin.aggregate_stats_dirs \
             "${stat_dirs[@]}" --output_dir "${tmp}"
@@ -295,6 +388,7 @@ if run_stage 4; then
             awk -v N="${vocab_size}" '{ print $0 "," N }' "${tmp}/${d}/text_shape" >"${tmp}/${d}/text_shape.${token_type}"
         done
         rm -rf "${asr_stats_dir}"; mv "${tmp}" "${asr_stats_dir}"
+        mark_done "${asr_stats_dir}" "${key}"
     fi
     stage_end
 fi
@@ -302,6 +396,7 @@ fi
 # ----------------------------------------------------------------------------- 5. training
 if run_stage 5; then
     stage_begin 5 "Training: ${asr_tags[*]}"
+    need_configs
     require "${datadir}/${train_used}/wav.scp" 2 "training data with canaries"
     require "${token_list}" 3 "token list"
     require "${asr_stats_dir}/train/feats_stats.npz" 4 "feature statistics"
@@ -316,10 +411,14 @@ if run_stage 5; then
     dist_opts=(--ngpu "${ngpu}" --multiprocessing_distributed "${multiprocessing_distributed}")
     [ -n "${dist_launcher}" ] && dist_opts+=(--dist_launcher "${dist_launcher}")
     [ -n "${dist_init_method}" ] && dist_opts+=(--dist_init_method "${dist_init_method}")
+    fold_opts=(); for f in ${fold_length}; do fold_opts+=(--fold_length "${f}"); done
     train_one() {
-        local asr_exp="${expdir}/$1" config="${asr_config[$1]}" cmd t0 msg
+        local asr_exp="${expdir}/$1" config="${asr_config[$1]}" cmd t0 msg key seed_opts=()
+        [ -n "${asr_seed[$1]}" ] && seed_opts=(--seed "${asr_seed[$1]}")
         "${force}" && rm -rf "${asr_exp}"
-        if [ -f "${asr_exp}/.done" ] && [ -e "${asr_exp}/${inference_asr_model}" ]; then
+        # shellcheck disable=SC2086
+        key=$(what_made "${config}" "${seed_opts[@]}" ${asr_args})
+        if is_done "${asr_exp}" "${key}" && [ -e "${asr_exp}/${inference_asr_model}" ]; then
             log "${asr_exp} is trained: skipped"; return
         fi
         log "training ${asr_exp} (config ${config}; log ${asr_exp}/train.log)"
@@ -340,10 +439,10 @@ if run_stage 5; then
             --valid_data_path_and_name_and_type "${datadir}/${valid_set}/text,text,text"
             --valid_shape_file "${asr_stats_dir}/valid/speech_shape"
             --valid_shape_file "${asr_stats_dir}/valid/text_shape.${token_type}"
-            --fold_length 80000 --fold_length 150
-            --normalize global_mvn --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz"
+            "${fold_opts[@]}"
+            --normalize "${feats_normalize}" --normalize_conf "stats_file=${asr_stats_dir}/train/feats_stats.npz"
             --resume true --output_dir "${asr_exp}" --config "${config}"
-            "${dist_opts[@]}" ${asr_args})
+            "${dist_opts[@]}" "${seed_opts[@]}" ${asr_args})
         t0=$(date +%s)
         if [ "${num_nodes}" -gt 1 ]; then
             "${cmd[@]}" || die "stage 5: training ${asr_exp} failed (log: ${asr_exp}/train.log)"
@@ -355,88 +454,113 @@ if run_stage 5; then
             fi
         fi
         [ -e "${asr_exp}/${inference_asr_model}" ] || die "stage 5: ${asr_exp}/${inference_asr_model} not written (log: ${asr_exp}/train.log)"
-        echo "$(( $(date +%s) - t0 ))" >"${asr_exp}/.done"
-        log "${asr_exp}: trained in $(cat "${asr_exp}/.done") s"
+        echo "$(( $(date +%s) - t0 ))" >"${asr_exp}/train_seconds"
+        mark_done "${asr_exp}" "${key}"
+        log "${asr_exp}: trained in $(cat "${asr_exp}/train_seconds") s"
     }
-    run_models train_one
+    fan_out "${model_jobs}" "training" train_one "${asr_tags[@]}"
     stage_end
 fi
 
 # ----------------------------------------------------------------------------- 6. decoding
+# decode_sets MODEL: the sets decoded with a scored checkpoint (corpus test sets: final only).
+decode_sets() {
+    if [ "$1" = "${inference_asr_model}" ]; then echo "${test_sets} ${canary_sets}"; else echo "${canary_sets}"; fi
+}
+# scored_jobs: "TAG/MODEL" for every model and every scored checkpoint (stages 6, 7, 8).
+scored_jobs() {
+    local tag m
+    for tag in "${asr_tags[@]}"; do for m in "${scored_models[@]}"; do echo "${tag}/${m}"; done; done
+}
 if run_stage 6; then
-    stage_begin 6 "Decoding ${test_sets} with ${inference_config}"
+    stage_begin 6 "Decoding ${test_sets} ${canary_sets} with ${inference_config}"
+    need_configs; need_inference_config
     [ -n "${test_sets}" ] || die "stage 6: --test_splits is empty"
-    for tag in "${asr_tags[@]}"; do
-        require "${expdir}/${tag}/${inference_asr_model}" 5 "trained model"
+    for job in $(scored_jobs); do
+        require "${expdir}/${job}" 5 "trained model (keep_nbest_models >= max_epoch keeps every <N>epoch.pth)"
     done
-    for s in ${test_sets}; do require "${datadir}/${s}/wav.scp" 1 "test data"; done
+    for s in ${test_sets} ${canary_sets}; do require "${set_dir[${s}]}/wav.scp" 2 "data to decode"; done
     ngpu_dec=0; "${gpu_inference}" && ngpu_dec=1
     # GPU decoding: job n sees one GPU, round robin over the visible ones (ESPnet's
     # cuda_cmd --gpu 1 role, on one node).
     IFS=, read -r -a gpus <<<"${CUDA_VISIBLE_DEVICES:-$(seq -s, 0 $(( ngpu > 0 ? ngpu - 1 : 0 )))}"
-    decode_one() {
-        local asr_exp="${expdir}/$1" decode_dir="${expdir}/$1/${inference_tag}"
-        local todo=() s f n p n_utt _nj logdir sets pids=() failed=0
-        for s in ${test_sets}; do
-            "${force}" && rm -rf "${decode_dir:?}/${s}"
-            [ -f "${decode_dir}/${s}/text" ] || todo+=("${s}")
+    decode_one() {  # decode_one TAG/MODEL
+        local tag=${1%%/*} model=${1#*/}
+        local asr_exp="${expdir}/${tag}" decode_dir="${expdir}/${tag}/$(decode_tag "${model}")"
+        local todo=() s f n_utt _nj logdir key
+        key=$(what_made "$(cat "${asr_exp}/.done")" "${model}" "${inference_config}" "${inference_args}")
+        for s in $(decode_sets "${model}"); do
+            is_done "${decode_dir}/${s}" "${key}" || todo+=("${s}")
         done
         if [ ${#todo[@]} -eq 0 ]; then log "${decode_dir}: all sets decoded: skipped"; return; fi
         # One process per job decodes its share of every set (imports once: ~20 s each).
         _nj=${inference_nj}
         for s in "${todo[@]}"; do
-            n_utt=$(wc -l <"${datadir}/${s}/wav.scp"); [ "${n_utt}" -lt "${_nj}" ] && _nj=${n_utt}
+            n_utt=$(wc -l <"${set_dir[${s}]}/wav.scp"); [ "${n_utt}" -lt "${_nj}" ] && _nj=${n_utt}
         done
         for s in "${todo[@]}"; do
-            logdir="${decode_dir}/${s}/logdir"; rm -rf "${logdir}"; mkdir -p "${logdir}"
-            split_scp "${datadir}/${s}/wav.scp" "${_nj}" "${logdir}/keys"
+            rm -rf "${decode_dir:?}/${s}"; logdir="${decode_dir}/${s}/logdir"; mkdir -p "${logdir}"
+            split_scp "${set_dir[${s}]}/wav.scp" "${_nj}" "${logdir}/keys"
         done
-        for n in $(seq "${_nj}"); do
-            sets=()
+        decode_job() {
+            local sets=() s
             for s in "${todo[@]}"; do
-                sets+=(--set "${datadir}/${s}/wav.scp" "${decode_dir}/${s}/logdir/keys.${n}.scp"
-                       "${decode_dir}/${s}/logdir/output.${n}")
+                sets+=(--set "${set_dir[${s}]}/wav.scp" "${decode_dir}/${s}/logdir/keys.$1.scp"
+                       "${decode_dir}/${s}/logdir/output.$1")
             done
-            (
-                "${gpu_inference}" && export CUDA_VISIBLE_DEVICES=${gpus[$(( (n - 1) % ${#gpus[@]} ))]}
-                # shellcheck disable=SC2086
-                run_logged "${decode_dir}/logdir/asr_inference.${n}.log" ${python} -m espnet_pcc.bin.decode \
-                    --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-                    --config "${inference_config}" --ngpu "${ngpu_dec}" "${sets[@]}" -- ${inference_args}
-            ) &
-            pids+=($!)
-        done
-        for p in "${pids[@]}"; do wait "${p}" || failed=1; done
-        [ "${failed}" = 0 ] || die "stage 6: decoding with ${asr_exp} failed (logs: ${decode_dir}/logdir/asr_inference.*.log)"
+            "${gpu_inference}" && export CUDA_VISIBLE_DEVICES=${gpus[$(( ($1 - 1) % ${#gpus[@]} ))]}
+            # shellcheck disable=SC2086
+            run_logged "${decode_dir}/logdir/asr_inference.$1.log" ${python} -m espnet_pcc.bin.decode \
+                --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${model}" \
+                --config "${inference_config}" --ngpu "${ngpu_dec}" "${sets[@]}" -- ${inference_args}
+        }
+        # shellcheck disable=SC2046
+        fan_out "${_nj}" "decoding ${decode_dir}" decode_job $(seq "${_nj}")
         for s in "${todo[@]}"; do
             for f in text token score; do
                 cat "${decode_dir}/${s}"/logdir/output.*/1best_recog/${f} 2>/dev/null | LC_ALL=C sort >"${decode_dir}/${s}/.${f}.tmp" || true
+                mv "${decode_dir}/${s}/.${f}.tmp" "${decode_dir}/${s}/${f}"
             done
-            for f in token score; do mv "${decode_dir}/${s}/.${f}.tmp" "${decode_dir}/${s}/${f}"; done
-            mv "${decode_dir}/${s}/.text.tmp" "${decode_dir}/${s}/text"  # last: marks the set done
+            mark_done "${decode_dir}/${s}" "${key}"
         done
         log "${decode_dir}: decoded ${todo[*]}"
     }
-    run_models decode_one
+    # shellcheck disable=SC2046
+    fan_out "${model_jobs}" "decoding" decode_one $(scored_jobs)
     stage_end
 fi
 
 # ----------------------------------------------------------------------------- 7. scoring
 if run_stage 7; then
-    stage_begin 7 "WER/CER scoring (jiwer)"
-    for tag in "${asr_tags[@]}"; do
-        decode_dir="${expdir}/${tag}/${inference_tag}"
-        for s in ${test_sets}; do
-            require "${decode_dir}/${s}/text" 6 "hypotheses"
-            if ! "${force}" && [ -f "${decode_dir}/${s}/score_wer/result.json" ] \
-                && [ "${decode_dir}/${s}/score_wer/result.json" -nt "${decode_dir}/${s}/text" ]; then
-                continue
-            fi
-            run_logged "${decode_dir}/${s}/score.log" ${python} -m espnet_pcc.bin.score_wer \
-                --data_dir "${datadir}/${s}" --hyp_text "${decode_dir}/${s}/text" --output_dir "${decode_dir}/${s}"
-            log "${decode_dir}/${s}: $(grep -o 'WER .*' "${decode_dir}/${s}/score.log" | tail -n 1)"
+    stage_begin 7 "WER/CER scoring (jiwer) and canary transcription accuracy"
+    need_configs; need_inference_config
+    score_one() {  # score_one TAG/MODEL
+        local tag=${1%%/*} model=${1#*/} s key
+        local decode_dir="${expdir}/${tag}/$(decode_tag "${model}")"
+        for s in $(decode_sets "${model}"); do
+            require "${decode_dir}/${s}/.done" 6 "hypotheses"
         done
-    done
+        if [ "${model}" = "${inference_asr_model}" ]; then
+            for s in ${test_sets}; do
+                key=$(cat "${decode_dir}/${s}/.done")
+                is_done "${decode_dir}/${s}/score_wer" "${key}" && continue
+                run_logged "${decode_dir}/${s}/score.log" ${python} -m espnet_pcc.bin.score_wer \
+                    --data_dir "${set_dir[${s}]}" --hyp_text "${decode_dir}/${s}/text" --output_dir "${decode_dir}/${s}"
+                mark_done "${decode_dir}/${s}/score_wer" "${key}"
+                log "${decode_dir}/${s}: $(grep -o 'WER .*' "${decode_dir}/${s}/score.log" | tail -n 1)"
+            done
+        fi
+        [ -n "${canary_sets}" ] || return 0
+        key=$(cat "${decode_dir}/canaries/.done")
+        is_done "${decode_dir}/canary_accuracy" "${key}" && return 0
+        local hyps=(--hyp_text "${decode_dir}/canaries/text")
+        [[ " ${canary_sets} " == *" references "* ]] && hyps+=("${decode_dir}/references/text")
+        run_logged "${decode_dir}/canary_accuracy.log" ${python} -m espnet_pcc.bin.score_canary_accuracy \
+            --canary_dir "${canary_dir}" "${hyps[@]}" --output_dir "${decode_dir}/canary_accuracy"
+        mark_done "${decode_dir}/canary_accuracy" "${key}"
+    }
+    # shellcheck disable=SC2046
+    fan_out 1 "scoring" score_one $(scored_jobs)
     stage_end
 fi
 
@@ -444,22 +568,28 @@ fi
 if run_stage 8; then
     stage_begin 8 "Exposure of the canaries"
     if "${use_canary}"; then
+        need_configs
         require "${canary_dir}/manifest.json" 2 "canaries"
         dev_opts=(); "${gpu_inference}" && dev_opts=(--device cuda)
-        for tag in "${asr_tags[@]}"; do
-            require "${expdir}/${tag}/${inference_asr_model}" 5 "trained model"
+        for job in $(scored_jobs); do
+            require "${expdir}/${job}" 5 "trained model (keep_nbest_models >= max_epoch keeps every <N>epoch.pth)"
         done
-        expose_one() {
-            local asr_exp="${expdir}/$1"
-            "${force}" && rm -rf "${asr_exp}/exposure"
-            if [ -f "${asr_exp}/exposure/summary.json" ]; then log "${asr_exp}/exposure: skipped"; return; fi
+        expose_one() {  # expose_one TAG/MODEL
+            local tag=${1%%/*} model=${1#*/} out key
+            local asr_exp="${expdir}/${tag}"
+            out="${asr_exp}/exposure"; [ "${model}" = "${inference_asr_model}" ] || out+="_${model%.pth}"
             # shellcheck disable=SC2086
-            run_logged "${asr_exp}/exposure.log" ${python} -m espnet_pcc.bin.score_exposure \
-                --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
-                --canary_dir "${canary_dir}" --output_dir "${asr_exp}/exposure" "${dev_opts[@]}" ${exposure_args}
-            log "${asr_exp}/exposure/summary.json written"
+            key=$(what_made "$(cat "${asr_exp}/.done")" "${model}" "$(md5sum <"${canary_dir}/manifest.json")" ${exposure_args})
+            if is_done "${out}" "${key}"; then log "${out}: skipped"; return; fi
+            # shellcheck disable=SC2086
+            run_logged "${out}.log" ${python} -m espnet_pcc.bin.score_exposure \
+                --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${model}" \
+                --canary_dir "${canary_dir}" --output_dir "${out}" "${dev_opts[@]}" ${exposure_args}
+            mark_done "${out}" "${key}"
+            log "${out}/summary.json written"
         }
-        run_models expose_one
+        # shellcheck disable=SC2046
+        fan_out "${model_jobs}" "exposure scoring" expose_one $(scored_jobs)
     else
         log "use_canary=false: no exposure to score"
     fi
@@ -469,17 +599,20 @@ fi
 # ----------------------------------------------------------------------------- 9. report
 if run_stage 9; then
     stage_begin 9 "Comparison report -> ${results_md}, ${results_png}"
+    need_configs; need_inference_config
     for tag in "${asr_tags[@]}"; do
         for s in ${test_sets}; do
             require "${expdir}/${tag}/${inference_tag}/${s}/score_wer/result.json" 7 "WER"
         done
         "${use_canary}" && require "${expdir}/${tag}/exposure/summary.json" 8 "exposure summary"
     done
-    exposure_req=(); "${use_canary}" || exposure_req=(--exposure_name none)
-    run_logged "${expdir}/logs/report.log" ${python} -m espnet_pcc.bin.report --expdir "${expdir}" \
+    report_opts=(); "${use_canary}" || report_opts=(--exposure_name none)
+    [ -n "${score_epochs}" ] && report_opts+=(--score_epochs ${score_epochs})
+    [ -n "${canary_sets}" ] && report_opts+=(--canary_accuracy true)
+    run_logged "${expdir}/logs/report.log" ${python} -m espnet_pcc.bin.report --expdir "${expdir}" --datadir "${datadir}" \
         --asr_tags "${asr_tags[@]}" --decode_tag "${inference_tag}" --test_sets ${test_sets} \
         --output_md "${results_md}" --output_png "${results_png}" --title "${results_title}" \
-        --notes "${results_notes}" "${exposure_req[@]}"
+        --notes "${results_notes}" "${report_opts[@]}"
     grep '^|' "${expdir}/logs/report.log" || true
     log "wrote ${results_md} and ${results_png}"
     stage_end

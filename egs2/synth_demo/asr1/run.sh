@@ -3,6 +3,7 @@
 # LibriSpeech's layout, then the same stages as the LibriSpeech recipes train baseline / PCC /
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
 #   ./run.sh                      full demo (< 20 min on 2 CPU cores) -> RESULTS.md, pcc_comparison.png
+#   ./run.sh --demo_size study    the memorisation study (~90 min on 2 CPU cores) -> study/RESULTS.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
 set -euo pipefail
@@ -14,6 +15,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 demo_size=${DEMO_SIZE:-full}
 args=()
+study_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --demo_size) [ $# -ge 2 ] || { echo "$0: error: --demo_size needs a value" >&2; exit 1; }; demo_size=$2; shift 2 ;;
@@ -25,14 +27,24 @@ case "${demo_size}" in
     full) corpus=downloads/SynthSpeech; model=demo; decode=demo; datadir=data; expdir=exp
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 2000"
           results=(--results_md RESULTS.md --results_png pcc_comparison.png) ;;
+    study) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
+          # The memorisation study (docs/study.md): baseline / PCC / APCC x 3 seeds, plus a
+          # granularity and C sweep (seed 0), every 2nd epoch's checkpoint scored.
+          canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
+          study_args=(--seeds "0 1 2" --score_epochs "2 4 6" --inference_asr_model valid.acc.ave_3best.pth
+                      --sweep_configs "conf/train_asr_study_pe.yaml conf/train_asr_study_pcc_u2.yaml conf/train_asr_study_pcc_u8.yaml conf/train_asr_study_pcc_c20.yaml conf/train_asr_study_pcc_c50.yaml"
+                      --model_jobs 2)
+          model=study
+          results=(--results_md study/RESULTS.md --results_png study/pcc_comparison.png) ;;
     tiny) corpus=downloads/SynthSpeech_tiny; model=tiny; decode=tiny; datadir=data/tiny; expdir=exp/tiny
           canaries="--repeat_counts 1 4 --canaries_per_count 2 --num_references 20"
           results=() ;;
-    *) echo "$0: error: --demo_size ${demo_size}: use full or tiny" >&2; exit 1 ;;
+    *) echo "$0: error: --demo_size ${demo_size}: use full, study or tiny" >&2; exit 1 ;;
 esac
 
 # "Download": build the corpus (skipped when it exists with the same settings).
-python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${demo_size}"
+corpus_size=${demo_size/study/full}  # the study trains on the full demo corpus
+python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${corpus_size}"
 
 ./pcc_asr.sh \
     --corpus_dir "${corpus}" --datadir "${datadir}" --expdir "${expdir}" \
@@ -42,4 +54,4 @@ python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${d
     --asr_configs "conf/train_asr_${model}_baseline.yaml conf/train_asr_${model}_pcc.yaml conf/train_asr_${model}_apcc.yaml" \
     --inference_config "conf/decode_asr_${decode}.yaml" \
     --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 1 --model_jobs 3 \
-    --results_title "RESULTS (synthetic demo, ${demo_size})" "${results[@]}" "${args[@]}"
+    --results_title "RESULTS (synthetic demo, ${demo_size})" "${results[@]}" "${study_args[@]}" "${args[@]}"
