@@ -40,6 +40,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="holds <test set>/text (per-utterance errors for the WER intervals)")
     p.add_argument("--score_epochs", type=int, nargs="*", default=[],
                    help="epochs whose checkpoints stage 8 scored (memorisation trajectory)")
+    p.add_argument("--epoch_decode_tag", default="",
+                   help="decode dir of epoch N's checkpoint, with {epoch} for N")
     p.add_argument("--canary_accuracy", type=str2bool, default=False,
                    help="stage 7 scored canary transcription accuracy")
     p.add_argument("--study_png", type=Path, default=None,
@@ -58,7 +60,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.exposure_name != "none":
         study = study_report.build(
             results, args.expdir, args.decode_tag, {s: args.datadir / s for s in args.test_sets},
-            args.score_epochs, args.canary_accuracy)
+            args.score_epochs, args.canary_accuracy, args.epoch_decode_tag)
         study_png = args.study_png or args.output_png.with_name(args.output_png.stem + "_study.png")
         study_report.plot(study, study_png)
         study_md = study_report.markdown(study, os.path.relpath(study_png.resolve(), md_dir))

@@ -133,8 +133,9 @@ def load_word_errors(data_text: Path, hyp_text: Path) -> Tuple[np.ndarray, np.nd
 
 
 def load_models(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
-                test_set_dirs: Mapping[str, Path], score_epochs: Sequence[int],
-                canary_accuracy: bool, repeat_counts: Dict[str, int]) -> List[Mode]:
+                epoch_decode_tag: str, test_set_dirs: Mapping[str, Path],
+                score_epochs: Sequence[int], canary_accuracy: bool,
+                repeat_counts: Dict[str, int]) -> List[Mode]:
     """Group the models into modes (config) and load their per-canary outputs."""
     modes: Dict[str, Mode] = {}
     for r in results:
@@ -144,8 +145,8 @@ def load_models(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
         final = load_checkpoint(d / "exposure", acc(decode_tag), repeat_counts)
         epochs = {}
         for e in score_epochs:
-            epoch_decode = re.sub(r"_[^_]+$", f"_{e}epoch", decode_tag)
-            epochs[e] = load_checkpoint(d / f"exposure_{e}epoch", acc(epoch_decode), repeat_counts)
+            epochs[e] = load_checkpoint(d / f"exposure_{e}epoch",
+                                        acc(epoch_decode_tag.format(epoch=e)), repeat_counts)
         werr = {s: load_word_errors(Path(p) / "text", d / decode_tag / s / "text")
                 for s, p in test_set_dirs.items()}
         modes.setdefault(name, Mode(name, [])).models.append(
@@ -364,11 +365,24 @@ class Study:
 
 
 def build(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
-          test_set_dirs: Mapping[str, Path], score_epochs: Sequence[int],
-          canary_accuracy: bool) -> Study:
+          test_set_dirs: Mapping[str, Path], score_epochs: Sequence[int] = (),
+          canary_accuracy: bool = False, epoch_decode_tag: str = "") -> Study:
+    """Load every model of a study run.
+
+    Args:
+        results: the models (stage 9's :func:`espnet_pcc.recipe.report.collect`).
+        expdir: their parent dir.
+        decode_tag: decode dir of the final model (test sets, canaries).
+        test_set_dirs: test set -> Kaldi data dir (the references of the WER intervals).
+        score_epochs: epochs whose checkpoints were scored.
+        canary_accuracy: whether stage 7 scored canary transcription.
+        epoch_decode_tag: decode dir of epoch N's checkpoint, with ``{epoch}`` for N.
+    """
+    if score_epochs and canary_accuracy and "{epoch}" not in epoch_decode_tag:
+        raise StudyReportError(f"epoch decode tag {epoch_decode_tag!r} lacks '{{epoch}}'")
     repeat_counts: Dict[str, int] = {}
-    modes = load_models(results, expdir, decode_tag, test_set_dirs, score_epochs,
-                        canary_accuracy, repeat_counts)
+    modes = load_models(results, expdir, decode_tag, epoch_decode_tag, test_set_dirs,
+                        score_epochs, canary_accuracy, repeat_counts)
     return Study(modes, repeat_counts, list(test_set_dirs), sorted(score_epochs), canary_accuracy)
 
 

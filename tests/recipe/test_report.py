@@ -37,8 +37,16 @@ def make_model(exp: Path, tag: str, clip: str, clip_conf: dict, means: dict, wer
             p.mkdir(parents=True)
             (p / "result.json").write_text(json.dumps(
                 {"Snt": 10, "Wrd": 50, "Corr": 80.0, "Sub": 10.0, "Del": 5.0, "Ins": 5.0, "Err": wer, "S.Err": 60.0}))
+        # hypotheses and references: what the study report's per-utterance WER reads
+        (d / "decode_x" / s / "text").write_text("u1 A B\nu2 C D\n")
+        (exp.parent / "data" / s).mkdir(parents=True, exist_ok=True)
+        (exp.parent / "data" / s / "text").write_text("u1 A B\nu2 C X\n")
     (d / "exposure").mkdir()
     (d / "exposure" / "summary.json").write_text(json.dumps(summary(means)))
+    # per canary (two per repeat count, both at the count's mean): what the study report reads
+    (d / "exposure" / "exposure.json").write_text(json.dumps({"canaries": [
+        {"id": f"canary-x{c:02d}-{i}", "repeat_count": c, "rank_exposure": m,
+         "extrapolated_exposure": m + 1} for c, m in means.items() for i in range(2)]}))
 
 
 def test_parse_train_log_last_line_of_an_epoch_wins(tmp_path: Path):
@@ -65,7 +73,7 @@ def test_report_end_to_end(tmp_path: Path, capsys):
     md, png = tmp_path / "RESULTS.md", tmp_path / "plot.png"
     report_cli.main(["--expdir", str(exp), "--asr_tags", "asr_base", "asr_pcc", "--decode_tag",
                      "decode_x", "--test_sets", "dev", "test", "--output_md", str(md),
-                     "--output_png", str(png)])
+                     "--output_png", str(png), "--datadir", str(tmp_path / "data")])
     text = md.read_text()
     assert text.startswith("# RESULTS\n## Environments\n")
     assert "|decode_x/test|10|50|80.0|10.0|5.0|5.0|20.0|60.0|" in text

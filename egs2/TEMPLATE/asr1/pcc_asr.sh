@@ -607,7 +607,7 @@ if run_stage 9; then
         "${use_canary}" && require "${expdir}/${tag}/exposure/summary.json" 8 "exposure summary"
     done
     report_opts=(); "${use_canary}" || report_opts=(--exposure_name none)
-    [ -n "${score_epochs}" ] && report_opts+=(--score_epochs ${score_epochs})
+    [ -n "${score_epochs}" ] && report_opts+=(--score_epochs ${score_epochs} --epoch_decode_tag "$(decode_tag "{epoch}epoch.pth")")
     [ -n "${canary_sets}" ] && report_opts+=(--canary_accuracy true)
     run_logged "${expdir}/logs/report.log" ${python} -m espnet_pcc.bin.report --expdir "${expdir}" --datadir "${datadir}" \
         --asr_tags "${asr_tags[@]}" --decode_tag "${inference_tag}" --test_sets ${test_sets} \
