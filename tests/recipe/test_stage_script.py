@@ -138,3 +138,36 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     assert sum("training" in e and "max_norm" in e for e in errors) == 2, errors
     assert "stage 5: failed for asr_bad_a asr_bad_b" in errors[-1]
     assert not (exp / "asr_bad_a" / ".done").exists()
+
+
+def test_stage_bounds_are_one_line_errors(tmp_path: Path):
+    assert "--stage 12: the stages are 1-9" in one_line_error(stage_script(tmp_path, "--stage", "12"))
+    assert "--stop_stage 0: the stages are 1-9" in one_line_error(
+        stage_script(tmp_path, "--stop_stage", "0"))
+    assert "--stop_stage 3 is before --stage 5" in one_line_error(
+        stage_script(tmp_path, "--stage", "5", "--stop_stage", "3"))
+    assert "--seeds: 'x' is not a non-negative integer" in one_line_error(
+        stage_script(tmp_path, "--seeds", "0 x"))
+    assert "--score_epochs: '0' is not an epoch number" in one_line_error(
+        stage_script(tmp_path, "--score_epochs", "0"))
+
+
+def test_help_prints_each_options_comment():
+    proc = run([str(TEMPLATE / "pcc_asr.sh"), "--help"], cwd=LS100)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    i = next(k for k, l in enumerate(lines) if l.split()[:1] == ["--seeds"])
+    assert "every config trained once per seed" in lines[i]
+    assert lines[i + 1].strip() == '(default: "")'
+    assert any(l.split()[:1] == ["--fold_length"] for l in lines)
+
+
+def test_data_stage_needs_no_configs(tmp_path: Path, corpus: Path):
+    """Stage 1 alone runs without --asr_configs / --inference_config; stage 4 names them."""
+    base = ["./pcc_asr.sh", "--datadir", str(tmp_path / "data"), "--expdir", str(tmp_path / "exp"),
+            "--train_splits", "train-clean-100", "--valid_splits", "dev-clean",
+            "--test_splits", "dev-clean", "--token_type", "char", "--corpus_dir", str(corpus)]
+    proc = run(base + ["--stage", "1", "--stop_stage", "1"], cwd=LS100)
+    assert proc.returncode == 0, proc.stderr
+    err = one_line_error(run(base + ["--stage", "4", "--stop_stage", "4"], cwd=LS100))
+    assert "stage 4: --asr_configs is empty" in err

@@ -185,7 +185,7 @@ fan_out() {
     done
     reap
     while [ "${running}" -gt 0 ]; do sleep 0.5; reap; done
-    [ ${#failed[@]} -eq 0 ] || die "stage ${_cur}: ${what} failed for ${failed[*]} (errors above; logs under ${expdir}/)"
+    [ ${#failed[@]} -eq 0 ] || die "stage ${_cur}: failed for ${failed[*]} (${what}; errors above; logs under ${expdir}/)"
 }
 # Temp dirs of the running stage: removed if the script stops before renaming them.
 _tmps=()
