@@ -26,3 +26,49 @@ def test_score_and_summarise_per_repeat_count():
     assert summary[16]["exact"].value == pytest.approx(0.5)
     assert summary[16]["cer"].value == pytest.approx(1 / 16)
     assert summary[0]["cer"].n == 1
+
+
+def _canary_dir(tmp_path):
+    import json
+
+    from espnet_pcc.canary.generate import MANIFEST_FORMAT
+
+    d = tmp_path / "canaries"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({
+        "format": MANIFEST_FORMAT,
+        "canaries": [{"id": "canary-x16-0", "text": "GOOD DAY", "repeat_count": 16}],
+        "references": [{"id": "canaryref-0", "text": "NO WAY", "repeat_count": 0}]}))
+    return d
+
+
+def test_cli_writes_utterances_and_summary(tmp_path, capsys):
+    import json
+
+    from espnet_pcc.bin import score_canary_accuracy as cli
+
+    d = _canary_dir(tmp_path)
+    (tmp_path / "hyp").write_text("canary-x16-0 GOOD DAY\ncanaryref-0 NO\n")
+    cli.main(["--canary_dir", str(d), "--hyp_text", str(tmp_path / "hyp"),
+              "--output_dir", str(tmp_path / "out")])
+    rows = (tmp_path / "out" / "utterances.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == list(accuracy.UTTERANCE_COLUMNS)
+    assert rows[1].startswith("canary-x16-0\t16\t0.000000\t0.000000\t1\t")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [g["repeat_count"] for g in summary["repeat_counts"]] == [0, 16]
+    assert summary["repeat_counts"][0]["wer"]["value"] == 0.5
+    assert "canaries x16: n=1 CER 0.000" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from espnet_pcc.bin import score_canary_accuracy as cli
+
+    d = _canary_dir(tmp_path)
+    (tmp_path / "hyp").write_text("canary-x99-0 A\n")
+    for hyp, message in ((tmp_path / "hyp", "1 utterances not in"), (tmp_path / "nope", "missing")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["--canary_dir", str(d), "--hyp_text", str(hyp), "--output_dir",
+                      str(tmp_path / "out")])
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
