@@ -6,13 +6,24 @@ adds, so this isolates what PCC adds per step: from gradients sitting in
     baseline   torch.nn.utils.clip_grad_norm_ (what espnet2's Trainer calls) + zero_grad
     per_core   PerCoreClipOptimizer.add_core + reduce_cores + the trainer's update-norm
                check + zero_grad (PCCTrainer._step without optimizer.step)
-K cores = K add_core calls (accum_grad micro-batches) per reduce.
+K cores = K add_core calls (accum_grad micro-batches) per reduce.  The modes run in
+turn, one step each, the order rotating every round, so that a change of load hits
+every mode alike.
+
+    python -m bench.opcost                        # conformer, K = 1 and 4, 1 thread
+    python -m bench.opcost --against 5d2e2a4      # also the wrapper as of that commit
 """
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
-from typing import Dict, List
+import types
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 import torch
 
@@ -20,6 +31,9 @@ from bench.models import build_model
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import grad_norm
 from espnet_pcc.optim import PerCoreClipOptimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_NORM = 5.0
 
 
 def _fill_grads(params: List[torch.nn.Parameter], grads: List[torch.Tensor]) -> None:
@@ -53,23 +67,77 @@ def _per_core(optimizer: PerCoreClipOptimizer, params, grads, cores: int) -> flo
     return spent + time.perf_counter() - tic
 
 
-def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7,
-                 threads: int = 2) -> Dict[str, float]:
-    """Median milliseconds per optimizer step of the clipping work (see module doc)."""
+def optimizer_at(rev: str) -> type:
+    """PerCoreClipOptimizer as of git revision `rev`, importable beside today's one."""
+    source = subprocess.run(["git", "show", f"{rev}:espnet_pcc/optim.py"], cwd=ROOT,
+                            check=True, capture_output=True, text=True).stdout
+    module = types.ModuleType(f"espnet_pcc_optim_at_{rev}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{rev}:espnet_pcc/optim.py", "exec"), module.__dict__)
+    return module.PerCoreClipOptimizer
+
+
+def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7, threads: int = 2,
+                 against: Optional[str] = None) -> Dict[str, float]:
+    """Median milliseconds per optimizer step of the clipping work (see module doc).
+
+    Keys: baseline, per_core, adaptive_per_core; with `against`, also
+    per_core@<rev> and adaptive_per_core@<rev> (the wrapper as of that revision).
+    """
     torch.set_num_threads(threads)
     model = build_model(model_name)
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(p.shape, generator=g) for p in params]
-    results: Dict[str, float] = {}
-    for mode in ("baseline", "per_core", "adaptive_per_core"):
-        if mode == "baseline":
-            run = lambda: _baseline(params, grads, cores, 5.0)  # noqa: E731
-        else:
-            conf = {"max_norm": 5.0} if mode == "per_core" else {}
-            opt = PerCoreClipOptimizer(torch.optim.SGD(params, lr=0.0),
-                                       clip_config=ClipConfig.from_options(mode, conf))
-            run = lambda opt=opt: _per_core(opt, params, grads, cores)  # noqa: E731
-        run()  # warm-up: the buffer and allocator
-        results[mode] = 1000 * statistics.median(run() for _ in range(reps))
-    return results
+    wrappers = {"": PerCoreClipOptimizer}
+    if against:
+        wrappers[f"@{against}"] = optimizer_at(against)
+    runs: Dict[str, Callable[[], float]] = {
+        "baseline": lambda: _baseline(params, grads, cores, MAX_NORM)}
+    for suffix, wrapper in wrappers.items():
+        for mode in ("per_core", "adaptive_per_core"):
+            conf = {"max_norm": MAX_NORM} if mode == "per_core" else {}
+            opt = wrapper(torch.optim.SGD(params, lr=0.0),
+                          clip_config=ClipConfig.from_options(mode, conf))
+            runs[mode + suffix] = lambda opt=opt: _per_core(opt, params, grads, cores)
+    names = list(runs)
+    for name in names:
+        runs[name]()  # warm-up: buffers and the allocator
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for rnd in range(reps):
+        shift = rnd % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(runs[name]())
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["conformer"])
+    parser.add_argument("--cores", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--against", metavar="REV", help="also time the wrapper of this commit")
+    args = parser.parse_args(argv)
+    print(f"threads {args.threads}, median of {args.reps}, load {os.getloadavg()[0]:.2f} "
+          "(1-min) at start", flush=True)
+    for model in args.models:
+        cost = {k: clip_op_cost(model, k, args.reps, args.threads, args.against)
+                for k in args.cores}
+        names = list(cost[args.cores[0]])
+        print(f"\n{model}: ms per optimizer step (× its clip_grad_norm_)")
+        print("| K | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
+        for k, ms in cost.items():
+            print(f"| {k} | " + " | ".join(
+                f"{ms[n]:.1f} ({ms[n] / ms['baseline']:.2f}×)" for n in names) + " |")
+        if len(cost) > 1:
+            lo, hi = min(cost), max(cost)
+            print(f"per extra core (K={lo}→{hi}), × clip_grad_norm_ at K={lo}: " + ", ".join(
+                f"{n} {(cost[hi][n] - cost[lo][n]) / (hi - lo) / cost[lo]['baseline']:.2f}×"
+                for n in names if n != "baseline"))
+    print(f"load {os.getloadavg()[0]:.2f} (1-min) at end")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,17 +2,23 @@
 
 The streaming form of `espnet_pcc.clipping.clipped_average`: cores arrive one at
 a time (a virtual-core split, an `accum_grad` micro-batch, a DDP rank) and are
-summed, already clipped, into one flat buffer (the algorithm is in the class
-docstring).  The task builds the run's `ClipConfig` once
-(`PCCASRTask.check_args`) and passes it in.
+summed, already clipped (the algorithm is in the class docstring).  The task builds
+the run's `ClipConfig` once (`PCCASRTask.check_args`) and passes it in.
 
-APCC needs only one buffer because with C = min_k ‖g_k‖ every factor is C/‖g_k‖.
+Cost: a core is one read of its gradient (‖g_k‖) and one fused pass that scales it
+and adds it to the sum.  A parameter's first gradient of a step is scaled in place
+and, in one process, becomes the sum itself (no buffer, no copy: one core costs what
+`clip_grad_norm_` costs); under DDP it is written once into the flat buffer that the
+step's single all-reduce sums.
 
-Mixed precision: `loss_scale` S multiplies every gradient; norms are compared
-as ‖S·g_k‖ against S·C so the buffer stays in scaled units and the usual
-`GradScaler.unscale_`/`step`/`update` sequence works on the result.  A core with
-a non-finite norm poisons the buffer with NaN so that the step is skipped on
-every rank (and, with AMP, the scaler backs off) exactly as ESPnet does.
+APCC needs one sum too: with C = min_k ‖g_k‖ every factor is C/‖g_k‖, so cores are
+added as g_k·r/‖g_k‖ for a reference norm r and the common C/(K·r) is applied once.
+
+Mixed precision: `loss_scale` S multiplies every gradient; norms are ‖S·g_k‖/S, so
+the sum stays in scaled units and the usual `GradScaler.unscale_`/`step`/`update`
+sequence works on the result.  A non-finite core (on any rank) turns the whole update
+into NaN, so that the step is skipped on every rank (and, with AMP, the scaler backs
+off) exactly as ESPnet does.
 """
 from __future__ import annotations
 
@@ -26,10 +32,13 @@ import torch.distributed as dist
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.clipping import ClipMode, clip_factor, grad_norm
 
-# Tail of the flat buffer, summed over ranks together with the gradients so that
-# one collective carries everything: number of cores, Σ‖g_k‖, clipped cores,
-# non-finite cores.
-_TAIL = 4
+_TINY = torch.finfo(torch.float32).tiny
+# The statistics of a step, laid out so that one SUM over ranks combines them: number
+# of cores, Σ‖g_k‖ over finite cores, clipped cores, non-finite cores; then one slot per
+# rank, zero on every other rank, for what a sum cannot combine but can gather:
+# min_k‖g_k‖, −max_k‖g_k‖ and the number of cores at that minimum.
+_COUNTS = 4
+_SLOT = 3
 
 
 @dataclass
@@ -63,12 +72,17 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     and DDP ranks), with C = ``clip_config.max_norm``:
 
     1. After each core's backward, :meth:`add_core` reads that core's gradient g_k from
-       ``p.grad``, adds g_k · min(1, C/‖g_k‖) (adaptive_per_core: g_k/‖g_k‖; none: g_k)
-       to one flat buffer and releases ``p.grad``.
-    2. :meth:`reduce_cores` sums the buffer over DDP ranks (one all-reduce, plus a
-       two-float MIN for the norm range) and writes
-       u = buffer/K (adaptive_per_core: buffer · min_k‖g_k‖ / K) into ``p.grad``.
+       ``p.grad`` once for ‖g_k‖, adds f_k·g_k to the sum Σ in one fused pass
+       (f_k = min(1, C/‖g_k‖); adaptive_per_core: r/‖g_k‖; none: 1) and releases
+       ``p.grad``.  A parameter's first gradient of the step is scaled in place and
+       becomes its part of Σ (under DDP: is written into one flat buffer).
+    2. :meth:`reduce_cores` sums Σ over DDP ranks (one all-reduce, which also carries
+       the statistics) and writes u = Σ/K (adaptive_per_core: Σ · min_k‖g_k‖/(K·r))
+       into ``p.grad``.
     3. :meth:`step` is the wrapped optimizer's step on u.
+
+    For adaptive_per_core, r is the norm of the step's first core in one process (that
+    core is kept as it is) and 1 under DDP (ranks add their sums, so they share r).
 
     The wrapper shares ``param_groups``, ``state`` and ``defaults`` with the wrapped
     optimizer, so LR schedulers and ``GradScaler`` see one optimizer; its
@@ -99,10 +113,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self.original_optimizer = optimizer
         self.clip_config = clip_config
         self.process_group = process_group
-        self._buffer: Optional[torch.Tensor] = None
-        self._views: List[torch.Tensor] = []
+        self._flat: Optional[torch.Tensor] = None  # DDP only: Σ and the statistics
+        self._views: List[torch.Tensor] = []  # Σ's part of each parameter in _flat
+        self._sums: List[Optional[torch.Tensor]] = []  # per parameter; None: no gradient yet
         self._core_norms: List[torch.Tensor] = []
-        self._has_grad: set = set()  # indices of parameters some core gave a grad
+        self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
 
     @property
     def mode(self) -> ClipMode:
@@ -134,7 +149,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         self.original_optimizer.add_param_group(param_group)
-        self._buffer = None  # the parameter set changed: re-layout lazily
+        self._flat = None  # the parameter set changed: re-layout lazily
 
     def __repr__(self) -> str:
         bound = "" if self.max_norm is None else f", max_norm={self.max_norm}"
@@ -150,8 +165,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         state = self.original_optimizer.state_dict()
         pending = None
         if self._core_norms:
-            pending = {"buffer": self._buffer.clone(), "core_norms": torch.stack(self._core_norms),
-                       "has_grad": sorted(self._has_grad)}
+            pending = {"sums": [None if s is None else s.clone() for s in self._sums],
+                       "core_norms": torch.stack(self._core_norms), "ref": self._ref}
         state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending}
         return state
 
@@ -160,34 +175,52 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         pcc = state_dict.pop("pcc", None)
         self.original_optimizer.load_state_dict(state_dict)
-        self._reset_accumulation()
-        if pcc is not None and pcc.get("pending") is not None:
-            self._ensure_buffer()
-            self._buffer.copy_(pcc["pending"]["buffer"].to(self._buffer.device))
-            self._core_norms = list(pcc["pending"]["core_norms"].to(self._buffer.device))
-            self._has_grad = set(pcc["pending"]["has_grad"])
+        self._core_norms = []
+        pending = None if pcc is None else pcc.get("pending")
+        if pending is None:
+            return
+        params = self._params()
+        self._start_step(params)
+        device = params[0].device
+        if "sums" in pending:
+            sums, ref = pending["sums"], pending["ref"]
+        else:  # written before issue 15: one flat buffer, APCC with r = 1
+            sums = _sums_of_flat_buffer(pending, params)
+            ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
+        for i, s in enumerate(sums):
+            if s is not None:
+                self._sums[i] = s.to(device, copy=True) if self._flat is None \
+                    else self._views[i].copy_(s)
+        if ref is not None and self._flat is not None:
+            # Ranks add their sums, so under DDP r is 1.
+            torch._foreach_div_([s for s in self._sums if s is not None], ref.to(device))
+            ref = None
+        self._ref = None if ref is None else ref.to(device)
+        self._core_norms = list(pending["core_norms"].to(device))
 
     # -- per-core accumulation ----------------------------------------------------
     def _params(self) -> List[torch.nn.Parameter]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
-    def _ensure_buffer(self) -> None:
-        if self._buffer is not None:
-            return
-        params = self._params()
+    def _start_step(self, params: List[torch.nn.Parameter]) -> None:
         if not params:
             raise ValueError("PerCoreClipOptimizer: the optimizer has no trainable parameters")
-        # Accumulate in float32 at least: bf16/fp16 sums of K cores lose the update.
-        dtype = torch.float64 if all(p.dtype == torch.float64 for p in params) else torch.float32
-        numel = sum(p.numel() for p in params)
-        self._buffer = torch.zeros(numel + _TAIL, dtype=dtype, device=params[0].device)
-        self._views = [v.view_as(p) for v, p in
-                       zip(self._buffer[:numel].split([p.numel() for p in params]), params)]
+        self._sums = [None] * len(params)
+        self._ref = None
+        if self._flat is None and self._distributed():
+            # float32 at least, as _at_least_float32.
+            dtype = torch.float64 if all(p.dtype == torch.float64 for p in params) \
+                else torch.float32
+            numel = sum(p.numel() for p in params)
+            tail = _COUNTS + _SLOT * dist.get_world_size(self.process_group) + len(params)
+            self._flat = torch.empty(numel + tail, dtype=dtype, device=params[0].device)
+            self._views = [v.view_as(p) for v, p in
+                           zip(self._flat[:numel].split([p.numel() for p in params]), params)]
 
     def _reset_accumulation(self) -> None:
-        # The buffer is not zeroed here: the step's first core overwrites it.
+        self._sums = []
         self._core_norms = []
-        self._has_grad = set()
+        self._ref = None
 
     @property
     def num_pending_cores(self) -> int:
@@ -199,102 +232,146 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         """Adds the core whose gradient is in `p.grad` and releases `p.grad`.
 
         `loss_scale` is the GradScaler's current scale S (1 without AMP): the
-        gradient in `p.grad` is S·g_k, and the buffer is kept in S units.
+        gradient in `p.grad` is S·g_k, and Σ is kept in S units.
         """
-        self._ensure_buffer()
         params = self._params()
-        first_core = not self._core_norms
-        grads, views, unused = [], [], []
-        for i, (p, view) in enumerate(zip(params, self._views)):
-            if p.grad is not None:
-                grads.append(p.grad)
-                views.append(view)
-                self._has_grad.add(i)
-            else:  # an unused parameter contributes zero
-                unused.append(view)
-        device = self._buffer.device
-        scaled_norm = grad_norm(grads).to(device)
-        norm = scaled_norm / loss_scale
-        clipped = torch.zeros((), device=device)
-        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            # S·g_k/‖g_k‖; the common factor min_k‖g_k‖/K is applied in reduce_cores().
-            factor = loss_scale / scaled_norm.clamp_min(torch.finfo(torch.float32).tiny)
-        elif self.mode is ClipMode.NONE:
-            factor = torch.ones((), device=device)
-        else:
-            factor = clip_factor(norm, self.max_norm)
-            clipped = (factor < 1.0).float()
-        finite = torch.isfinite(norm)
-        # A NaN factor poisons the whole buffer (NaN·0 = NaN), so every rank skips.
-        factor = torch.where(finite, factor, torch.full_like(factor, float("nan")))
-        tail = self._buffer[-_TAIL:]
-        if grads:
-            # In place: p.grad is released right after, so scaling it costs no memory.
-            torch._foreach_mul_(grads, factor)
-        if first_core:  # overwrite instead of zero + add: two passes fewer per step
-            if grads:
-                torch._foreach_copy_(views, grads)
-            for view in unused + [tail]:
-                view.zero_()
-        elif grads:
-            torch._foreach_add_(views, grads)
-        tail += torch.stack([torch.ones((), device=device), torch.where(finite, norm, 0.0),
-                             clipped, (~finite).float()]).to(tail.dtype)
+        if not self._core_norms:
+            self._start_step(params)
+        used = [i for i, p in enumerate(params) if p.grad is not None]
+        grads = [params[i].grad for i in used]
+        norm = grad_norm(grads).to(params[0].device) / loss_scale
+        self._accumulate(used, grads, self._factor(norm))
         self._core_norms.append(norm)
         for p in params:
             p.grad = None
+
+    def _factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
+        """f_k of the core with norm ‖g_k‖; None where f_k is 1 by construction."""
+        if self.mode is ClipMode.NONE:
+            return None
+        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
+            norm = norm.clamp_min(_TINY)
+            if self._ref is None:  # the step's first core sets r
+                if self._flat is None:
+                    self._ref = norm
+                    return None
+                self._ref = torch.ones_like(norm)
+            return self._ref / norm
+        return clip_factor(norm, self.max_norm)
+
+    def _accumulate(self, used: List[int], grads: List[torch.Tensor],
+                    factor: Optional[torch.Tensor]) -> None:
+        """Σ_i += f_k·g_k,i for every parameter i that has a gradient: one pass each."""
+        first = [j for j, i in enumerate(used) if self._sums[i] is None]
+        rest = [j for j, i in enumerate(used) if self._sums[i] is not None]
+        if rest:
+            sums, more = [self._sums[used[j]] for j in rest], [grads[j] for j in rest]
+            if factor is None:
+                torch._foreach_add_(sums, more)
+            else:
+                torch._foreach_addcmul_(sums, more, [factor] * len(rest))
+        if self._flat is None:
+            # The parameter's first gradient of the step, scaled in place, is its Σ.
+            kept = [_at_least_float32(grads[j]) for j in first]
+            if kept and factor is not None:
+                torch._foreach_mul_(kept, factor)
+        else:
+            # Written once into the flat buffer that reduce_cores() all-reduces.
+            kept = [torch.mul(grads[j], 1.0 if factor is None else factor,
+                              out=self._views[used[j]]) for j in first]
+        for j, s in zip(first, kept):
+            self._sums[used[j]] = s
 
     @torch.no_grad()
     def reduce_cores(self) -> CoreReduction:
         """Averages the accumulated cores of all ranks into `p.grad`.
 
-        Two collectives per step, whatever `accum_grad` and `num_cores` are: a
-        MIN of [min_k‖g_k‖, −max_k‖g_k‖] and a SUM of the flat buffer.  Must be
-        called on every rank.  Returns the step's statistics.
+        One collective per step, whatever `accum_grad` and `num_cores` are: a SUM
+        of the flat buffer, whose tail carries the statistics and which parameters
+        any rank has a gradient for.  Must be called on every rank.  Returns the
+        step's statistics.
         """
         if not self._core_norms:
             raise RuntimeError("reduce_cores() called before any add_core()")
-        device = self._buffer.device
-        norms = torch.stack(self._core_norms)
-        finite = norms[torch.isfinite(norms)]
-        norm_range = torch.stack([finite.min(), -finite.max()]) if finite.numel() else \
-            torch.tensor([math.inf, math.inf], device=device)
-        norm_range = norm_range.to(device=device, dtype=torch.float64)
-        if self._distributed():
-            dist.all_reduce(norm_range, op=dist.ReduceOp.MIN, group=self.process_group)
-        norm_min, norm_max = norm_range[0].item(), -norm_range[1].item()
-        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            # Every core above the minimum is scaled down to it.
-            self._buffer[-_TAIL + 2] = (finite > norm_min).sum()
-        if self._distributed():
-            dist.all_reduce(self._buffer, op=dist.ReduceOp.SUM, group=self.process_group)
-        num_cores, norm_sum, num_clipped, nonfinite = self._buffer[-_TAIL:].tolist()
+        summary = self._summary(torch.stack(self._core_norms))
+        sums, used = self._sums, [s is not None for s in self._sums]
+        if self._flat is not None:
+            for view, s in zip(self._views, self._sums):
+                if s is None:  # another rank may have a gradient for it
+                    view.zero_()
+            tail = self._flat[sum(v.numel() for v in self._views):]
+            tail[:summary.numel()] = summary
+            tail[summary.numel():] = torch.tensor(used, dtype=tail.dtype)
+            dist.all_reduce(self._flat, op=dist.ReduceOp.SUM, group=self.process_group)
+            summary = tail[:summary.numel()].double()
+            sums, used = self._views, (tail[summary.numel():] > 0).tolist()
 
+        num_cores, norm_sum, num_clipped, nonfinite = summary[:_COUNTS].tolist()
+        slots = summary[_COUNTS:].view(-1, _SLOT)
+        norm_min, norm_max = slots[:, 0].min().item(), -slots[:, 1].min().item()
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
+            # Every finite core above the minimum is scaled down to it.
+            at_min = slots[slots[:, 0] == norm_min, 2].sum().item()
+            num_clipped = num_cores - nonfinite - at_min
             bound = norm_min
-        elif self.mode is ClipMode.NONE:
-            bound = math.inf
+            scale = bound / (num_cores * self._ref.item())
         else:
-            bound = float(self.max_norm)
-        scale = (bound if self.mode is ClipMode.ADAPTIVE_PER_CORE else 1.0) / num_cores
-        for i, (p, view) in enumerate(zip(self._params(), self._views)):
-            # A parameter no core used keeps grad None, as after a plain backward.
-            if i in self._has_grad:
-                if scale != 1.0:
-                    view.mul_(scale)
-                p.grad = view if view.dtype == p.dtype else view.to(p.dtype)
-        self._core_norms = []
-        # The buffer now backs p.grad until zero_grad(); the next first core overwrites it.
+            bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
+            scale = 1.0 / num_cores
+        if nonfinite:
+            scale = math.nan  # every rank skips the step
+        grads = [s for s, u in zip(sums, used) if u]
+        if grads and scale != 1.0:
+            torch._foreach_mul_(grads, scale)
+        # A parameter no core used keeps grad None, as after a plain backward.
+        for p, s, u in zip(self._params(), sums, used):
+            if u:
+                p.grad = s if s.dtype == p.dtype else s.to(p.dtype)
+        # Σ now backs p.grad until zero_grad(); the next step starts a new one.
+        self._reset_accumulation()
         return CoreReduction(
             num_cores=int(num_cores), bound=bound, norm_min=norm_min,
             norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,
             clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite))
 
+    def _summary(self, norms: torch.Tensor) -> torch.Tensor:
+        """This rank's statistics of the step (the layout is at `_COUNTS`)."""
+        finite = norms[torch.isfinite(norms)]
+        rank, world = (dist.get_rank(self.process_group),
+                       dist.get_world_size(self.process_group)) if self._flat is not None else (0, 1)
+        summary = torch.zeros(_COUNTS + _SLOT * world, dtype=torch.float64, device=norms.device)
+        summary[0] = norms.numel()
+        summary[1] = finite.sum()
+        if self.mode in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+            summary[2] = (clip_factor(norms, self.max_norm) < 1.0).sum()
+        summary[3] = norms.numel() - finite.numel()
+        slot = summary[_COUNTS + _SLOT * rank:][:_SLOT]
+        if finite.numel():
+            low = finite.min()
+            slot.copy_(torch.stack([low, -finite.max(), (finite == low).sum()]))
+        else:
+            slot.copy_(torch.tensor([math.inf, math.inf, 0.0]))
+        return summary
+
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Releases `p.grad` and starts a new step (its first core overwrites the buffer)."""
+        """Releases `p.grad` and starts a new step."""
         self.original_optimizer.zero_grad(set_to_none=set_to_none)
         self._reset_accumulation()
 
     def _distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size(
             self.process_group) > 1
+
+
+def _at_least_float32(grad: torch.Tensor) -> torch.Tensor:
+    """Accumulate in float32 at least: bf16/fp16 sums of K cores lose the update."""
+    return grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
+
+
+def _sums_of_flat_buffer(pending: Dict[str, Any],
+                         params: List[torch.nn.Parameter]) -> List[Optional[torch.Tensor]]:
+    """Σ per parameter from the flat buffer of a checkpoint written before issue 15."""
+    flat, has_grad = pending["buffer"], set(pending["has_grad"])
+    parts = flat[:sum(p.numel() for p in params)].split([p.numel() for p in params])
+    return [part.view_as(p) if i in has_grad else None
+            for i, (part, p) in enumerate(zip(parts, params))]
