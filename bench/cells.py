@@ -58,6 +58,17 @@ def quick_cells() -> List[Cell]:
                  max_seconds=2.0)]
 
 
+def comm_cells() -> List[Cell]:
+    """Stock DDP (one all-reduce per micro-batch) against per_core (one per step).
+
+    2 gloo ranks, accum_grad 1, 4 and 16, the 34 M conformer (131 MB of gradients per
+    all-reduce).  Micro-batches of one 3-s utterance, so that accum 16 fits the run in
+    ~10 minutes: the all-reduce is a larger share of such a step than of a real one.
+    """
+    return [Cell("conformer", 2, accum, 1, ("baseline", "per_core"), reps=2, max_seconds=3.0)
+            for accum in (1, 4, 16)]
+
+
 def select(cells: List[Cell], models: List[str] | None, reps: int | None) -> List[Cell]:
     """Keeps the cells of `models` (all if None) and overrides reps if given."""
     kept = [c for c in cells if models is None or c.model in models]

@@ -43,6 +43,44 @@ def summarise(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return rows
 
 
+def pool(runs: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """One result per cell from repeated runs of the same cells: every run's steps together
+    (peak memory: the highest run's)."""
+    pooled = []
+    for per_run in zip(*runs):
+        done = [r for r in per_run if "times" in r]
+        if not done:
+            pooled.append(per_run[0])
+            continue
+        modes = done[0]["times"]
+        pooled.append({**done[0],
+                       "times": {m: [t for r in done for t in r["times"][m]] for m in modes},
+                       "cpu_times": {m: [t for r in done for t in r["cpu_times"][m]] for m in modes},
+                       "skipped_steps": {m: sum(r["skipped_steps"][m] for r in done) for m in modes},
+                       "memory": {m: max((r["memory"][m] for r in done), key=lambda x: x["peak_mb"])
+                                  for m in modes}})
+    return pooled
+
+
+def over_runs(summaries: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Each (cell, mode) over repeated runs: its ratios to baseline in every run."""
+    keyed: Dict[tuple, List[Dict[str, Any]]] = {}
+    for rows in summaries:
+        for r in rows:
+            if "error" not in r and r["vs_baseline"] is not None:
+                keyed.setdefault((r["cell"], r["mode"]), []).append(r)
+    return [{"cell": cell, "mode": mode, "runs": len(rs),
+             "cpu_median_s": statistics.median(r["cpu_median_s"] for r in rs),
+             "cpu_vs_baseline": [r["cpu_vs_baseline"] for r in rs],
+             "vs_baseline": [r["vs_baseline"] for r in rs]}
+            for (cell, mode), rs in keyed.items()]
+
+
+def _spread(ratios: List[float]) -> str:
+    return (f"{statistics.median(ratios):.3f} | {min(ratios):.3f}–{max(ratios):.3f} | "
+            + ", ".join(f"{x:.3f}" for x in ratios))
+
+
 def targets(rows: List[Dict[str, Any]]) -> List[str]:
     """The issue's targets, each as one line: met / missed with the measured value."""
     def find(mode: str, **where) -> List[Dict[str, Any]]:
@@ -82,7 +120,7 @@ def _f(x: Optional[float], fmt: str) -> str:
 
 
 def markdown(rows: List[Dict[str, Any]], opcost: Dict[str, Dict[str, float]],
-             meta: Dict[str, Any]) -> str:
+             meta: Dict[str, Any], spread: Optional[List[Dict[str, Any]]] = None) -> str:
     load = f"{meta['load_start'][0]:.2f} at start, {meta['load_end'][0]:.2f} at end (1-min avg)"
     out = [f"Machine: {meta['cpus']} CPUs ({meta['cpu']}), device {meta['device']}, "
            f"{meta['threads_per_process']} torch thread(s) per process; load {load}; {meta['started']}, "
@@ -105,6 +143,15 @@ def markdown(rows: List[Dict[str, Any]], opcost: Dict[str, Dict[str, float]],
     out += ["", "Parameters and PCC buffer (4 bytes × params): " + "; ".join(
         f"{m} {p / 1e6:.1f} M, {b:.0f} MB" for m, (p, b) in sorted(params.items())) + ".", "",
         "Targets:", ""] + [f"- {line}" for line in targets(rows)]
+    if spread:
+        out += ["", f"Over {max(r['runs'] for r in spread)} runs (fresh processes each; one ratio "
+                "per run, of the medians of its steps; the table above pools every run's steps):",
+                "", "| cell | mode | CPU s (median) | CPU × baseline, median | min–max | per run "
+                "| wall × baseline, median | min–max | per run |",
+                "|---|---|---:|---:|---:|---|---:|---:|---|"]
+        for r in spread:
+            out.append(f"| {r['cell']} | {r['mode']} | {r['cpu_median_s']:.2f} | "
+                       f"{_spread(r['cpu_vs_baseline'])} | {_spread(r['vs_baseline'])} |")
     if opcost:
         out += ["", "Clipping work alone per optimizer step (ms, median; K = cores per step):", "",
                 "| model | baseline clip_grad_norm_ | per_core | adaptive_per_core |",

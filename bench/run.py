@@ -9,6 +9,7 @@ bench/results/bench_train.{json,md}.
     python -m bench.run                      # default matrix, ~15 min on a 2-core CPU
     python -m bench.run --quick              # tiny model, every code path, ~1 min
     python -m bench.run --models small --reps 5
+    python -m bench.run --comm --repeat 3    # DDP all-reduces, stock vs per_core, 3 runs
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from bench.cells import Cell, default_cells, quick_cells, select
+from bench.cells import Cell, comm_cells, default_cells, quick_cells, select
 from bench.entry import serve
 from bench.job import Job
-from bench.report import markdown, summarise
+from bench.report import markdown, over_runs, pool, summarise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -128,6 +129,12 @@ def _opcost(ctx, models: List[str], threads: int) -> Dict[str, Dict[str, float]]
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model smoke run")
+    parser.add_argument("--comm", action="store_true",
+                        help="stock DDP's all-reduce per micro-batch vs per_core's one per step "
+                             "(bench/cells.py comm_cells)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the cells this many times, each in fresh processes, and "
+                             "report the spread of the ratios over the runs")
     parser.add_argument("--models", nargs="+", help="only these models (small, conformer, tiny)")
     parser.add_argument("--reps", type=int, help="timed steps per mode (default per cell)")
     # One thread per process: on a shared 2-core machine, 2 OpenMP threads per process
@@ -141,7 +148,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    cells = select(quick_cells() if args.quick else default_cells(), args.models, args.reps)
+    matrix = quick_cells() if args.quick else comm_cells() if args.comm else default_cells()
+    cells = select(matrix, args.models, args.reps)
     if not cells:
         parser.error("no cell left: check --models")
     ctx = _context()
@@ -155,16 +163,22 @@ def main(argv: List[str] | None = None) -> int:
             "cpus": os.cpu_count(), "threads_per_process": args.threads, "device": device,
             "python": sys.version.split()[0], "load_start": os.getloadavg(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]}
-    results = []
-    for cell in cells:
-        log(f"{cell.name}: {', '.join(cell.modes)} (micro-batch {cell.micro_batch}, "
-            f"{cell.warmup}+{cell.reps} steps)")
-        try:
-            raw = run_cell(ctx, cell, args.threads, device, args.seed, log)
-        except Exception as e:  # one broken cell should not lose the others
-            log(f"  FAILED: {e}")
-            raw = {"error": str(e)}
-        results.append({"cell": cell.__dict__ | {"name": cell.name, "global_batch": cell.global_batch}, **raw})
+    runs = []
+    for run in range(args.repeat):
+        results = []
+        for cell in cells:
+            log(f"{f'run {run + 1}/{args.repeat}: ' if args.repeat > 1 else ''}{cell.name}: "
+                f"{', '.join(cell.modes)} (micro-batch {cell.micro_batch}, "
+                f"{cell.warmup}+{cell.reps} steps)")
+            try:
+                raw = run_cell(ctx, cell, args.threads, device, args.seed, log)
+            except Exception as e:  # one broken cell should not lose the others
+                log(f"  FAILED: {e}")
+                raw = {"error": str(e)}
+            results.append({"cell": cell.__dict__ | {"name": cell.name,
+                                                     "global_batch": cell.global_batch}, **raw})
+        runs.append(results)
+    results = pool(runs)
     opcost = {}
     if not args.no_opcost:
         models = sorted({c.model for c in cells})
@@ -172,10 +186,12 @@ def main(argv: List[str] | None = None) -> int:
         opcost = _opcost(ctx, models, args.threads)
     meta.update(load_end=os.getloadavg(), minutes=round((time.time() - start) / 60, 1))
     summary = summarise(results)
-    report = markdown(summary, opcost, meta)
+    spread = over_runs([summarise(r) for r in runs]) if len(runs) > 1 else []
+    report = markdown(summary, opcost, meta, spread)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_train.json").write_text(json.dumps(
-        {"meta": meta, "cells": results, "summary": summary, "clip_op_ms": opcost}, indent=1))
+        {"meta": meta, "cells": results, "summary": summary, "clip_op_ms": opcost}
+        | ({"runs": runs, "over_runs": spread} if spread else {}), indent=1))
     (args.out / "bench_train.md").write_text(report)
     print(report)
     print(f"written: {args.out / 'bench_train.json'}, {args.out / 'bench_train.md'}")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from bench.report import targets  # noqa: E402
+import pytest  # noqa: E402
+
+from bench.report import markdown, over_runs, pool, summarise, targets  # noqa: E402
 
 
 def test_quick_run_prints_table_and_writes_json(tmp_path):
@@ -45,3 +47,39 @@ def test_target_lines():
     assert "2-process DDP accum 4 (m 2p accum4 b8): wall 0.900× (met), CPU 0.900× (met)" in text
     assert "per_example ≥ 8× per_core at batch 32 (m 1p accum1 b32): wall 8.500× (met)" in text
     assert "+12 MB — MISSED" in text
+
+
+def _result(times, cpu, peak):
+    return {"cell": {"name": "m 2p accum4 b8", "model": "m", "world": 2, "accum_grad": 4,
+                     "global_batch": 8},
+            "times": times, "cpu_times": cpu, "skipped_steps": {m: 0 for m in times},
+            "memory": {m: {"peak_mb": peak, "setup_mb": 1.0, "params": 10.0} for m in times},
+            "params": 10}
+
+
+def test_repeated_runs_pool_steps_and_keep_one_ratio_per_run():
+    runs = [[_result({"baseline": [2.0, 2.2], "per_core": [1.0, 1.2]},
+                     {"baseline": [4.0, 4.0], "per_core": [3.0, 3.0]}, 100.0)],
+            [_result({"baseline": [2.0], "per_core": [2.0]},
+                     {"baseline": [4.0], "per_core": [4.0]}, 120.0)]]
+    pooled = pool(runs)[0]
+    assert pooled["times"]["per_core"] == [1.0, 1.2, 2.0]
+    assert pooled["memory"]["baseline"]["peak_mb"] == 120.0
+    spread = {r["mode"]: r for r in over_runs([summarise(r) for r in runs])}
+    assert spread["per_core"]["cpu_vs_baseline"] == [0.75, 1.0]
+    assert spread["per_core"]["vs_baseline"] == pytest.approx([1.1 / 2.1, 1.0])
+    assert spread["per_core"]["runs"] == 2
+    assert "| m 2p accum4 b8 | per_core | 3.50 | 0.875 | 0.750–1.000 | 0.750, 1.000 |" in \
+        markdown(summarise(pool(runs)), {}, {"cpus": 2, "cpu": "x", "device": "cpu",
+                                             "threads_per_process": 1, "load_start": [0.0],
+                                             "load_end": [0.0], "started": "-", "minutes": 0},
+                 list(spread.values()))
+
+
+def test_opcost_times_today_and_a_past_wrapper_alike():
+    from bench.opcost import clip_op_cost
+
+    ms = clip_op_cost("tiny", cores=2, reps=1, threads=1, against="HEAD")
+    assert set(ms) == {"baseline", "per_core", "adaptive_per_core", "per_core@HEAD",
+                       "adaptive_per_core@HEAD"}
+    assert all(v > 0 for v in ms.values())
