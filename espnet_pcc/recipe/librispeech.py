@@ -9,7 +9,8 @@ Kaldi dir written (ESPnet's ``local/data.sh`` conventions): utterance id = the f
 speaker id = ``<spk>-<chapter>`` (so every utterance id starts with its speaker id), ``wav.scp``
 points at the flac files by absolute path (espnet2 reads flac with soundfile; no conversion),
 ``text`` is the transcript as given (upper case). Several splits may be combined into one dir
-(train_960 = train-clean-100 + train-clean-360 + train-other-500).
+(train_960 = train-clean-100 + train-clean-360 + train-other-500). The corpus dir may be the
+extracted ``LibriSpeech/`` or its parent (ESPnet's ``db.sh``: ``LIBRISPEECH=downloads``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Dict, Sequence, Tuple
 
 import soundfile
 
-from espnet_pcc import data_check, kaldi_dir
+from espnet_pcc import data_check, fileio, kaldi_dir
 from espnet_pcc.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -30,25 +31,40 @@ KNOWN_SPLITS = (
 )
 
 
+#: Written into every prepared dir: the corpus dir and splits it was made from.
+STAMP = ".prep_librispeech.json"
+
+
 class DataPrepError(UserError):
     """Missing corpus, missing split, or a split whose files disagree."""
 
 
-def check_corpus(corpus_dir: Path, splits: Sequence[str]) -> None:
-    """Raise one line naming the first missing thing: the corpus dir, or a split in it."""
+def resolve_corpus(corpus_dir: Path, splits: Sequence[str]) -> Path:
+    """The directory that holds ``splits``: ``corpus_dir`` itself (the extracted LibriSpeech/)
+    or, as ESPnet's ``db.sh`` has it (``LIBRISPEECH=downloads``), its ``LibriSpeech/`` subdir.
+
+    Raises one line naming the first missing thing: the directory, or a split in it.
+    """
     corpus_dir = Path(corpus_dir)
+    for candidate in (corpus_dir, corpus_dir / "LibriSpeech"):
+        if all((candidate / s).is_dir() for s in splits):
+            return candidate
+    hint = ("LIBRISPEECH (--corpus_dir) must be the extracted LibriSpeech/ directory or the "
+            "directory that contains it")
     if not corpus_dir.is_dir():
-        raise DataPrepError(
-            f"LibriSpeech directory {corpus_dir} does not exist (set LIBRISPEECH=/path/to/"
-            f"LibriSpeech in run.sh or pass --corpus_dir)"
-        )
-    missing = [s for s in splits if not (corpus_dir / s).is_dir()]
-    if missing:
-        present = sorted(p.name for p in corpus_dir.iterdir() if p.is_dir())
-        raise DataPrepError(
-            f"split {missing[0]} missing from {corpus_dir} (found: {', '.join(present) or 'nothing'}); "
-            f"download and extract {missing[0]}.tar.gz from https://www.openslr.org/12"
-        )
+        raise DataPrepError(f"LibriSpeech directory {corpus_dir} does not exist ({hint})")
+    looked = corpus_dir / "LibriSpeech" if (corpus_dir / "LibriSpeech").is_dir() else corpus_dir
+    missing = [s for s in splits if not (looked / s).is_dir()]
+    present = sorted(p.name for p in looked.iterdir() if p.is_dir())
+    raise DataPrepError(
+        f"split {missing[0]} missing from {looked} (found: {', '.join(present) or 'nothing'}); "
+        f"download and extract {missing[0]}.tar.gz from https://www.openslr.org/12 ({hint})"
+    )
+
+
+def check_corpus(corpus_dir: Path, splits: Sequence[str]) -> None:
+    """Raise one line naming the first missing thing (see :func:`resolve_corpus`)."""
+    resolve_corpus(corpus_dir, splits)
 
 
 def read_split(split_dir: Path) -> Tuple[Dict[str, str], Dict[str, str], Dict[str, str]]:
@@ -97,13 +113,21 @@ def prepare(corpus_dir: Path, splits: Sequence[str], output_dir: Path,
             overwrite: bool = False, check_audio: int = 1, audio_nj: int = 4) -> int:
     """Write ``output_dir`` (atomically) from ``splits`` of the corpus; return #utterances.
 
-    An existing complete, valid ``output_dir`` is kept unless ``overwrite`` (resumable stage 1).
+    ``corpus_dir`` is the extracted LibriSpeech/ or its parent (:func:`resolve_corpus`). An
+    existing valid ``output_dir`` made from the same corpus dir and splits (its ``STAMP``) is
+    kept; one made from anything else is an error unless ``overwrite``, which rewrites it.
+    (The stage script decides itself whether its output is up to date and passes overwrite.)
     The first ``check_audio`` flac files are opened to catch a wrong sample rate early; every
     file's header is read (``audio_nj`` threads) to reject corrupt or empty audio.
     """
     corpus_dir, output_dir = Path(corpus_dir), Path(output_dir)
-    check_corpus(corpus_dir, splits)
+    corpus_dir = resolve_corpus(corpus_dir, splits)
+    stamp = fileio.dumps_json({"corpus_dir": str(corpus_dir.resolve()), "splits": list(splits)})
     if output_dir.exists() and not overwrite:
+        made_by = output_dir / STAMP
+        if not made_by.is_file() or made_by.read_text(encoding="utf-8") != stamp:
+            raise DataPrepError(f"{output_dir} exists but was not made from {' '.join(splits)} "
+                                f"of {corpus_dir} (use --overwrite)")
         kd = kaldi_dir.read(output_dir)  # raises if it is not a valid data dir
         logger.info("%s exists and is valid (%d utterances): skipped", output_dir, len(kd))
         return len(kd)
@@ -127,6 +151,10 @@ def prepare(corpus_dir: Path, splits: Sequence[str], output_dir: Path,
     # Every header, before anything is written: a corrupt or empty flac would
     # otherwise crash a training epoch hours later.
     data_check.check_audio(kd, " ".join(splits), nj=audio_nj)
-    kaldi_dir.write(kd, output_dir, overwrite=overwrite, strict_sort=True)
+    kaldi_dir.validate(kd, name=str(output_dir), strict_sort=True)
+    with kaldi_dir.atomic_dir(output_dir, overwrite=overwrite) as tmp:
+        kaldi_dir.write_files(kd, tmp)
+        kaldi_dir.validate_files(tmp)
+        (tmp / STAMP).write_text(stamp, encoding="utf-8")
     logger.info("wrote %s: %d utterances, %d speakers", output_dir, len(kd), len(set(utt2spk.values())))
     return len(kd)

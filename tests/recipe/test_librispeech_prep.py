@@ -82,3 +82,24 @@ def test_corrupt_or_empty_flac_is_one_line_and_leaves_nothing(corpus: Path, tmp_
     assert "utterance 84-841-0001: audio" in err[0] and str(flac) in err[0]
     assert "is unreadable" in err[0]
     assert not (tmp_path / "d").exists()
+
+
+def test_corpus_dir_or_its_parent(corpus: Path, tmp_path: Path):
+    """LIBRISPEECH may be the extracted LibriSpeech/ or its parent (ESPnet's db.sh); anything
+    else is one line that says so."""
+    assert prepare(corpus.parent, ["dev-clean"], tmp_path / "a") == 3
+    assert prepare(corpus, ["dev-clean"], tmp_path / "b") == 3
+    assert (tmp_path / "a" / "wav.scp").read_text() == (tmp_path / "b" / "wav.scp").read_text()
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DataPrepError, match=r"split dev-clean missing from .*other \(found: nothing\).*"
+                                            r"LIBRISPEECH .* must be the extracted LibriSpeech/ directory "
+                                            r"or the directory that contains it"):
+        prepare(tmp_path / "other", ["dev-clean"], tmp_path / "c")
+
+
+def test_kept_only_when_made_from_the_same_splits(corpus: Path, tmp_path: Path):
+    out = tmp_path / "d"
+    prepare(corpus, ["dev-clean"], out)
+    with pytest.raises(DataPrepError, match=r"d exists but was not made from train-clean-100 .*--overwrite"):
+        prepare(corpus, ["train-clean-100"], out)
+    assert prepare(corpus, ["train-clean-100"], out, overwrite=True) == 6

@@ -81,7 +81,15 @@ def test_stage_selection_and_idempotence(tmp_path: Path, corpus: Path):
     proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", corpus=corpus)
     assert proc.returncode == 0, proc.stderr
     assert {p: p.stat().st_mtime_ns for p in data.glob("*/*")} == stamp  # kept as is
-    assert "exists and is valid" in (tmp_path / "exp" / "logs" / "data_prep.train.log").read_text()
+    assert f"{data}/train is up to date: skipped" in proc.stderr
+    # A changed corpus file is another input: that set is made again, the others kept.
+    trans = next((corpus / "dev-clean").glob("*/*/*.trans.txt"))
+    trans.write_text(trans.read_text().replace("THE", "A"))
+    proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", corpus=corpus)
+    assert proc.returncode == 0, proc.stderr
+    assert "A" in (data / "dev" / "text").read_text() and f"{data}/train is up to date: skipped" in proc.stderr
+    assert f"{data}/dev is up to date" not in proc.stderr
+    stamp = {p: p.stat().st_mtime_ns for p in data.glob("*/*")}
     # --force redoes the stage
     proc = stage_script(tmp_path, "--stage", "1", "--stop_stage", "1", "--force", "true", corpus=corpus)
     assert proc.returncode == 0, proc.stderr
@@ -89,19 +97,34 @@ def test_stage_selection_and_idempotence(tmp_path: Path, corpus: Path):
 
 
 def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
-    """egs2/librispeech_100/asr1/run.sh itself (BPE tokens, canaries upper case), sized down."""
-    args = ["./run.sh", "--stage", "1", "--stop_stage", "4",
+    """egs2/librispeech_100/asr1/run.sh itself (speed perturbation, BPE tokens, canaries upper
+    case), sized down; LIBRISPEECH as in ESPnet's db.sh (the corpus's parent); the stats jobs
+    through a recording Kaldi-style job command (--train_cmd)."""
+    jobs = tmp_path / "jobs.txt"
+    run_pl = tmp_path / "run.pl"
+    run_pl.write_text(f'#!/usr/bin/env bash\necho "$*" >>{jobs}\nwhile [[ "$1" == --* ]]; do shift 2; done\n'
+                      'log=$1; shift; mkdir -p "$(dirname "$log")"; "$@" >"$log" 2>&1\n')
+    run_pl.chmod(0o755)
+    args = ["./run.sh", "--stage", "1", "--stop_stage", "4", "--train_cmd", str(run_pl),
             "--datadir", str(tmp_path / "data"), "--expdir", str(tmp_path / "exp"),
             "--train_splits", "train-clean-100", "--valid_splits", "dev-clean",
             "--test_splits", "dev-clean", "--nbpe", "30", "--nj", "1", "--inference_nj", "1",
             "--canary_opts", "--text_case upper --num_words 3 --repeat_counts 1 2 "
             "--canaries_per_count 1 --num_references 3 --speed 1.6 --seed 0"]
-    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args, cwd=LS100)
+    proc = run(["env", f"LIBRISPEECH={tmp_path}"] + args, cwd=LS100)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data, exp = tmp_path / "data", tmp_path / "exp"
-    train = (data / "train_clean_100_canary" / "text").read_text().splitlines()
-    assert len(train) == 9 + 1 + 2  # 9 utterances + canaries x1 and x2
+    train = (data / "train_clean_100_sp_canary" / "text").read_text().splitlines()
+    # 9 utterances at speeds 0.9, 1.0, 1.1 (ESPnet's ids), then the canaries x1 and x2, each
+    # exactly its repeat count times and never perturbed.
+    assert len(train) == 3 * 9 + 1 + 2
+    assert sum(l.startswith("sp0.9-19-191-") for l in train) == 3 and sum(l.startswith("19-191-") for l in train) == 3
     assert sum(l.startswith("canary-x02-") for l in train) == 2
+    assert not any(l.startswith("sp") and "canary" in l for l in train)
+    assert (data / "train_clean_100" / "text").read_text().count("\n") == 9  # tokens: the corpus text
+    stats_jobs = jobs.read_text().splitlines()
+    assert len(stats_jobs) == 1 and stats_jobs[0].startswith(f"--gpu 0 {exp}/asr_stats_raw_bpe_unigram30.tmp/logdir/stats.1.log ")
+    assert "--collect_stats true" in stats_jobs[0]
     assert not any("canary" in l for l in (data / "dev" / "text").read_text().splitlines())
     assert (data / "token_list" / "bpe_unigram30" / "bpe.model").is_file()
     tokens = (data / "token_list" / "bpe_unigram30" / "tokens.txt").read_text().split()
@@ -109,13 +132,14 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     stats = exp / "asr_stats_raw_bpe_unigram30"
     assert (stats / "train" / "feats_stats.npz").is_file()
     shapes = (stats / "train" / "text_shape.bpe").read_text().splitlines()
-    assert len(shapes) == 12 and shapes[0].endswith(",30")
+    assert len(shapes) == 30 and shapes[0].endswith(",30")
     assert not list(exp.glob("*.tmp")) and not list((data / "token_list").glob("*.tmp"))
     manifest = json.loads((data / "canaries" / "manifest.json").read_text())
     assert manifest["canaries"][0]["text"].isupper()
     # Rerun: every stage finds its outputs complete and skips.
-    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args, cwd=LS100)
+    proc = run(["env", f"LIBRISPEECH={tmp_path}"] + args, cwd=LS100)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train_clean_100_sp is up to date: skipped" in proc.stderr
     assert "tokens.txt exists: skipped" in proc.stderr
     assert "asr_stats_raw_bpe_unigram30 exists: skipped" in proc.stderr
 
@@ -128,7 +152,7 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         bad.append(str(path))
-    proc = run(["env", f"LIBRISPEECH={tmp_path}/LibriSpeech"] + args
+    proc = run(["env", f"LIBRISPEECH={tmp_path}"] + args
                + ["--stage", "5", "--stop_stage", "5", "--ngpu", "0", "--gpu_inference", "false",
                   "--model_jobs", "2", "--asr_configs", " ".join(bad)],
                cwd=LS100)
@@ -141,8 +165,8 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
 
 
 def test_stage_bounds_are_one_line_errors(tmp_path: Path):
-    assert "--stage 12: the stages are 1-9" in one_line_error(stage_script(tmp_path, "--stage", "12"))
-    assert "--stop_stage 0: the stages are 1-9" in one_line_error(
+    assert "--stage 12: the stages are 1-10" in one_line_error(stage_script(tmp_path, "--stage", "12"))
+    assert "--stop_stage 0: the stages are 1-10" in one_line_error(
         stage_script(tmp_path, "--stop_stage", "0"))
     assert "--stop_stage 3 is before --stage 5" in one_line_error(
         stage_script(tmp_path, "--stage", "5", "--stop_stage", "3"))

@@ -2,13 +2,19 @@
 # Shared stage script of the espnet-pcc recipes: baseline vs per-core clipping (PCC, APCC),
 # WER and canary exposure side by side. Called by egs2/*/asr1/run.sh, which only set paths,
 # sets and configs. ESPnet's asr.sh conventions (--stage/--stop_stage, data/, exp/, logs in
-# exp/), but every step is a Python entry point: the pip espnet wheel ships no Kaldi utils/.
+# exp/, path.sh, cmd.sh), but every step is a Python entry point: the pip espnet wheel ships
+# no Kaldi utils/.
 #
-# Every stage is resumable: complete outputs are kept (skipped) unless --force true, and files
-# are written under temp names and renamed, so an interrupted stage leaves nothing half-written.
+# Nothing stale: every output records what made it (DIR/.done: options, config contents, the
+# stamps of its inputs) and is reused only when all of that is unchanged; anything else is made
+# again (--force true: always). Files are written under temp names and renamed, so an
+# interrupted stage leaves nothing half-written.
 set -euo pipefail
 # shellcheck disable=SC1091
 [ -f ./path.sh ] && . ./path.sh
+# Job commands (ESPnet's cmd.sh): train_cmd, cuda_cmd, decode_cmd; empty = run here.
+# shellcheck disable=SC1091
+[ -f ./cmd.sh ] && . ./cmd.sh
 
 log() {
     echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*" >&2
@@ -23,7 +29,7 @@ _helps=()
 opt() { _options+=("$1"); _helps+=("$3"); printf -v "$1" '%s' "$2"; }
 
 opt stage 1 "first stage to run"
-opt stop_stage 9 "last stage to run"
+opt stop_stage 10 "last stage to run"
 opt force false "redo selected stages even if their outputs are complete"
 opt python python3 "interpreter with espnet and espnet_pcc installed"
 opt nj 2 "parallel jobs for data work / stats collection"
@@ -33,7 +39,9 @@ opt ngpu 0 "GPUs per node for training (0 = CPU)"
 opt model_jobs 1 "models trained / decoded / scored at once (CPU only)"
 opt gpu_inference false "decode / score exposure on GPU"
 opt num_nodes 1 ">1: multi-node training through espnet2.bin.launch"
-opt cuda_cmd "" "job command for espnet2.bin.launch (Kaldi run.pl/queue.pl/slurm.pl)"
+opt train_cmd "${train_cmd:-}" "job command (cmd.sh) of --collect_stats jobs and CPU training: Kaldi run.pl / queue.pl / slurm.pl (called as CMD --gpu N LOG COMMAND) or any prefix such as srun (CMD COMMAND); empty: run here"
+opt cuda_cmd "${cuda_cmd:-}" "job command (cmd.sh) of GPU jobs: training with --ngpu > 0 (.pl: --gpu ngpu), decoding / exposure with --gpu_inference true, espnet2.bin.launch with --num_nodes > 1"
+opt decode_cmd "${decode_cmd:-}" "job command (cmd.sh) of CPU decoding and exposure scoring jobs"
 opt dist_launcher "" "passed to asr_train: slurm | mpi (launched under \${cuda_cmd})"
 opt dist_init_method "" "passed to asr_train, e.g. tcp://host:port or file:///shared/init"
 opt multiprocessing_distributed true "one process per GPU on a node (ESPnet's default)"
@@ -41,6 +49,7 @@ opt datadir data "Kaldi data dirs, canaries, token lists"
 opt expdir exp "stats, models, decoding, reports, logs"
 opt corpus_dir "" "extracted LibriSpeech/ (or the synthetic corpus in its layout)"
 opt train_set train "name of the training data dir"
+opt speed_perturb_factors "" "stage 1: speed perturbation of the training set only, as ESPnet (LibriSpeech: \"0.9 1.0 1.1\"; ids sp<factor>-, into \${train_set}_sp); canaries are inserted after it and never perturbed"
 opt valid_set dev "name of the validation data dir"
 opt train_splits "" "corpus splits combined into \${train_set}"
 opt valid_splits "" "corpus splits combined into \${valid_set}"
@@ -70,8 +79,8 @@ opt results_title RESULTS "first heading of the report"
 opt results_notes "" "a paragraph added under the comparison table"
 
 usage() {
-    echo "Usage: $0 [--name value ...]   (stages 1-9: data, canaries, tokens, stats, train,"
-    echo "       decode, score, exposure, report)"
+    echo "Usage: $0 [--name value ...]   (stages 1-10: data (+ speed perturbation), canaries,"
+    echo "       tokens, stats, train, decode, score, exposure, report, pack)"
     local i o
     for i in "${!_options[@]}"; do
         o=${_options[$i]}
@@ -92,8 +101,8 @@ while [ $# -gt 0 ]; do
 done
 
 [[ "${stage}" =~ ^[0-9]+$ && "${stop_stage}" =~ ^[0-9]+$ ]] || die "--stage/--stop_stage must be integers"
-[ "${stage}" -ge 1 ] && [ "${stage}" -le 9 ] || die "--stage ${stage}: the stages are 1-9"
-[ "${stop_stage}" -ge 1 ] && [ "${stop_stage}" -le 9 ] || die "--stop_stage ${stop_stage}: the stages are 1-9"
+[ "${stage}" -ge 1 ] && [ "${stage}" -le 10 ] || die "--stage ${stage}: the stages are 1-10"
+[ "${stop_stage}" -ge 1 ] && [ "${stop_stage}" -le 10 ] || die "--stop_stage ${stop_stage}: the stages are 1-10"
 [ "${stop_stage}" -ge "${stage}" ] || die "--stop_stage ${stop_stage} is before --stage ${stage}"
 [[ "${model_jobs}" =~ ^[1-9][0-9]*$ ]] || die "--model_jobs ${model_jobs}: must be a positive integer"
 [ "${model_jobs}" -eq 1 ] || { [ "${ngpu}" -eq 0 ] && ! "${gpu_inference}"; } \
@@ -103,6 +112,9 @@ case "${token_type}" in bpe|char) ;; *) die "--token_type ${token_type}: use bpe
 for _s in ${seeds}; do [[ "${_s}" =~ ^[0-9]+$ ]] || die "--seeds: '${_s}' is not a non-negative integer"; done
 for _e in ${score_epochs}; do [[ "${_e}" =~ ^[1-9][0-9]*$ ]] || die "--score_epochs: '${_e}' is not an epoch number"; done
 [[ "${num_decoded_references}" =~ ^[0-9]+$ ]] || die "--num_decoded_references ${num_decoded_references}: must be a non-negative integer"
+for _f in ${speed_perturb_factors}; do
+    [[ "${_f}" =~ ^[0-9]*\.?[0-9]+$ ]] && [[ "${_f}" =~ [1-9] ]] || die "--speed_perturb_factors: '${_f}' is not a positive number"
+done
 
 # A config that is named must exist, whatever the stages; an empty --asr_configs or
 # --inference_config is an error only for the stages that use them (stages 1-3 run without).
@@ -115,33 +127,106 @@ need_inference_config() { [ -n "${inference_config}" ] || die "stage ${_cur}: --
 # require PATH STAGE WHAT: an input of a later stage; names the stage that produces it.
 require() { [ -e "$1" ] || die "stage ${_cur}: $3 $1 missing (produced by stage $2; run with --stage $2)"; }
 # The one completion rule of every stage output: DIR/.done is written last, after everything
-# in DIR is in place, and records what made the output (the command line, config contents).
-# An output counts as done only when .done exists and records the same thing; otherwise (or
-# with --force) it is made again.
+# in DIR is in place, and records what made the output (options, config contents, the stamps
+# of its inputs). An output counts as done only when .done exists and records the same thing;
+# otherwise (or with --force) it is made again. Keys chain: an input's stamp includes its own
+# .done, so a change anywhere upstream reaches every output made from it.
 is_done() { ! "${force}" && [ -f "$1/.done" ] && [ "$(cat "$1/.done")" = "$2" ]; }
 mark_done() { mkdir -p "$1"; printf '%s\n' "$2" >"$1/.done.tmp"; mv "$1/.done.tmp" "$1/.done"; }
-# what_made CMD...: the record for .done: the command line plus the contents of every file
-# argument that is a config (a changed YAML under the same name is a different model).
+# stamp PATH...: what a key records of inputs: "PATH:md5" of a file's contents, or of a
+# directory's top-level files (a data dir with its .done; a token dir); "PATH:missing" if absent.
+stamp() {
+    local p out=()
+    for p in "$@"; do
+        if [ -f "${p}" ]; then
+            out+=("${p}:$(md5sum <"${p}" | cut -c1-32)")
+        elif [ -d "${p}" ]; then
+            out+=("${p}:$(cd "${p}" && find . -maxdepth 1 -type f ! -name '.done.tmp' -print0 | LC_ALL=C sort -z \
+                        | xargs -0 -r md5sum | md5sum | cut -c1-32)")
+        else
+            out+=("${p}:missing")
+        fi
+    done
+    printf '%s' "${out[*]}"
+}
+# what_made ARG...: the record for .done: the arguments (a command line, options) plus the
+# stamp of every argument that is a file (a changed YAML under the same name is another model).
 what_made() {
     local a out="$*"
     for a in "$@"; do
-        case "${a}" in *.yaml|*.yml) [ -f "${a}" ] && out+=" ${a}:$(md5sum <"${a}" | cut -c1-32)" ;; esac
+        if [ -f "${a}" ]; then out+=" $(stamp "${a}")"; fi
     done
     printf '%s' "${out}"
 }
-# run_logged LOG CMD...: output to LOG (under exp/); on failure show its error line(s) and stop.
+# corpus_stamp SPLIT...: names, sizes and times of the corpus files a data dir is read from,
+# in ${corpus_dir} or its LibriSpeech/ subdir (prep_librispeech takes either).
+corpus_stamp() {
+    local s
+    for s in "$@"; do
+        find -L "${corpus_dir}/${s}" "${corpus_dir}/LibriSpeech/${s}" \( -name '*.flac' -o -name '*.txt' \) \
+            -printf '%p %s %T@\n' 2>/dev/null || true
+    done | LC_ALL=C sort | md5sum | cut -c1-32
+}
+# The training progress lines of espnet_pcc's asr_train (one per epoch) start with this
+# (espnet_pcc.trainer.PROGRESS_PREFIX, "[progress] "), as a sed pattern.
+progress_re='\[progress\] '
+# run_logged [--cmd JOBCMD] [--gpu N] [--append] [--progress] [--what TEXT] LOG CMD...
+# The one way this script runs a command: its output goes to LOG (under exp/); on failure the
+# stage stops with the log's error line. --cmd runs it as a job of JOBCMD (ESPnet's cmd.sh): a
+# Kaldi job script (run.pl, queue.pl, slurm.pl, ...) is called as JOBCMD --gpu N LOG CMD...,
+# any other command is a prefix (JOBCMD CMD..., e.g. srun); empty: run here. --append keeps
+# LOG's earlier content (a Kaldi job script writes the attempt to LOG's .job.log, appended to
+# LOG when it ends). --progress shows the command's progress lines on the terminal as they
+# come. --what names the command in the error line.
 run_logged() {
-    local logfile=$1; shift
+    local jobcmd="" ngpu=0 append=false progress=false what="" logfile joblog offset=0 rc=0 pid fpid msg
+    local jc=()
+    while :; do
+        case "$1" in
+            --cmd) jobcmd=$2; shift 2 ;;
+            --gpu) ngpu=$2; shift 2 ;;
+            --append) append=true; shift ;;
+            --progress) progress=true; shift ;;
+            --what) what=$2; shift 2 ;;
+            *) break ;;
+        esac
+    done
+    logfile=$1; shift
+    read -r -a jc <<<"${jobcmd}"
     mkdir -p "$(dirname "${logfile}")"
-    echo "# $*" >"${logfile}"
-    echo "# started at $(date)" >>"${logfile}"
-    if ! "$@" >>"${logfile}" 2>&1; then
-        local msg
-        msg=$(grep -E "error: |Error: |Error\b" "${logfile}" | tail -n 1 || true)
-        [ -n "${msg}" ] || msg=$(tail -n 1 "${logfile}")
-        die "stage ${_cur} failed: ${msg} (log: ${logfile})"
+    joblog=${logfile}
+    if [ ${#jc[@]} -gt 0 ] && [[ "${jc[0]##*/}" == *.pl ]]; then
+        if "${append}"; then
+            joblog=${logfile%.log}.job.log
+            if [ -f "${joblog}" ]; then cat "${joblog}" >>"${logfile}"; rm -f "${joblog}"; fi  # a killed attempt
+        fi
+        _job() { "${jc[@]}" --gpu "${ngpu}" "${joblog}" "$@"; }
+    else
+        if "${append}"; then offset=$(stat -c %s "${logfile}" 2>/dev/null || echo 0); else : >"${logfile}"; fi
+        { echo "# ${jc[*]:+${jc[*]} }$*"; echo "# started at $(date)"; } >>"${logfile}"
+        _job() { "${jc[@]}" "$@" >>"${joblog}" 2>&1 && echo "# ended at $(date)" >>"${joblog}"; }
     fi
-    echo "# ended at $(date)" >>"${logfile}"
+    if "${progress}"; then
+        _job "$@" &
+        pid=$!
+        # Follow the log while the job runs (tail stops when it ends): its progress lines only.
+        tail --pid="${pid}" -c "+$(( offset + 1 ))" -F "${joblog}" 2>/dev/null \
+            | sed -u -n "s/^.*${progress_re}//p" \
+            | while IFS= read -r msg; do log "${msg}"; done &
+        fpid=$!
+        wait "${pid}" || rc=$?
+        wait "${fpid}" || true
+    else
+        _job "$@" || rc=$?
+    fi
+    if [ "${joblog}" != "${logfile}" ] && [ -f "${joblog}" ]; then
+        cat "${joblog}" >>"${logfile}"; rm -f "${joblog}"
+    fi
+    if [ "${rc}" -ne 0 ]; then
+        msg=$(tail -c "+$(( offset + 1 ))" "${logfile}" | grep -E "error: |Error: |Error\b" | tail -n 1 || true)
+        [ -n "${msg}" ] || msg=$(tail -n 1 "${logfile}")
+        die "stage ${_cur}${what} failed: ${msg} (log: ${logfile})"
+    fi
 }
 stage_begin() { _cur=$1; _t0=$(date +%s); echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}:main) Stage $1: $2" >&2; }
 stage_end() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}:main) Stage ${_cur} done in $(( $(date +%s) - _t0 )) s" >&2; }
@@ -194,7 +279,14 @@ split2set() { echo "${1//-/_}"; }
 test_sets=""
 for _s in ${test_splits}; do test_sets+="$(split2set "${_s}") "; done
 test_sets=${test_sets% }
-if "${use_canary}"; then train_used="${train_set}_canary"; else train_used="${train_set}"; fi
+# The training data: ${train_set} (stage 1), speed-perturbed into ${train_set}_sp (stage 1),
+# then with the canaries inserted (stage 2).
+train_base=${train_set}
+[ -z "${speed_perturb_factors}" ] || train_base="${train_set}_sp"
+if "${use_canary}"; then train_used="${train_base}_canary"; else train_used="${train_base}"; fi
+# Job commands: training (single node), GPU or CPU; decoding and exposure scoring.
+if [ "${ngpu}" -gt 0 ] || [ -n "${dist_launcher}" ]; then train_job_cmd=${cuda_cmd}; else train_job_cmd=${train_cmd}; fi
+if "${gpu_inference}"; then infer_job_cmd=${cuda_cmd}; else infer_job_cmd=${decode_cmd}; fi
 canary_dir="${datadir}/canaries"
 refs_sample_dir="${datadir}/canary_references_sample"
 if [ "${token_type}" = bpe ]; then
@@ -248,35 +340,72 @@ if run_stage 1; then
     stage_begin 1 "Data preparation: ${corpus_dir} -> ${datadir}/"
     [ -n "${corpus_dir}" ] || die "stage 1: --corpus_dir is empty (set LIBRISPEECH=/path/to/LibriSpeech in run.sh)"
     [ -n "${train_splits}" ] && [ -n "${valid_splits}" ] || die "stage 1: --train_splits and --valid_splits are required"
-    ow=(); "${force}" && ow=(--overwrite)
     prep_one() {  # prep_one SET=SPLITS
-        local set=${1%%=*} splits=${1#*=}
+        local set=${1%%=*} splits=${1#*=} key
+        # shellcheck disable=SC2086
+        key="$(what_made prep_librispeech --corpus_dir "${corpus_dir}" --splits ${splits}) corpus:$(corpus_stamp ${splits})"
+        if is_done "${datadir}/${set}" "${key}"; then log "${datadir}/${set} is up to date: skipped"; return; fi
+        rm -f "${datadir}/${set}/.done"
         # shellcheck disable=SC2086
         run_logged "${expdir}/logs/data_prep.${set}.log" ${python} -m espnet_pcc.bin.prep_librispeech \
-            --corpus_dir "${corpus_dir}" --splits ${splits} --output_dir "${datadir}/${set}" "${ow[@]}"
+            --corpus_dir "${corpus_dir}" --splits ${splits} --output_dir "${datadir}/${set}" --overwrite
+        mark_done "${datadir}/${set}" "${key}"
     }
     prep_one "${train_set}=${train_splits}"
     prep_one "${valid_set}=${valid_splits}"
     for s in ${test_splits}; do prep_one "$(split2set "${s}")=${s}"; done
+    if [ -n "${speed_perturb_factors}" ]; then
+        # As ESPnet's asr.sh: the training set only, one copy per factor (ids sp<factor>-).
+        sp_dir="${datadir}/${train_base}"
+        # shellcheck disable=SC2086
+        key="$(what_made speed_perturb --factors ${speed_perturb_factors}) $(stamp "${datadir}/${train_set}")"
+        if is_done "${sp_dir}" "${key}"; then
+            log "${sp_dir} is up to date: skipped"
+        else
+            if "${force}"; then rm -rf "${sp_dir:?}"; fi
+            rm -f "${sp_dir}/.done"
+            # shellcheck disable=SC2086
+            run_logged "${expdir}/logs/speed_perturb.log" ${python} -m espnet_pcc.bin.speed_perturb \
+                --data_dir "${datadir}/${train_set}" --factors ${speed_perturb_factors} \
+                --output_dir "${sp_dir}" --nj "${nj}"
+            mark_done "${sp_dir}" "${key}"
+            log "${sp_dir}: $(wc -l <"${sp_dir}/text") utterances (speed factors ${speed_perturb_factors})"
+        fi
+    fi
     stage_end
 fi
 
 # ----------------------------------------------------------------------------- 2. canaries
+# After speed perturbation: each canary goes in exactly its repeat count times, never perturbed
+# (three speeds of a canary would triple its repeat count).
 if run_stage 2; then
     stage_begin 2 "Canaries: generate into ${canary_dir}, insert into ${datadir}/${train_used}"
     if "${use_canary}"; then
-        require "${datadir}/${train_set}/text" 1 "training data"
-        if "${force}"; then rm -rf "${datadir:?}/${train_used}"; fi
-        ow=(); "${force}" && ow=(--overwrite)
+        require "${datadir}/${train_base}/text" 1 "training data"
         # shellcheck disable=SC2086
-        run_logged "${expdir}/logs/make_canaries.log" ${python} -m espnet_pcc.bin.make_canaries \
-            --output_dir "${canary_dir}" --nj "${nj}" ${canary_opts} "${ow[@]}"
-        run_logged "${expdir}/logs/insert_canaries.log" ${python} -m espnet_pcc.bin.insert_canaries \
-            --train_dir "${datadir}/${train_set}" --canary_dir "${canary_dir}" \
-            --output_dir "${datadir}/${train_used}"
+        key=$(what_made make_canaries ${canary_opts})
+        if is_done "${canary_dir}" "${key}"; then
+            log "${canary_dir} is up to date: skipped"
+        else
+            rm -f "${canary_dir}/.done"
+            # shellcheck disable=SC2086
+            run_logged "${expdir}/logs/make_canaries.log" ${python} -m espnet_pcc.bin.make_canaries \
+                --output_dir "${canary_dir}" --nj "${nj}" ${canary_opts} --overwrite
+            mark_done "${canary_dir}" "${key}"
+        fi
+        key="$(what_made insert_canaries) $(stamp "${datadir}/${train_base}" "${canary_dir}" "${canary_dir}/canaries")"
+        if is_done "${datadir}/${train_used}" "${key}"; then
+            log "${datadir}/${train_used} is up to date: skipped"
+        else
+            rm -rf "${datadir:?}/${train_used}"
+            run_logged "${expdir}/logs/insert_canaries.log" ${python} -m espnet_pcc.bin.insert_canaries \
+                --train_dir "${datadir}/${train_base}" --canary_dir "${canary_dir}" \
+                --output_dir "${datadir}/${train_used}"
+            mark_done "${datadir}/${train_used}" "${key}"
+        fi
         # The control set of canary accuracy: the first N references (ids are in generation
         # order and every reference is an independent draw, so the first N are a random sample).
-        key=$(what_made head -n "${num_decoded_references}" "$(md5sum <"${canary_dir}/references/text")")
+        key="$(what_made head -n "${num_decoded_references}") $(stamp "${canary_dir}/references")"
         if ! is_done "${refs_sample_dir}" "${key}"; then
             tmp="${refs_sample_dir}.tmp"; _tmps+=("${tmp}")
             rm -rf "${tmp}"; mkdir -p "${tmp}"
@@ -287,7 +416,7 @@ if run_stage 2; then
             mark_done "${refs_sample_dir}" "${key}"
         fi
     else
-        log "use_canary=false: training on ${datadir}/${train_set} as is"
+        log "use_canary=false: training on ${datadir}/${train_base} as is"
     fi
     stage_end
 fi
@@ -296,7 +425,8 @@ fi
 if run_stage 3; then
     stage_begin 3 "Token list (${token_tag}) from ${datadir}/${train_set}/text"
     require "${datadir}/${train_set}/text" 1 "training text"
-    key=$(what_made "${token_type}" "${bpemode}" "${nbpe}" "$(md5sum <"${datadir}/${train_set}/text")")
+    # The tokenizer sees the corpus text once: no speed-perturbed copies, no canaries.
+    key="$(what_made "${token_type}" "${bpemode}" "${nbpe}") $(stamp "${datadir}/${train_set}/text")"
     if is_done "${token_dir}" "${key}"; then
         log "${token_list} exists: skipped"
     else
@@ -348,8 +478,8 @@ if run_stage 4; then
     require "${datadir}/${train_used}/wav.scp" 2 "training data with canaries"
     require "${datadir}/${valid_set}/wav.scp" 1 "validation data"
     require "${token_list}" 3 "token list"
-    key=$(what_made "${first_config}" "${asr_args}" "$(md5sum <"${datadir}/${train_used}/wav.scp")" \
-        "$(md5sum <"${datadir}/${valid_set}/wav.scp")" "$(md5sum <"${token_list}")")
+    # shellcheck disable=SC2086
+    key="$(what_made "${first_config}" ${asr_args}) $(stamp "${datadir}/${train_used}" "${datadir}/${valid_set}" "${token_dir}")"
     if is_done "${asr_stats_dir}" "${key}"; then
         log "${asr_stats_dir} exists: skipped"
     else
@@ -365,7 +495,7 @@ if run_stage 4; then
         # variants share it. One job per split, in parallel.
         stats_one() {
             # shellcheck disable=SC2086
-            run_logged "${tmp}/logdir/stats.$1.log" ${python} -m espnet_pcc.bin.asr_train \
+            run_logged --cmd "${train_cmd}" "${tmp}/logdir/stats.$1.log" ${python} -m espnet_pcc.bin.asr_train \
                 --collect_stats true --use_preprocessor true "${token_opts[@]}" \
                 --non_linguistic_symbols none --cleaner none --g2p none \
                 --train_data_path_and_name_and_type "${datadir}/${train_used}/wav.scp,speech,sound" \
@@ -405,24 +535,35 @@ if run_stage 5; then
         [ -n "${cuda_cmd}" ] || die "stage 5: --num_nodes ${num_nodes} needs --cuda_cmd (e.g. 'slurm.pl --gpu ${ngpu}')"
         launcher=(${python} -m espnet2.bin.launch --cmd "${cuda_cmd}" --ngpu "${ngpu}" --num_nodes "${num_nodes}"
                   --multiprocessing_distributed "${multiprocessing_distributed}")
-    elif [ -n "${dist_launcher}" ] && [ -n "${cuda_cmd}" ]; then
-        read -r -a launcher <<<"${cuda_cmd}"
     fi
     dist_opts=(--ngpu "${ngpu}" --multiprocessing_distributed "${multiprocessing_distributed}")
     [ -n "${dist_launcher}" ] && dist_opts+=(--dist_launcher "${dist_launcher}")
     [ -n "${dist_init_method}" ] && dist_opts+=(--dist_init_method "${dist_init_method}")
     fold_opts=(); for f in ${fold_length}; do fold_opts+=(--fold_length "${f}"); done
     train_one() {
-        local asr_exp="${expdir}/$1" config="${asr_config[$1]}" cmd t0 msg key seed_opts=()
+        local asr_exp="${expdir}/$1" config="${asr_config[$1]}" cmd t0 key aside seed_opts=()
         [ -n "${asr_seed[$1]}" ] && seed_opts=(--seed "${asr_seed[$1]}")
         "${force}" && rm -rf "${asr_exp}"
+        # What makes the model: the config's contents, the options that change it (the number of
+        # ranks changes the cores per step) and the stamps of the data, tokens and statistics.
         # shellcheck disable=SC2086
-        key=$(what_made "${config}" "${seed_opts[@]}" ${asr_args})
+        key="$(what_made "${config}" "${seed_opts[@]}" ${asr_args} "${fold_opts[@]}" --normalize "${feats_normalize}" \
+            --ngpu "${ngpu}" --num_nodes "${num_nodes}" --multiprocessing_distributed "${multiprocessing_distributed}") \
+$(stamp "${datadir}/${train_used}" "${datadir}/${valid_set}" "${token_dir}" "${asr_stats_dir}" "${asr_stats_dir}/train/feats_stats.npz")"
         if is_done "${asr_exp}" "${key}" && [ -e "${asr_exp}/${inference_asr_model}" ]; then
             log "${asr_exp} is trained: skipped"; return
         fi
+        # --resume true continues only a run of these very settings (interrupted, or finished
+        # without ${inference_asr_model}); a model made by anything else is set aside, not
+        # resumed under other settings.
+        if [ -d "${asr_exp}" ] && [ "$(cat "${asr_exp}/.done" 2>/dev/null || cat "${asr_exp}/.started" 2>/dev/null)" != "${key}" ]; then
+            aside="${asr_exp}.replaced.$(date +%Y%m%dT%H%M%S)"
+            mv "${asr_exp}" "${aside}"
+            log "${asr_exp} was made with other settings (data, config or options): moved to ${aside}; training anew"
+        fi
         log "training ${asr_exp} (config ${config}; log ${asr_exp}/train.log)"
         mkdir -p "${asr_exp}"; rm -f "${asr_exp}/.done"
+        printf '%s\n' "${key}" >"${asr_exp}/.started"
         cmd=("${launcher[@]}")
         if [ "${num_nodes}" -gt 1 ]; then
             cmd+=(--log "${asr_exp}/train.log" --init_file_prefix "${asr_exp}/.dist_init_" --)
@@ -447,11 +588,10 @@ if run_stage 5; then
         if [ "${num_nodes}" -gt 1 ]; then
             "${cmd[@]}" || die "stage 5: training ${asr_exp} failed (log: ${asr_exp}/train.log)"
         else
-            # append: a resumed run keeps the earlier epochs' lines (the report reads them)
-            if ! { echo "# ${cmd[*]}"; "${cmd[@]}"; } >>"${asr_exp}/train.log" 2>&1; then
-                msg=$(grep -E "error: |Error" "${asr_exp}/train.log" | tail -n 1 || true)
-                die "stage 5: training ${asr_exp} failed: ${msg} (log: ${asr_exp}/train.log)"
-            fi
+            # --append: a resumed run keeps the earlier epochs' lines (the report reads them);
+            # --progress: one line per epoch on the terminal while the log takes the rest.
+            run_logged --cmd "${train_job_cmd}" --gpu "${ngpu}" --append --progress \
+                --what ": training ${asr_exp}" "${asr_exp}/train.log" "${cmd[@]}"
         fi
         [ -e "${asr_exp}/${inference_asr_model}" ] || die "stage 5: ${asr_exp}/${inference_asr_model} not written (log: ${asr_exp}/train.log)"
         echo "$(( $(date +%s) - t0 ))" >"${asr_exp}/train_seconds"
@@ -488,9 +628,14 @@ if run_stage 6; then
         local tag=${1%%/*} model=${1#*/}
         local asr_exp="${expdir}/${tag}" decode_dir="${expdir}/${tag}/$(decode_tag "${model}")"
         local todo=() s f n_utt _nj logdir key
-        key=$(what_made "$(cat "${asr_exp}/.done")" "${model}" "${inference_config}" "${inference_args}")
+        declare -A set_key
+        # What makes the hypotheses: the decoding options and the stamps of the model file (a
+        # retrained model is another input), its config, the tokens and the decoded set.
+        # shellcheck disable=SC2086
+        key="$(what_made "${inference_config}" ${inference_args}) $(stamp "${asr_exp}/config.yaml" "${asr_exp}/${model}" "${token_dir}")"
         for s in $(decode_sets "${model}"); do
-            is_done "${decode_dir}/${s}" "${key}" || todo+=("${s}")
+            set_key[${s}]="${key} $(stamp "${set_dir[${s}]}")"
+            is_done "${decode_dir}/${s}" "${set_key[${s}]}" || todo+=("${s}")
         done
         if [ ${#todo[@]} -eq 0 ]; then log "${decode_dir}: all sets decoded: skipped"; return; fi
         # One process per job decodes its share of every set (imports once: ~20 s each).
@@ -508,9 +653,13 @@ if run_stage 6; then
                 sets+=(--set "${set_dir[${s}]}/wav.scp" "${decode_dir}/${s}/logdir/keys.$1.scp"
                        "${decode_dir}/${s}/logdir/output.$1")
             done
-            "${gpu_inference}" && export CUDA_VISIBLE_DEVICES=${gpus[$(( ($1 - 1) % ${#gpus[@]} ))]}
+            # Here (no job command), job n sees one GPU; a job command's scheduler assigns them.
+            if "${gpu_inference}" && [ -z "${infer_job_cmd}" ]; then
+                export CUDA_VISIBLE_DEVICES=${gpus[$(( ($1 - 1) % ${#gpus[@]} ))]}
+            fi
             # shellcheck disable=SC2086
-            run_logged "${decode_dir}/logdir/asr_inference.$1.log" ${python} -m espnet_pcc.bin.decode \
+            run_logged --cmd "${infer_job_cmd}" --gpu "${ngpu_dec}" "${decode_dir}/logdir/asr_inference.$1.log" \
+                ${python} -m espnet_pcc.bin.decode \
                 --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${model}" \
                 --config "${inference_config}" --ngpu "${ngpu_dec}" "${sets[@]}" -- ${inference_args}
         }
@@ -521,7 +670,7 @@ if run_stage 6; then
                 cat "${decode_dir}/${s}"/logdir/output.*/1best_recog/${f} 2>/dev/null | LC_ALL=C sort >"${decode_dir}/${s}/.${f}.tmp" || true
                 mv "${decode_dir}/${s}/.${f}.tmp" "${decode_dir}/${s}/${f}"
             done
-            mark_done "${decode_dir}/${s}" "${key}"
+            mark_done "${decode_dir}/${s}" "${set_key[${s}]}"
         done
         log "${decode_dir}: decoded ${todo[*]}"
     }
@@ -551,10 +700,12 @@ if run_stage 7; then
             done
         fi
         [ -n "${canary_sets}" ] || return 0
-        key=$(cat "${decode_dir}/canaries/.done")
-        is_done "${decode_dir}/canary_accuracy" "${key}" && return 0
         local hyps=(--hyp_text "${decode_dir}/canaries/text")
-        [[ " ${canary_sets} " == *" references "* ]] && hyps+=("${decode_dir}/references/text")
+        key="$(cat "${decode_dir}/canaries/.done") $(stamp "${canary_dir}/manifest.json")"
+        if [[ " ${canary_sets} " == *" references "* ]]; then
+            hyps+=("${decode_dir}/references/text"); key+=" $(cat "${decode_dir}/references/.done")"
+        fi
+        is_done "${decode_dir}/canary_accuracy" "${key}" && return 0
         run_logged "${decode_dir}/canary_accuracy.log" ${python} -m espnet_pcc.bin.score_canary_accuracy \
             --canary_dir "${canary_dir}" "${hyps[@]}" --output_dir "${decode_dir}/canary_accuracy"
         mark_done "${decode_dir}/canary_accuracy" "${key}"
@@ -570,7 +721,7 @@ if run_stage 8; then
     if "${use_canary}"; then
         need_configs
         require "${canary_dir}/manifest.json" 2 "canaries"
-        dev_opts=(); "${gpu_inference}" && dev_opts=(--device cuda)
+        dev_opts=(); ngpu_dec=0; if "${gpu_inference}"; then dev_opts=(--device cuda); ngpu_dec=1; fi
         for job in $(scored_jobs); do
             require "${expdir}/${job}" 5 "trained model (keep_nbest_models >= max_epoch keeps every <N>epoch.pth)"
         done
@@ -579,10 +730,11 @@ if run_stage 8; then
             local asr_exp="${expdir}/${tag}"
             out="${asr_exp}/exposure"; [ "${model}" = "${inference_asr_model}" ] || out+="_${model%.pth}"
             # shellcheck disable=SC2086
-            key=$(what_made "$(cat "${asr_exp}/.done")" "${model}" "$(md5sum <"${canary_dir}/manifest.json")" ${exposure_args})
+            key="$(what_made ${exposure_args}) $(stamp "${asr_exp}/config.yaml" "${asr_exp}/${model}" "${canary_dir}" \
+                "${canary_dir}/canaries" "${canary_dir}/references")"
             if is_done "${out}" "${key}"; then log "${out}: skipped"; return; fi
             # shellcheck disable=SC2086
-            run_logged "${out}.log" ${python} -m espnet_pcc.bin.score_exposure \
+            run_logged --cmd "${infer_job_cmd}" --gpu "${ngpu_dec}" "${out}.log" ${python} -m espnet_pcc.bin.score_exposure \
                 --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${model}" \
                 --canary_dir "${canary_dir}" --output_dir "${out}" "${dev_opts[@]}" ${exposure_args}
             mark_done "${out}" "${key}"
@@ -615,6 +767,39 @@ if run_stage 9; then
         --notes "${results_notes}" "${report_opts[@]}"
     grep '^|' "${expdir}/logs/report.log" || true
     log "wrote ${results_md} and ${results_png}"
+    stage_end
+fi
+
+# ----------------------------------------------------------------------------- 10. pack
+# A model to share, as ESPnet's asr.sh packs it: config, model, BPE model, feature statistics,
+# in one zip that stock espnet2 loads (espnet2.bin.pack asr; Speech2Text after unpacking).
+if run_stage 10; then
+    stage_begin 10 "Packing each model: espnet2.bin.pack asr -> \${expdir}/<model>/pack/*.zip"
+    need_configs
+    require "${token_list}" 3 "token list"
+    pack_opts=()
+    if [ "${feats_normalize}" = global_mvn ]; then
+        require "${asr_stats_dir}/train/feats_stats.npz" 4 "feature statistics"
+        pack_opts+=(--option "${asr_stats_dir}/train/feats_stats.npz")
+    fi
+    [ "${token_type}" = bpe ] && pack_opts+=(--option "${bpemodel}")
+    for tag in "${asr_tags[@]}"; do
+        require "${expdir}/${tag}/${inference_asr_model}" 5 "trained model"
+    done
+    pack_one() {  # pack_one TAG
+        local asr_exp="${expdir}/$1" out key zip tmp
+        out="${asr_exp}/pack"; zip="$1_${inference_asr_model%.pth}.zip"
+        key="$(what_made pack "${pack_opts[@]}") $(stamp "${asr_exp}/config.yaml" "${asr_exp}/${inference_asr_model}")"
+        if is_done "${out}" "${key}"; then log "${out}/${zip}: skipped"; return; fi
+        tmp="${out}.tmp"; rm -rf "${tmp}"; mkdir -p "${tmp}"
+        run_logged "${tmp}/pack.log" ${python} -m espnet2.bin.pack asr \
+            --asr_train_config "${asr_exp}/config.yaml" --asr_model_file "${asr_exp}/${inference_asr_model}" \
+            "${pack_opts[@]}" --outpath "${tmp}/${zip}"
+        rm -rf "${out}"; mv "${tmp}" "${out}"
+        mark_done "${out}" "${key}"
+        log "${out}/${zip} written"
+    }
+    fan_out "${model_jobs}" "packing" pack_one "${asr_tags[@]}"
     stage_end
 fi
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # LibriSpeech 100 h: baseline vs PCC vs APCC (WER + canary exposure). Stages: ./pcc_asr.sh --help
 set -euo pipefail
+# path.sh (OMP_NUM_THREADS=1 ... as ESPnet) and cmd.sh (job commands: cmd_backend=slurm ...)
+# are read by pcc_asr.sh.
 
-# The extracted corpus (as in ESPnet's db.sh): ${LIBRISPEECH}/{train-clean-100,dev-clean,...}
-LIBRISPEECH=${LIBRISPEECH:-downloads/LibriSpeech}
+# The corpus as ESPnet's db.sh has it: LIBRISPEECH=downloads holds LibriSpeech/{train-clean-100,...};
+# the extracted LibriSpeech/ directory itself is accepted too.
+LIBRISPEECH=${LIBRISPEECH:-downloads}
 
 asr_configs="conf/train_asr_conformer_baseline.yaml conf/train_asr_conformer_pcc.yaml conf/train_asr_conformer_apcc.yaml"
 inference_config=conf/decode_asr.yaml
@@ -11,6 +14,7 @@ inference_config=conf/decode_asr.yaml
 ./pcc_asr.sh \
     --corpus_dir "${LIBRISPEECH}" \
     --train_set train_clean_100 --train_splits "train-clean-100" \
+    --speed_perturb_factors "0.9 1.0 1.1" \
     --valid_set dev --valid_splits "dev-clean dev-other" \
     --test_splits "dev-clean dev-other test-clean test-other" \
     --canary_opts "--text_case upper --num_words 6 --repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 2000 --speed 1.6 --seed 0" \
