@@ -80,6 +80,11 @@ class Mode:
     models: List[StudyModel]
 
     @property
+    def config(self) -> str:
+        """The mode as the tables name it: its training config (the tag less ``asr_``)."""
+        return self.name[len("asr_"):] if self.name.startswith("asr_") else self.name
+
+    @property
     def label(self) -> str:
         return self.models[0].result.label
 
@@ -278,7 +283,7 @@ class Study:
         for mode in self.modes:
             last = [valid_losses(m)[-1] for m in mode.models if valid_losses(m)]
             sps_ = [m.result.sec_per_step for m in mode.models if m.result.sec_per_step]
-            rows.append([mode.name, mode.label, " ".join(str(s) for s in mode.seeds if s is not None) or "-"]
+            rows.append([mode.config, mode.label, " ".join(str(s) for s in mode.seeds if s is not None) or "-"]
                         + [wer_interval(mode, s).fmt(1) for s in self.test_sets]
                         + [stats.seed_interval(last).fmt(3),
                            f"{np.mean(sps_):.3f}" if sps_ else "-"])
@@ -290,7 +295,7 @@ class Study:
         rows = []
         for mode in self.modes:
             vals = {c: self.per_canary(mode, measure, ids, checkpoint) for c, ids in groups.items()}
-            rows.append([mode.name] + [stats.bootstrap_interval(v).fmt(digits) for v in vals.values()])
+            rows.append([mode.config] + [stats.bootstrap_interval(v).fmt(digits) for v in vals.values()])
         return _table(head, rows)
 
     def accuracy_table(self) -> str:
@@ -301,7 +306,7 @@ class Study:
         rows = []
         for mode in self.modes:
             refs = self.per_canary(mode, "cer", self.reference_ids)
-            row = [mode.name, stats.bootstrap_interval(100 * refs).fmt(1)]
+            row = [mode.config, stats.bootstrap_interval(100 * refs).fmt(1)]
             row += [stats.bootstrap_interval(100 * self.per_canary(mode, "cer", ids)).fmt(1)
                     for ids in groups.values()]
             row.append(stats.bootstrap_interval(self.per_canary(mode, "exact", groups[top])).fmt(2))
@@ -322,7 +327,7 @@ class Study:
                     a = self.per_canary(mode, measure, ids, checkpoint, seeds)
                     b = self.per_canary(self.baseline, measure, ids, checkpoint, seeds)
                 res = stats.paired_comparison(scale * a, scale * b)
-                rows.append([mode.name, _count_label(c), str(res.n), f"{res.mean_a:.2f}",
+                rows.append([mode.config, _count_label(c), str(res.n), f"{res.mean_a:.2f}",
                              f"{res.mean_b:.2f}", res.difference.fmt(2), _p(res.p_value),
                              f"{res.effect_size:.2f}"])
         return rows
@@ -335,7 +340,7 @@ class Study:
         head = ["mode"] + [f"epoch {e}" for e in range(1, n_ep + 1)]
         rows = []
         for mode in self.modes:
-            row = [mode.name]
+            row = [mode.config]
             for e in range(n_ep):
                 v = [valid_losses(m)[e] for m in mode.models if e < len(valid_losses(m))]
                 row.append(stats.seed_interval(v).fmt(2))
@@ -388,7 +393,7 @@ def build(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
 
 def markdown(study: Study, plot_name: Optional[str] = None) -> str:
     """The comparison section of RESULTS.md: utility, memorisation, paired tests, equal utility."""
-    b = study.baseline.name
+    b = study.baseline.config
     parts = [
         "### Utility", "",
         "WER in % (mean [95 % interval]: t over seeds; one seed: bootstrap over test utterances); "
@@ -455,18 +460,18 @@ def plot(study: Study, out_png: Path) -> None:
         ivs = [stats.bootstrap_interval(study.per_canary(mode, "rank_exposure", groups[c])) for c in counts]
         ax_exp.errorbar([c * 2 ** off for c in counts], [i.value for i in ivs],
                         yerr=np.array([[i.value - i.low, i.high - i.value] for i in ivs]).T,
-                        marker="o", capsize=3, label=mode.name)
+                        marker="o", capsize=3, label=mode.config)
         if study.canary_accuracy:
             ivs = [stats.bootstrap_interval(100 * study.per_canary(mode, "cer", groups[c])) for c in counts]
             ax_cer.errorbar([c * 2 ** off for c in counts], [i.value for i in ivs],
                             yerr=np.array([[i.value - i.low, i.high - i.value] for i in ivs]).T,
-                            marker="o", capsize=3, label=mode.name)
+                            marker="o", capsize=3, label=mode.config)
             ref = stats.bootstrap_interval(100 * study.per_canary(mode, "cer", study.reference_ids))
             ax_cer.axhline(ref.value, ls=":", color=ax_cer.lines[-1].get_color(), lw=1)
         n_ep = max(len(valid_losses(m)) for m in mode.models)
         vs = [stats.seed_interval([valid_losses(m)[e] for m in mode.models if e < len(valid_losses(m))])
               for e in range(n_ep)]
-        ax_val.plot(range(1, n_ep + 1), [v.value for v in vs], marker=".", label=mode.name)
+        ax_val.plot(range(1, n_ep + 1), [v.value for v in vs], marker=".", label=mode.config)
         if all(math.isfinite(v.low) for v in vs):
             ax_val.fill_between(range(1, n_ep + 1), [v.low for v in vs], [v.high for v in vs], alpha=0.15)
         if study.score_epochs:
@@ -475,12 +480,12 @@ def plot(study: Study, out_png: Path) -> None:
                 xs.append(np.mean([valid_losses(m)[e - 1] for m in mode.models]))
                 ys.append(np.mean(study.per_canary(mode, "rank_exposure", groups[POOLED],
                                                    lambda m, e=e: m.epochs[e])))
-            ax_traj.plot(xs, ys, marker="o", label=mode.name)
+            ax_traj.plot(xs, ys, marker="o", label=mode.config)
         wer = wer_interval(mode, study.test_sets[-1])
         for ax, c in ((ax_pu, 16 if 16 in counts else counts[-1]), (ax_pu2, POOLED)):
             mem = stats.bootstrap_interval(study.per_canary(mode, "rank_exposure", groups[c]))
             ax.errorbar([wer.value], [mem.value], xerr=err(wer), yerr=err(mem), marker="o",
-                        capsize=3, label=mode.name)
+                        capsize=3, label=mode.config)
     ax_exp.set_xscale("log", base=2)
     ax_exp.set(xlabel="canary repeat count", ylabel="mean rank exposure (bits)",
                title="Exposure (95 % CI over canaries)")

@@ -38,7 +38,7 @@ def test_tiny_study_end_to_end(tmp_path: Path):
     seed0 = (exp / TAGS[0] / "exposure" / "exposure.json").read_bytes()
     assert seed0 != (exp / TAGS[1] / "exposure" / "exposure.json").read_bytes()
     results = (exp / "RESULTS.md").read_text()
-    assert "|asr_train_asr_tiny_baseline|global (C=5.0)|0 1|" in results
+    assert "|train_asr_tiny_baseline|global (C=5.0)|0 1|" in results
     assert "### At equal utility" in results and "### Against the baseline" in results
     assert (exp / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
 

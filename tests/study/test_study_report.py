@@ -99,7 +99,7 @@ def test_paired_exposure_difference_by_hand(tmp_path: Path):
     rows = {r[1]: r for r in study.paired_rows("rank_exposure")}
     # every canary lower by 1 + 0.5 i: d = -(1, 1.5, 2, 2.5); all negative -> exact p = 2/16
     pooled = rows["all"]
-    assert pooled[0] == "asr_pcc" and pooled[2] == "4"
+    assert pooled[0] == "pcc" and pooled[2] == "4"
     assert pooled[5].startswith("-1.75 [")
     assert float(pooled[6]) == pytest.approx(0.125)
     assert pooled[7] == f"{-1.75 / 0.6454972:.2f}"  # d_z = mean / sd(ddof=1)
@@ -117,14 +117,14 @@ def test_equal_utility_level_and_interpolation_by_hand(tmp_path: Path):
     level, text = study.equal_utility()
     assert level == 8.0
     # base: (2 + 1.8) / 2 = 1.9; pcc: (2 + 1.75) / 2 = 1.875
-    assert "|asr_pcc|all|4|1.88|1.90|-0.02 [-0.02, -0.02]|0.1250|" in text  # -0.025 each
+    assert "|pcc|all|4|1.88|1.90|-0.02 [-0.02, -0.02]|0.1250|" in text  # -0.025 each
 
 
 def test_accuracy_table_has_references_as_control(tmp_path: Path):
     study = build(make_study(tmp_path))
     table = study.accuracy_table().splitlines()
     assert table[0] == "|mode|references CER|CER x1|CER x16|CER all|exact x16|"
-    assert table[2].startswith("|asr_base|90.0 [90.0, 90.0]|10.0 [10.0, 10.0]|")
+    assert table[2].startswith("|base|90.0 [90.0, 90.0]|10.0 [10.0, 10.0]|")
 
 
 def test_report_cli_writes_study_sections_and_plot(tmp_path: Path, capsys):
@@ -136,7 +136,7 @@ def test_report_cli_writes_study_sections_and_plot(tmp_path: Path, capsys):
                      "--canary_accuracy", "true", "--epoch_decode_tag", EPOCH_DECODE])
     text = md.read_text()
     for section in ("### Utility", "### Memorisation: exposure of the final model",
-                    "### Memorisation: canary transcription", "### Against the baseline (asr_base)",
+                    "### Memorisation: canary transcription", "### Against the baseline (base)",
                     "### Validation loss per epoch", "### At equal utility", "### Per model"):
         assert section in text, section
     assert (tmp_path / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
