@@ -175,7 +175,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         pcc = state_dict.pop("pcc", None)
         self.original_optimizer.load_state_dict(state_dict)
-        self._core_norms = []
+        self._reset_accumulation()
         pending = None if pcc is None else pcc.get("pending")
         if pending is None:
             return
@@ -194,7 +194,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         if ref is not None and self._flat is not None:
             # Ranks add their sums, so under DDP r is 1.
             torch._foreach_div_([s for s in self._sums if s is not None], ref.to(device))
-            ref = None
+            ref = torch.ones(())
         self._ref = None if ref is None else ref.to(device)
         self._core_norms = list(pending["core_norms"].to(device))
 

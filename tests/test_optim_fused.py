@@ -148,6 +148,7 @@ def test_nonfinite_first_core_poisons_an_apcc_step():
     loss(model, b).backward()
     opt.add_core()
     assert opt.reduce_cores().nonfinite_cores == 1
+    assert model.body[0].weight.grad is not None
     assert all(torch.isnan(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
@@ -204,7 +205,7 @@ EXTRA = (3,)
 DDP_CASES = MODES + [("per_core", 0.5, 1024.0), ("adaptive_per_core", None, 1024.0)]
 
 
-def _ddp_worker(rank, world_size, init_file, out):
+def _ddp_worker(rank, world_size, init_file, out, checkpoint):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world_size)
@@ -232,7 +233,19 @@ def _ddp_worker(rank, world_size, init_file, out):
         for k, core in enumerate(mine):
             (loss(model, core) * (math.inf if rank == 1 and k == 0 else 1.0)).backward()
             opt.add_core()
-        results.append(([p.grad for p in model.parameters()], opt.reduce_cores(), None))
+        reduction = opt.reduce_cores()
+        results.append(([p.grad for p in model.parameters()], reduction, None))
+        # Rank 0 resumes its cores from a one-process APCC checkpoint (there r = ‖g_1‖,
+        # under DDP r = 1) and reduces without adding any.
+        model = Net()
+        opt = wrap(model, "adaptive_per_core", None)
+        if rank == 0:
+            opt.load_state_dict(torch.load(checkpoint, weights_only=False))
+            reduction = opt.reduce_cores()
+            results.append(([p.grad for p in model.parameters()], reduction, None))
+        else:
+            results.append(streamed(model, opt, [all_cores[k] for k in RANK_CORES[rank]])
+                           + (None,))
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.all_reduce = all_reduce
@@ -242,7 +255,14 @@ def _ddp_worker(rank, world_size, init_file, out):
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp_fused")
-    mp.spawn(_ddp_worker, args=(2, str(tmp / "init"), str(tmp / "out")), nprocs=2, join=True)
+    model = Net()  # rank 0's cores in one process, pending in a checkpoint
+    opt = wrap(model, "adaptive_per_core", None)
+    for core in [cores(5, extra=EXTRA)[k] for k in RANK_CORES[0]]:
+        loss(model, core).backward()
+        opt.add_core()
+    torch.save(opt.state_dict(), tmp / "checkpoint")
+    mp.spawn(_ddp_worker, args=(2, str(tmp / "init"), str(tmp / "out"), str(tmp / "checkpoint")),
+             nprocs=2, join=True)
     return [torch.load(f"{tmp / 'out'}.{rank}", weights_only=False) for rank in (0, 1)]
 
 
@@ -260,6 +280,14 @@ def test_ddp_one_all_reduce_and_the_reference_update(ddp_results, case):
 
 def test_ddp_nonfinite_core_on_one_rank_skips_on_both(ddp_results):
     for rank in (0, 1):
-        grads, reduction, _ = ddp_results[rank][-1]
+        grads, reduction, _ = ddp_results[rank][-2]
         assert reduction.nonfinite_cores == 1 and reduction.num_cores == 5
+        assert grads[0] is not None
         assert all(torch.isnan(g).all() for g in grads if g is not None)
+
+
+def test_ddp_resumes_pending_cores_of_a_one_process_checkpoint(ddp_results):
+    expected, stats = reference(Net(), cores(5, extra=EXTRA), "adaptive_per_core", None)
+    for rank in (0, 1):
+        grads, reduction, _ = ddp_results[rank][-1]
+        assert_matches(grads, expected, stats, reduction)
