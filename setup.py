@@ -16,23 +16,27 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["espnet_pcc", "espnet_pcc.*"]),
     python_requires=">=3.9",
-    # Exact working versions are pinned in constraints.txt (pip install -c constraints.txt).
+    # Lower bounds: the versions the test suite ran with (requirements-lock.txt pins every
+    # package of that environment; tools/install.sh installs exactly it). Older releases are
+    # not tested and not allowed.
     install_requires=[
-        "torch>=2.1",
-        "torchaudio>=2.1",
-        "espnet>=202402",
-        "setuptools<74",
-        "configargparse",
-        "kaldiio",
-        "sentencepiece",
-        "soundfile",
-        "scipy",
-        "tensorboard",  # espnet2 Trainer imports it unconditionally
-        "matplotlib",  # attention plots, our comparison plot
-        "wordfreq",  # canary / demo vocabulary
-        "jiwer",  # WER scoring
+        "torch>=2.11.0",
+        "torchaudio>=2.11.0",  # loads only beside the torch release it was built for
+        "espnet>=202511",
+        "setuptools>=65.5.0,<74",  # espnet 202511 needs setuptools<74
+        "configargparse>=1.9.0",
+        "kaldiio>=2.18.1",
+        "numpy>=2.4.6",
+        "pyyaml>=6.0.4",
+        "sentencepiece>=0.2.0",
+        "soundfile>=0.14.0",
+        "scipy>=1.17.1",
+        "tensorboard>=2.21.0",  # espnet2 Trainer imports it unconditionally
+        "matplotlib>=3.11.2",  # attention plots, our comparison plot
+        "wordfreq>=3.1.1",  # canary / demo vocabulary
+        "jiwer>=4.0.0",  # WER scoring
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest>=9.2.0"]},
     # Console scripts and plug-in groups: one list, in espnet_pcc/registry.py.
     entry_points=_registry["setup_entry_points"](),
 )
