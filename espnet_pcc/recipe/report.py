@@ -48,6 +48,7 @@ class ModelResult:
     exposure_extrapolated: Dict[int, float] = field(default_factory=dict)
     exposure_info: dict = field(default_factory=dict)
     epochs: List[Dict[str, Dict[str, float]]] = field(default_factory=list)
+    cores_per_step: Optional[int] = None
 
     @property
     def sec_per_step(self) -> Optional[float]:
@@ -64,6 +65,19 @@ class ModelResult:
         if int(c.get("num_cores", 1) or 1) > 1:
             extra.append(f"{c['num_cores']} cores")
         return self.clip + (f" ({', '.join(extra)})" if extra else "")
+
+
+def cores_per_step(cfg: dict) -> int:
+    """Cores (micro-batch shards with their own gradient) per optimizer step: ranks x
+    accum_grad x clip_conf.num_cores, from a trained model's config.yaml. The ranks are
+    espnet2's ``dist_world_size`` (set by its multi-GPU / multi-node launch); a config without
+    it ran as one process."""
+    ranks = cfg.get("dist_world_size")
+    if not ranks:
+        ngpu = int(cfg.get("ngpu") or 0)
+        ranks = ngpu if cfg.get("multiprocessing_distributed") and ngpu > 1 else 1
+    num_cores = (cfg.get("clip_conf") or {}).get("num_cores") or 1
+    return int(ranks) * int(cfg.get("accum_grad") or 1) * int(num_cores)
 
 
 def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
@@ -107,6 +121,7 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
         cfg = yaml.safe_load(cfg_path.read_text()) or {}
         r.clip = str(cfg.get("clip", "global"))
         r.clip_conf = cfg.get("clip_conf") or {}
+        r.cores_per_step = cores_per_step(cfg)
         if r.clip == "global" and r.clip_conf.get("max_norm") is None:
             r.clip_conf = {**r.clip_conf, "max_norm": cfg.get("grad_clip")}
         if (d / "train.log").is_file():
@@ -140,13 +155,14 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
     """One row per model: clipping, WER per set, mean exposure per repeat count, s/step."""
     counts = sorted({c for r in results for c in r.exposure})
     head = (["model", "clip"] + [f"WER {s}" for s in test_sets]
-            + [f"exposure x{c}" for c in counts] + ["s/step", "epochs"])
+            + [f"exposure x{c}" for c in counts] + ["s/step", "cores/step", "epochs"])
     lines = ["|" + "|".join(head) + "|", "|---" * len(head) + "|"]
     for r in results:
         row = [r.tag, r.label]
         row += [_fmt(r.wer.get(s, {}).get("wer", {}).get("Err")) for s in test_sets]
         row += [_fmt(r.exposure.get(c), 2) for c in counts]
-        row += [_fmt(r.sec_per_step, 3), str(len(r.epochs))]
+        row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
+                str(len(r.epochs))]
         lines.append("|" + "|".join(row) + "|")
     return "\n".join(lines)
 
@@ -186,7 +202,8 @@ def results_markdown(results: Sequence[ModelResult], test_sets: Sequence[str], d
                 f"{info.get('chance_rank_exposure', 0):.2f} bits on average (score: {info.get('score')}).")
     parts += ["WER in %. exposure x*n*: mean rank exposure (bits, log2(|R|+1) - log2 rank) of the canaries "
               "inserted *n* times." + expo + " s/step: ESPnet's train_time, seconds per optimizer step, "
-              "mean over epochs.", ""]
+              "mean over epochs. cores/step: the gradients clipped (per core) or averaged per "
+              "optimizer step, ranks x accum_grad x num_cores (it changes with --ngpu).", ""]
     if plot_name:
         parts += [f"![exposure and validation loss]({plot_name})", ""]
     for r in results:

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from espnet_pcc.bin import report as report_cli
-from espnet_pcc.recipe.report import ReportError, collect, comparison_table, parse_train_log
+from espnet_pcc.recipe.report import (ReportError, collect, comparison_table, cores_per_step,
+                                      parse_train_log)
 
 LOG = """\
 [vm] 2026-11-26 08:01:01,399 (trainer:394) INFO: 1epoch results: [train] iter_time=0.042, loss=58.156, grad_norm=112.231, train_time=1.763, time=12.92 seconds, total_count=15, [valid] loss_ctc=130.092, acc=0.050, loss=118.201, time=0.72 seconds, total_count=2
@@ -67,8 +68,8 @@ def test_report_end_to_end(tmp_path: Path, capsys):
     assert results[1].label == "per_core (C=1.0, 4 cores)"
     assert results[0].sec_per_step == pytest.approx((1.763 + 1.7) / 2)
     table = comparison_table(results, ["dev", "test"]).splitlines()
-    assert table[0] == "|model|clip|WER dev|WER test|exposure x1|exposure x16|s/step|epochs|"
-    assert table[3] == "|asr_pcc|per_core (C=1.0, 4 cores)|21.5|21.5|1.40|3.00|1.732|2|"
+    assert table[0] == "|model|clip|WER dev|WER test|exposure x1|exposure x16|s/step|cores/step|epochs|"
+    assert table[3] == "|asr_pcc|per_core (C=1.0, 4 cores)|21.5|21.5|1.40|3.00|1.732|4|2|"
 
     md, png = tmp_path / "RESULTS.md", tmp_path / "plot.png"
     report_cli.main(["--expdir", str(exp), "--asr_tags", "asr_base", "asr_pcc", "--decode_tag",
@@ -92,3 +93,14 @@ def test_missing_inputs_name_the_stage(tmp_path: Path):
         collect(exp, ["asr_base"], "decode_x", ["other"])
     with pytest.raises(ReportError, match=r"config.yaml missing \(produced by stage 5"):
         collect(exp, ["asr_nope"], "decode_x", ["dev"])
+
+
+@pytest.mark.parametrize("config, cores", [
+    ({}, 1),                                                       # one process, no accumulation
+    ({"accum_grad": 4, "clip_conf": {"num_cores": 2}}, 8),
+    ({"accum_grad": 4, "ngpu": 4, "dist_world_size": 4, "clip_conf": {"num_cores": 1}}, 16),
+    ({"accum_grad": 2, "ngpu": 2, "dist_world_size": 8, "clip_conf": {"num_cores": 3}}, 48),  # 4 nodes
+    ({"accum_grad": 4, "ngpu": 4, "multiprocessing_distributed": True, "dist_world_size": None}, 16),
+])
+def test_cores_per_step_is_ranks_x_accum_grad_x_num_cores(config, cores):
+    assert cores_per_step(config) == cores
