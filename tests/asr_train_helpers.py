@@ -37,15 +37,30 @@ def train_args(corpus, out, config_overrides=None, extra=()):
             "--token_type", "char", "--token_list", f"{corpus}/tokens.txt", *data, *extra]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:  # a free port (torchrun's port 0 does not rendezvous)
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def torchrun_asr_train(args: Sequence[str], nproc: int = 2) -> List[str]:
     """The command that runs espnet_pcc.bin.asr_train with `args` as `nproc` torchrun ranks on
     this host (pass --dist_backend gloo --multiprocessing_distributed false in `args`)."""
-    with socket.socket() as s:  # a free port (torchrun's port 0 does not rendezvous)
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
             "-m", "espnet_pcc.bin.asr_train", *args]
+
+
+def torchrun_nodes_asr_train(args: Sequence[str], nnodes: int = 2) -> List[List[str]]:
+    """One torchrun command per node (`--nnodes N --nproc_per_node 1`) that meet through a c10d
+    rendezvous on 127.0.0.1, as N nodes of a cluster would through their first node's address;
+    node 0 hosts the rendezvous store."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    return [[sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes),
+             "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", endpoint,
+             "--rdzv_id", "pcc-test", "--rdzv_conf", f"is_host={int(node == 0)}",
+             "--local_addr", "127.0.0.1", "--max_restarts", "0",
+             "-m", "espnet_pcc.bin.asr_train", *args] for node in range(nnodes)]
 
 
 def final_params(out):

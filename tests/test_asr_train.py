@@ -1,6 +1,7 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from asr_train_helpers import final_params, torchrun_asr_train, train_args, train_stats
+from asr_train_helpers import TINY_CONFIG, final_params, torchrun_asr_train, \
+    torchrun_nodes_asr_train, train_args, train_stats
 from espnet_pcc.bin import asr_train
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.distributed import DistTimeoutError
@@ -148,6 +150,65 @@ def test_torchrun_two_cpu_ranks(corpus, tmp_path):
     assert stats["num_cores"] == 2
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["distributed"] is True
+
+
+# Ranks draw different dropout masks than one process does: equal parameters need none.
+NO_DROPOUT = {
+    "encoder_conf": dict(TINY_CONFIG["encoder_conf"], dropout_rate=0.0,
+                         positional_dropout_rate=0.0, attention_dropout_rate=0.0),
+    "decoder_conf": dict(TINY_CONFIG["decoder_conf"], dropout_rate=0.0,
+                         positional_dropout_rate=0.0, self_attention_dropout_rate=0.0,
+                         src_attention_dropout_rate=0.0),
+}
+
+
+def test_torchrun_two_nodes_equal_one_process_with_two_cores(corpus, tmp_path):
+    """Multi-node: two torchrun nodes (`--nnodes 2 --nproc_per_node 1`) meeting through a c10d
+    rendezvous on the loopback address, per_core on gloo/CPU, end with the parameters of one
+    process that splits each batch into 2 cores."""
+    # 2-utterance batches: one utterance per rank, as in one core of the single process.
+    conf = {"clip": "per_core", "clip_conf": {"max_norm": 0.05}, "max_epoch": 1,
+            "batch_size": 2, **NO_DROPOUT}
+    nodes = tmp_path / "nodes"
+    args = train_args(corpus, nodes, conf,
+                      extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
+    logs = [tmp_path / f"node{node}.log" for node in range(2)]
+    procs = []
+    try:
+        for command, log in zip(torchrun_nodes_asr_train(args, nnodes=2), logs):
+            with open(log, "w") as f:
+                procs.append(subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 300
+        # A failed node leaves the other waiting for its exit barrier: stop at the first failure.
+        while (any(proc.poll() is None for proc in procs) and time.monotonic() < deadline
+               and not any(proc.poll() for proc in procs)):
+            time.sleep(0.5)
+        codes = [proc.poll() for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # torchrun passes it on to its worker
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert codes == [0, 0], "\n".join(log.read_text()[-3000:] for log in logs)
+    assert yaml.safe_load((nodes / "config.yaml").read_text())["distributed"] is True
+
+    single = tmp_path / "single"
+    asr_train.main(train_args(corpus, single, dict(conf, clip_conf={"max_norm": 0.05,
+                                                                     "num_cores": 2})))
+    for out in (nodes, single):
+        stats = train_stats(out, 1)
+        assert stats["num_cores"] == 2
+        assert stats["clip"] > 0  # the bound is active: clipping decides the update
+    a, b = final_params(single), final_params(nodes)
+    # atol 1e-5, not 1e-6: the attention key biases have a zero gradient up to rounding
+    # (softmax ignores a shift shared by all keys), and Adam turns that rounding noise into
+    # steps of ~1e-6; every other parameter agrees to 1e-6.
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
 @pytest.mark.parametrize("clip,clip_conf", [

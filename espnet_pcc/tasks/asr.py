@@ -97,3 +97,9 @@ class PCCASRTask(ASRTask):
             args = cls.check_args(args)
         with distributed.default_timeout(args.dist_timeout):
             super().main_worker(args)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # espnet2 leaves the process group to the interpreter's exit, where a torchrun
+            # worker of a multi-node (c10d rendezvous) job can abort in gloo's teardown
+            # ("terminate called without an active exception") after a finished run, failing
+            # the job; and the other node's agent then waits for its exit barrier.
+            torch.distributed.destroy_process_group()
