@@ -12,7 +12,8 @@ this group with a new name and loads it with ``load(OPTIMIZERS, name)`` (e.g. in
 ``PCCASRTask`` subclass).
 
 Console scripts: one ``espnet-pcc-<name>`` per ``espnet_pcc.bin.<name>`` CLI that a recipe
-runs (each also runs as ``python -m espnet_pcc.bin.<name>``).
+runs (each also runs as ``python -m espnet_pcc.bin.<name>``), and ``espnet-pcc-python``
+(``espnet_pcc.bin.python``: the interpreter for ESPnet's own ``asr.sh --python``).
 """
 from __future__ import annotations
 
@@ -32,8 +33,12 @@ PLUGINS: Dict[str, Dict[str, str]] = {
 CLI_MODULES = (
     "asr_train", "check_data", "decode", "insert_canaries", "make_canaries",
     "make_synth_corpus", "prep_librispeech", "report", "score_canary_accuracy",
-    "score_exposure", "score_wer", "train_bpe",
+    "score_exposure", "score_wer", "speed_perturb", "train_bpe",
 )
+
+# espnet_pcc.bin modules with a console script that hands its arguments on unparsed (no
+# argparse, no run_main): `python` is the interpreter with PCC's asr_train for asr.sh.
+PASS_THROUGH_MODULES = ("python",)
 
 
 def console_script(module: str) -> str:
@@ -42,7 +47,7 @@ def console_script(module: str) -> str:
 
 
 CONSOLE_SCRIPTS: Dict[str, str] = {
-    console_script(m): f"espnet_pcc.bin.{m}:main" for m in CLI_MODULES
+    console_script(m): f"espnet_pcc.bin.{m}:main" for m in CLI_MODULES + PASS_THROUGH_MODULES
 }
 
 
