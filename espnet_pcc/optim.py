@@ -72,17 +72,19 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     and DDP ranks), with C = ``clip_config.max_norm``:
 
     1. After each core's backward, :meth:`add_core` reads that core's gradient g_k from
-       ``p.grad`` once for ‖g_k‖, adds f_k·g_k to the sum Σ in one fused pass
-       (f_k = min(1, C/‖g_k‖); adaptive_per_core: r/‖g_k‖; none: 1) and releases
-       ``p.grad``.  A parameter's first gradient of the step is scaled in place and
-       becomes its part of Σ (under DDP: is written into one flat buffer).
+       ``p.grad`` once for ‖g_k‖, adds f_k·g_k/K̂ to the sum Σ in one fused pass
+       (f_k = min(1, C/‖g_k‖); none: 1) and releases ``p.grad``.  A parameter's first
+       gradient of the step is scaled in place and becomes its part of Σ (under DDP:
+       is written into one flat buffer).
     2. :meth:`reduce_cores` sums Σ over DDP ranks (one all-reduce, which also carries
-       the statistics) and writes u = Σ/K (adaptive_per_core: Σ · min_k‖g_k‖/(K·r))
-       into ``p.grad``.
+       the statistics) and writes u = Σ·K̂/K into ``p.grad``.
     3. :meth:`step` is the wrapped optimizer's step on u.
 
-    For adaptive_per_core, r is the norm of the step's first core in one process (that
-    core is kept as it is) and 1 under DDP (ranks add their sums, so they share r).
+    K̂ is the number of cores of the previous step (1 at first), so u costs no pass
+    over the gradients while K stays the same.  adaptive_per_core adds g_k·r/‖g_k‖
+    instead and writes u = Σ·min_k‖g_k‖/(K·r), with r the norm of the step's first
+    core in one process (that core is kept as it is) and 1 under DDP (ranks add their
+    sums, so they share r).
 
     The wrapper shares ``param_groups``, ``state`` and ``defaults`` with the wrapped
     optimizer, so LR schedulers and ``GradScaler`` see one optimizer; its
@@ -118,6 +120,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._sums: List[Optional[torch.Tensor]] = []  # per parameter; None: no gradient yet
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
+        self._divisor = 1  # K̂
 
     @property
     def mode(self) -> ClipMode:
@@ -166,7 +169,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         pending = None
         if self._core_norms:
             pending = {"sums": [None if s is None else s.clone() for s in self._sums],
-                       "core_norms": torch.stack(self._core_norms), "ref": self._ref}
+                       "core_norms": torch.stack(self._core_norms), "ref": self._ref,
+                       "divisor": self._divisor}
         state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending}
         return state
 
@@ -183,9 +187,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._start_step(params)
         device = params[0].device
         if "sums" in pending:
-            sums, ref = pending["sums"], pending["ref"]
-        else:  # written before issue 15: one flat buffer, APCC with r = 1
-            sums = _sums_of_flat_buffer(pending, params)
+            sums, ref, self._divisor = pending["sums"], pending["ref"], pending["divisor"]
+        else:  # written before issue 15: one flat buffer, K̂ = 1, APCC with r = 1
+            sums, self._divisor = _sums_of_flat_buffer(pending, params), 1
             ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
         for i, s in enumerate(sums):
             if s is not None:
@@ -246,9 +250,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             p.grad = None
 
     def _factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
-        """f_k of the core with norm ‖g_k‖; None where f_k is 1 by construction."""
-        if self.mode is ClipMode.NONE:
-            return None
+        """What the core of norm ‖g_k‖ is multiplied by in Σ; None where that is 1."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
             norm = norm.clamp_min(_TINY)
             if self._ref is None:  # the step's first core sets r
@@ -257,7 +259,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                     return None
                 self._ref = torch.ones_like(norm)
             return self._ref / norm
-        return clip_factor(norm, self.max_norm)
+        factor = None if self.mode is ClipMode.NONE else clip_factor(norm, self.max_norm)
+        if self._divisor == 1:
+            return factor
+        return (torch.ones_like(norm) if factor is None else factor) / self._divisor
 
     def _accumulate(self, used: List[int], grads: List[torch.Tensor],
                     factor: Optional[torch.Tensor]) -> None:
@@ -317,7 +322,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             scale = bound / (num_cores * self._ref.item())
         else:
             bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
-            scale = 1.0 / num_cores
+            scale = self._divisor / num_cores
         if nonfinite:
             scale = math.nan  # every rank skips the step
         grads = [s for s, u in zip(sums, used) if u]
@@ -329,6 +334,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                 p.grad = s if s.dtype == p.dtype else s.to(p.dtype)
         # Σ now backs p.grad until zero_grad(); the next step starts a new one.
         self._reset_accumulation()
+        self._divisor = int(num_cores)
         return CoreReduction(
             num_cores=int(num_cores), bound=bound, norm_min=norm_min,
             norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,

@@ -197,6 +197,36 @@ def test_pending_state_does_not_alias_the_loaded_checkpoint():
         assert (before is None and after is None) or torch.equal(before, after)
 
 
+@pytest.mark.parametrize("mode,max_norm", MODES)
+def test_steps_of_changing_size(mode, max_norm):
+    # Cores are added divided by the last step's K: exact whether K changes or not.
+    model = Net()
+    opt = wrap(model, mode, max_norm)
+    for k, n in enumerate((4, 3, 3, 1, 2)):
+        step_cores = cores(n, seed=10 + k, extra=(1,))
+        expected, stats = reference(model, step_cores, mode, max_norm)
+        grads, reduction = streamed(model, opt, step_cores)
+        assert_matches(grads, expected, stats, reduction)
+        opt.zero_grad()
+
+
+@pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None)])
+def test_pending_cores_keep_the_divisor_of_their_step(mode, max_norm):
+    model = Net()
+    opt = wrap(model, mode, max_norm)
+    streamed(model, opt, cores(2, seed=5))  # K = 2: this step divides by 2
+    opt.zero_grad()
+    step_cores = cores(3, extra=(2,))
+    for core in step_cores[:2]:
+        loss(model, core).backward()
+        opt.add_core()
+    opt2 = wrap(model, mode, max_norm)
+    opt2.load_state_dict(opt.state_dict())
+    expected, stats = reference(model, step_cores, mode, max_norm)
+    grads, reduction = streamed(model, opt2, step_cores[2:])
+    assert_matches(grads, expected, stats, reduction)
+
+
 # -- DDP: 2 gloo ranks ------------------------------------------------------------
 # Rank 0 holds cores 0-1, rank 1 cores 2-4 (per_example: ranks hold different numbers);
 # `extra` only in rank 1's cores, so rank 0 must still step it.
