@@ -142,6 +142,17 @@ def test_librispeech_100_recipe_stages_1_to_4(tmp_path: Path, corpus: Path):
     assert "train_clean_100_sp is up to date: skipped" in proc.stderr
     assert "tokens.txt exists: skipped" in proc.stderr
     assert "asr_stats_raw_bpe_unigram30 exists: skipped" in proc.stderr
+    # Other speed factors: the perturbed set and the set with canaries are made again; the
+    # corpus sets, the canaries and the tokens (corpus text only) are kept.
+    proc = run(["env", f"LIBRISPEECH={tmp_path}"] + args + ["--speed_perturb_factors", "1.0 1.1",
+                                                             "--stop_stage", "3"], cwd=LS100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "train_clean_100 is up to date: skipped" in proc.stderr
+    assert "train_clean_100_sp is up to date" not in proc.stderr and "canaries is up to date: skipped" in proc.stderr
+    assert "train_clean_100_sp_canary is up to date" not in proc.stderr
+    assert "tokens.txt exists: skipped" in proc.stderr
+    train = (data / "train_clean_100_sp_canary" / "text").read_text().splitlines()
+    assert len(train) == 2 * 9 + 1 + 2 and not any(l.startswith("sp0.9-") for l in train)
 
     # Stage 5 with models side by side (--model_jobs): each failing model prints its own error
     # and the stage stops naming them all.

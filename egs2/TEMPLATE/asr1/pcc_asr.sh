@@ -251,7 +251,7 @@ fan_out() {
         running=0
         for i in "${!pids[@]}"; do
             if kill -0 "${pids[$i]}" 2>/dev/null; then running=$(( running + 1 )); continue; fi
-            wait "${pids[$i]}" || failed+=("${items[$i]}")
+            wait "${pids[$i]}" || failed[$i]=${items[$i]}  # indexed: named in item order
             unset "pids[$i]"
             done_n=$(( done_n + 1 ))
             if [ "${total}" -gt 1 ]; then
