@@ -33,6 +33,9 @@ def test_demo_tiny_end_to_end(tmp_path: Path):
 
     for variant, mode in CLIP_MODES.items():
         d = exp / f"asr_train_asr_tiny_{variant}"
+        # The trainer's progress line reached the terminal; the log has the whole output.
+        assert f") {d} epoch 1/1 loss " in proc.stderr, proc.stderr[-3000:]
+        assert "1epoch results:" in (d / "train.log").read_text()
         assert yaml.safe_load((d / "config.yaml").read_text())["clip"] == mode
         assert (d / "valid.acc.ave.pth").exists() and (d / ".done").is_file()
         for s in ("dev", "test"):
