@@ -71,7 +71,8 @@ class StudyModel:
     seed: Optional[int]
     final: Checkpoint
     epochs: Dict[int, Checkpoint]  # scored epoch -> its checkpoint
-    word_errors: Dict[str, Tuple[np.ndarray, np.ndarray]]  # test set -> (errors, words) per utt
+    # (test set, "wer" | "cer") -> (edits, reference tokens) per utterance
+    errors: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -129,11 +130,12 @@ def load_checkpoint(exposure_dir: Path, accuracy_dir: Optional[Path],
     return ck
 
 
-def load_word_errors(data_text: Path, hyp_text: Path) -> Tuple[np.ndarray, np.ndarray]:
+def load_errors(data_text: Path, hyp_text: Path, unit: str) -> Tuple[np.ndarray, np.ndarray]:
+    """(edits, reference length) per utterance of a decoded set, in ``unit`` ("wer" | "cer")."""
     refs = dict(kaldi_dir.read_table(data_text, allow_empty_value=True))
     hyps = dict(kaldi_dir.read_table(hyp_text, allow_empty_value=True))
     keys = [k for k in sorted(refs) if refs[k].split()]
-    counts = [error_counts(refs[k], hyps.get(k, ""), "wer") for k in keys]
+    counts = [error_counts(refs[k], hyps.get(k, ""), unit) for k in keys]
     return np.array([c[0] for c in counts], float), np.array([c[1] for c in counts], float)
 
 
@@ -152,10 +154,10 @@ def load_models(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
         for e in score_epochs:
             epochs[e] = load_checkpoint(d / f"exposure_{e}epoch",
                                         acc(epoch_decode_tag.format(epoch=e)), repeat_counts)
-        werr = {s: load_word_errors(Path(p) / "text", d / decode_tag / s / "text")
-                for s, p in test_set_dirs.items()}
+        errors = {(s, unit): load_errors(Path(p) / "text", d / decode_tag / s / "text", unit)
+                  for s, p in test_set_dirs.items() for unit in ("wer", "cer")}
         modes.setdefault(name, Mode(name, [])).models.append(
-            StudyModel(result=r, seed=seed, final=final, epochs=epochs, word_errors=werr))
+            StudyModel(result=r, seed=seed, final=final, epochs=epochs, errors=errors))
     return list(modes.values())
 
 
@@ -175,15 +177,16 @@ def ids_by_count(repeat_counts: Mapping[str, int], ids: Sequence[str]) -> Dict[o
     return out
 
 
-def wer_interval(mode: Mode, test_set: str) -> stats.Interval:
-    """WER (%) of a test set: t-interval over seeds; one seed: bootstrap over utterances."""
+def wer_interval(mode: Mode, test_set: str, unit: str = "wer") -> stats.Interval:
+    """WER (or CER) in % of a test set: t-interval over seeds; one seed: bootstrap over
+    utterances."""
     per_seed = []
     for m in mode.models:
-        e, n = m.word_errors[test_set]
+        e, n = m.errors[(test_set, unit)]
         per_seed.append(100.0 * e.sum() / n.sum())
     if len(per_seed) > 1:
         return stats.seed_interval(per_seed)
-    e, n = mode.models[0].word_errors[test_set]
+    e, n = mode.models[0].errors[(test_set, unit)]
     return stats.ratio_interval(100.0 * e, n)
 
 
@@ -278,13 +281,14 @@ class Study:
     # -- tables
     def utility_table(self) -> str:
         head = ["mode", "clip", "seeds"] + [f"WER {s}" for s in self.test_sets] + [
-            "valid loss (last epoch)", "s/step"]
+            f"CER {s}" for s in self.test_sets] + ["valid loss (last epoch)", "s/step"]
         rows = []
         for mode in self.modes:
             last = [valid_losses(m)[-1] for m in mode.models if valid_losses(m)]
             sps_ = [m.result.sec_per_step for m in mode.models if m.result.sec_per_step]
             rows.append([mode.config, mode.label, " ".join(str(s) for s in mode.seeds if s is not None) or "-"]
                         + [wer_interval(mode, s).fmt(1) for s in self.test_sets]
+                        + [wer_interval(mode, s, "cer").fmt(1) for s in self.test_sets]
                         + [stats.seed_interval(last).fmt(3),
                            f"{np.mean(sps_):.3f}" if sps_ else "-"])
         return _table(head, rows)
@@ -396,7 +400,7 @@ def markdown(study: Study, plot_name: Optional[str] = None) -> str:
     b = study.baseline.config
     parts = [
         "### Utility", "",
-        "WER in % (mean [95 % interval]: t over seeds; one seed: bootstrap over test utterances); "
+        "WER and CER in % (mean [95 % interval]: t over seeds; one seed: bootstrap over test utterances); "
         "validation loss of the last epoch (t over seeds); s/step: ESPnet's train_time.", "",
         study.utility_table(), "",
         "### Memorisation: exposure of the final model", "",

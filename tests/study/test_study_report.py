@@ -92,6 +92,8 @@ def test_modes_group_seeds_and_wer_is_a_t_interval_over_seeds(tmp_path: Path):
     wer = report.wer_interval(study.modes[0], "test")
     assert wer == stats.seed_interval([25.0, 0.0])  # 1/4 and 0/4 words wrong
     assert wer.value == pytest.approx(12.5)
+    # CER: one of 6 characters (A <space> B, C <space> D) wrong at seed 0, none at seed 1
+    assert report.wer_interval(study.modes[0], "test", "cer").value == pytest.approx(100 / 12)
 
 
 def test_paired_exposure_difference_by_hand(tmp_path: Path):
