@@ -339,6 +339,25 @@ class Study:
     PAIRED_HEAD = ["mode", "repeats", "n", "mode mean", "baseline mean", "difference [95 % CI]",
                    "p (permutation)", "d_z"]
 
+    def privacy_utility_table(self) -> str:
+        """One row per setting: utility and memorisation side by side (the granularity sweep)."""
+        groups = ids_by_count(self.repeat_counts, self.canary_ids)
+        top = 16 if 16 in groups else max(c for c in groups if c != POOLED)
+        last = self.test_sets[-1]
+        head = ["mode", "clip", "seeds", f"WER {last}", f"CER {last}", f"exposure x{top}",
+                "exposure all"] + (["canary CER all"] if self.canary_accuracy else [])
+        rows = []
+        for mode in self.modes:
+            row = [mode.config, mode.label, str(len(mode.models)), wer_interval(mode, last).fmt(1),
+                   wer_interval(mode, last, "cer").fmt(1)]
+            row += [stats.bootstrap_interval(self.per_canary(mode, "rank_exposure", groups[c])).fmt(2)
+                    for c in (top, POOLED)]
+            if self.canary_accuracy:
+                row.append(stats.bootstrap_interval(
+                    100 * self.per_canary(mode, "cer", groups[POOLED])).fmt(1))
+            rows.append(row)
+        return _table(head, rows)
+
     def validation_table(self) -> str:
         n_ep = max(len(valid_losses(m)) for mode in self.modes for m in mode.models)
         head = ["mode"] + [f"epoch {e}" for e in range(1, n_ep + 1)]
@@ -429,7 +448,11 @@ def markdown(study: Study, plot_name: Optional[str] = None) -> str:
     if study.canary_accuracy:
         parts += ["Canary CER (%):", "",
                   _table(Study.PAIRED_HEAD, study.paired_rows("cer", scale=100.0)), ""]
-    parts += ["### Validation loss per epoch (mean [t interval over seeds])", "",
+    parts += ["### Privacy-utility, one row per setting", "",
+              "Utility and memorisation side by side (intervals as above; a mode trained with "
+              "fewer seeds has wider utility intervals).", "",
+              study.privacy_utility_table(), "",
+              "### Validation loss per epoch (mean [t interval over seeds])", "",
               study.validation_table(), ""]
     if study.score_epochs:
         level, text = study.equal_utility()
@@ -453,8 +476,9 @@ def plot(study: Study, out_png: Path) -> None:
 
     groups = ids_by_count(study.repeat_counts, study.canary_ids)
     counts = [c for c in groups if c != POOLED]
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-    ax_exp, ax_cer, ax_val, ax_traj, ax_pu, ax_pu2 = axes.ravel()
+    fig, axes = plt.subplots(2, 4, figsize=(21, 8.5))
+    ax_exp, ax_cer, ax_val, ax_traj, ax_pu, ax_pu2, ax_pu3, ax_spare = axes.ravel()
+    ax_spare.axis("off")
 
     def err(iv: stats.Interval):
         return [[iv.value - iv.low], [iv.high - iv.value]] if math.isfinite(iv.low) else None
@@ -490,6 +514,10 @@ def plot(study: Study, out_png: Path) -> None:
             mem = stats.bootstrap_interval(study.per_canary(mode, "rank_exposure", groups[c]))
             ax.errorbar([wer.value], [mem.value], xerr=err(wer), yerr=err(mem), marker="o",
                         capsize=3, label=mode.config)
+        if study.canary_accuracy:
+            mem = stats.bootstrap_interval(100 * study.per_canary(mode, "cer", groups[POOLED]))
+            ax_pu3.errorbar([wer.value], [mem.value], xerr=err(wer), yerr=err(mem), marker="o",
+                            capsize=3, label=mode.config)
     ax_exp.set_xscale("log", base=2)
     ax_exp.set(xlabel="canary repeat count", ylabel="mean rank exposure (bits)",
                title="Exposure (95 % CI over canaries)")
@@ -505,6 +533,8 @@ def plot(study: Study, out_png: Path) -> None:
               title="Privacy-utility (x%d canaries)" % top)
     ax_pu2.set(xlabel=f"WER {study.test_sets[-1]} (%)", ylabel="rank exposure, all canaries",
                title="Privacy-utility (all canaries)")
+    ax_pu3.set(xlabel=f"WER {study.test_sets[-1]} (%)", ylabel="canary CER, all canaries (%)",
+               title="Privacy-utility (canary CER: higher = less memorised)")
     for ax in axes.ravel():
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

@@ -139,7 +139,8 @@ def test_report_cli_writes_study_sections_and_plot(tmp_path: Path, capsys):
     text = md.read_text()
     for section in ("### Utility", "### Memorisation: exposure of the final model",
                     "### Memorisation: canary transcription", "### Against the baseline (base)",
-                    "### Validation loss per epoch", "### At equal utility", "### Per model"):
+                    "### Validation loss per epoch", "### At equal utility", "### Per model",
+                    "### Privacy-utility, one row per setting"):
         assert section in text, section
     assert (tmp_path / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
     assert "![study plots](cmp_study.png)" in text
