@@ -120,7 +120,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._sums: List[Optional[torch.Tensor]] = []  # per parameter; None: no gradient yet
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
-        self._divisor = 1  # K̂
+        self._divisor = 1  # K̂: the number of cores of the last step (class docstring)
 
     @property
     def mode(self) -> ClipMode:
