@@ -194,17 +194,17 @@ def valid_losses(model: StudyModel) -> List[float]:
     return [ep.get("valid", {}).get("loss", math.nan) for ep in model.result.epochs]
 
 
-def equal_utility_level(modes: Sequence[Mode], score_epochs: Sequence[int]) -> Optional[float]:
-    """The validation loss every model reaches at one of its scored epochs (see module doc)."""
+def equal_utility_level(models: Sequence[StudyModel], score_epochs: Sequence[int]) -> Optional[float]:
+    """The validation loss every one of ``models`` reaches at one of its scored epochs: the
+    highest of the models' best scored-epoch losses (see module doc)."""
     best = []
-    for mode in modes:
-        for m in mode.models:
-            losses = valid_losses(m)
-            scored = [losses[e - 1] for e in score_epochs if e - 1 < len(losses)]
-            scored = [x for x in scored if math.isfinite(x)]
-            if not scored:
-                return None
-            best.append(min(scored))
+    for m in models:
+        losses = valid_losses(m)
+        scored = [losses[e - 1] for e in score_epochs if e - 1 < len(losses)]
+        scored = [x for x in scored if math.isfinite(x)]
+        if not scored:
+            return None
+        best.append(min(scored))
     return max(best) if best else None
 
 
@@ -318,11 +318,11 @@ class Study:
         return _table(head, rows)
 
     def paired_rows(self, measure: str, scale: float = 1.0, checkpoint=lambda m: m.final,
-                    values=None) -> List[List[str]]:
+                    values=None, modes: Optional[Sequence[Mode]] = None) -> List[List[str]]:
         """One row per (mode, repeat count) against the baseline on the same canaries."""
         groups = ids_by_count(self.repeat_counts, self.canary_ids)
         rows = []
-        for mode in self.modes[1:]:
+        for mode in self.modes[1:] if modes is None else modes:
             seeds = self.common_seeds(mode)
             for c, ids in groups.items():
                 if values is not None:
@@ -370,26 +370,42 @@ class Study:
             rows.append(row)
         return _table(head, rows)
 
-    def equal_utility(self) -> Tuple[Optional[float], str]:
-        level = equal_utility_level(self.modes, self.score_epochs)
-        if level is None:
-            return None, ""
-        ids = self.canary_ids
+    def pair_models(self, mode: Mode) -> List[StudyModel]:
+        """The models of a comparison with the baseline: both modes, on their common seeds."""
+        seeds = self.common_seeds(mode)
+        return [m for md in (self.baseline, mode) for m in md.models if m.seed in seeds]
 
-        def values_at(measure):
-            def f(mode: Mode, sub: Sequence[str], seeds) -> np.ndarray:
-                return seed_mean([at_level(m, self.score_epochs, level, measure, sub)
-                                  for m in mode.models if m.seed in seeds], sub)
-            return f
+    def equal_utility(self) -> Tuple[Dict[str, float], str]:
+        """Each mode against the baseline at the validation loss both reach (its own level L:
+        a weak sweep point does not push the main comparison back to early epochs)."""
+        levels: Dict[str, float] = {}
+        rows: Dict[str, List[List[str]]] = {"rank_exposure": [], "cer": []}
+        for mode in self.modes[1:]:
+            level = equal_utility_level(self.pair_models(mode), self.score_epochs)
+            if level is None:
+                continue
+            levels[mode.config] = level
 
-        parts = [f"Validation loss level L = {level:.3f} (reached by every model at a scored epoch).",
-                 "", "Rank exposure at L:", "",
-                 _table(self.PAIRED_HEAD, self.paired_rows("", values=values_at("rank_exposure")))]
+            def values_at(measure, level=level):
+                def f(md: Mode, sub: Sequence[str], seeds) -> np.ndarray:
+                    return seed_mean([at_level(m, self.score_epochs, level, measure, sub)
+                                      for m in md.models if m.seed in seeds], sub)
+                return f
+
+            for measure, scale in (("rank_exposure", 1.0), ("cer", 100.0)):
+                if measure == "cer" and not self.canary_accuracy:
+                    continue
+                rows[measure] += [[r[0], f"{level:.2f}"] + r[1:] for r in self.paired_rows(
+                    "", scale=scale, values=values_at(measure), modes=[mode])]
+        if not levels:
+            return levels, ""
+        head = self.PAIRED_HEAD[:1] + ["L"] + self.PAIRED_HEAD[1:]
+        parts = ["L: the validation loss that every model of the comparison (the mode and the "
+                 "baseline, on their common seeds) reaches at a scored epoch.", "",
+                 "Rank exposure at L:", "", _table(head, rows["rank_exposure"])]
         if self.canary_accuracy:
-            parts += ["", "Canary CER (%) at L:", "",
-                      _table(self.PAIRED_HEAD,
-                             [r for r in self.paired_rows("", scale=100.0, values=values_at("cer"))])]
-        return level, "\n".join(parts)
+            parts += ["", "Canary CER (%) at L:", "", _table(head, rows["cer"])]
+        return levels, "\n".join(parts)
 
 
 def build(results: Sequence[ModelResult], expdir: Path, decode_tag: str,
@@ -455,11 +471,11 @@ def markdown(study: Study, plot_name: Optional[str] = None) -> str:
               "### Validation loss per epoch (mean [t interval over seeds])", "",
               study.validation_table(), ""]
     if study.score_epochs:
-        level, text = study.equal_utility()
+        levels, text = study.equal_utility()
         parts += ["### At equal utility", "",
                   "Memorisation interpolated along each model's scored epochs "
                   f"({', '.join(map(str, study.score_epochs))}) at a common validation loss.", ""]
-        parts += [text if level is not None else "No common validation-loss level.", ""]
+        parts += [text or "No common validation-loss level.", ""]
     if plot_name:
         parts += [f"![study plots]({plot_name})", ""]
     return "\n".join(parts)

@@ -112,14 +112,15 @@ def test_paired_exposure_difference_by_hand(tmp_path: Path):
 def test_equal_utility_level_and_interpolation_by_hand(tmp_path: Path):
     study = build(make_study(tmp_path))
     # best scored-epoch losses 6, 5, 8, 7 -> the level every model reaches is 8
-    assert report.equal_utility_level(study.modes, [1, 2]) == 8.0
+    assert report.equal_utility_level(study.pair_models(study.modes[1]), [1, 2]) == 8.0
+    assert report.equal_utility_level(study.modes[0].models, [1, 2]) == 6.0  # base alone
     base0 = study.modes[0].models[0]
     # base seed 0: 10 -> 6, halfway at 8: rank 1 -> 3 gives 2
     assert report.at_level(base0, [1, 2], 8.0, "rank_exposure", ["canary-x01-0"]) == {"canary-x01-0": 2.0}
-    level, text = study.equal_utility()
-    assert level == 8.0
+    levels, text = study.equal_utility()
+    assert levels == {"pcc": 8.0}
     # base: (2 + 1.8) / 2 = 1.9; pcc: (2 + 1.75) / 2 = 1.875
-    assert "|pcc|all|4|1.88|1.90|-0.02 [-0.02, -0.02]|0.1250|" in text  # -0.025 each
+    assert "|pcc|8.00|all|4|1.88|1.90|-0.02 [-0.02, -0.02]|0.1250|" in text  # -0.025 each
 
 
 def test_accuracy_table_has_references_as_control(tmp_path: Path):
