@@ -2,7 +2,7 @@
 # Synthetic demo, no download: espeak-ng voices read random sentences into a small corpus in
 # LibriSpeech's layout, then the same stages as the LibriSpeech recipes train baseline / PCC /
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
-#   ./run.sh                      full demo (< 20 min on 2 CPU cores) -> RESULTS.md, pcc_comparison.png
+#   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
 #   ./run.sh --demo_size study    the memorisation study (~90 min on 2 CPU cores) -> study/RESULTS.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
