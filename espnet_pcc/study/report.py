@@ -17,9 +17,9 @@ WER is measured once per seed: mean and t-interval over seeds (with one seed: a 
 the test utterances).
 
 Compare at equal utility: a mode that learns less also memorises less. Along each model's
-scored epochs, memorisation (per canary) is interpolated at the validation loss ``L`` that every
-model reaches (the highest of the models' best scored-epoch losses); the modes are then
-compared at ``L``.
+scored epochs, memorisation (per canary) is interpolated at a validation loss ``L``; each mode
+meets the baseline at the ``L`` that every model of the two reaches on their common seeds (the
+highest of those models' best scored-epoch losses).
 """
 from __future__ import annotations
 
