@@ -13,16 +13,10 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+from espnet2.utils.types import str2bool
+
 from espnet_pcc.errors import run_main
 from espnet_pcc.fileio import atomic_write_text
-
-
-def str2bool(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"{v!r}: use true or false")
 
 
 def get_parser() -> argparse.ArgumentParser:
