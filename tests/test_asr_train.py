@@ -241,4 +241,9 @@ def test_sigkill_mid_epoch_then_resume(corpus, tmp_path, clip, clip_conf):
     asr_train.main(train_args(corpus, whole, conf))
     a, b = final_params(whole), final_params(killed)
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+        # The attention key biases have a zero gradient up to rounding (softmax ignores a shift
+        # shared by all keys), and Adam turns that rounding noise into steps of ~1e-6 that
+        # differ between a resumed and an uninterrupted process (seen in a fresh-clone CI run);
+        # they get 1e-5 as in the two-node test, every other parameter keeps 1e-6.
+        atol = 1e-5 if key.endswith("linear_k.bias") else 1e-6
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=atol, msg=key)
