@@ -2,10 +2,21 @@
 
 Markers (registered in pytest.ini):
     needs_tts   skip the test when espeak-ng or sox is not on PATH.
+
+One torch thread in this process and in every process a test starts: a reduction's
+rounding depends on the thread count, so a run split between the test process and a
+child (kill-and-resume, two nodes) only matches an uninterrupted one when both use the
+same count, and one thread is also the fast setting on this project's CPUs.
 """
+import os
+
 import numpy as np
 import pytest
 import soundfile
+import torch
+
+os.environ["OMP_NUM_THREADS"] = "1"  # inherited by every subprocess a test starts
+torch.set_num_threads(1)
 
 from shared_helpers import TTS_TOOLS, missing_tts_tools
 

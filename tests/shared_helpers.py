@@ -6,9 +6,10 @@ imported. Importable everywhere through `pythonpath` in pytest.ini.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -32,3 +33,25 @@ CANARY_SMALL = dict(num_words=4, repeat_counts=(1, 2, 4), canaries_per_count=2, 
 def missing_tts_tools() -> List[str]:
     """The TTS tools not found on PATH (empty when speech can be synthesised)."""
     return [tool for tool in TTS_TOOLS if shutil.which(tool) is None]
+
+
+@contextlib.contextmanager
+def gloo_process_group(rank: int, world_size: int, init_file: str) -> Iterator[None]:
+    """The body of one `mp.spawn`ed test rank: one thread, a gloo group, a clean shutdown.
+
+    The barrier before `destroy_process_group` keeps a rank from tearing gloo down while its
+    peer still talks to it: without it a fresh-clone CI run saw rank 1 abort ("terminate
+    called without an active exception"). It is skipped when the body failed, since the
+    peer may never reach it.
+    """
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        yield
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()

@@ -81,6 +81,22 @@ def test_streaming_matches_reference(mode, max_norm):
     assert reduction.clipped_fraction == pytest.approx(stats.clipped_fraction.item())
 
 
+@pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("per_core", 1e9),
+                                           ("adaptive_per_core", None), ("none", None),
+                                           ("per_example", 0.5)])
+@pytest.mark.parametrize("num_cores", [1, 2])
+def test_update_norm_is_known_for_one_core_only(mode, max_norm, num_cores):
+    """With one core the step's ‖u‖ comes from the statistics (the trainer skips its pass)."""
+    model = make_model()
+    _, reduction, _ = streamed_update(model, core_inputs(num_cores), mode, max_norm)
+    if num_cores > 1:
+        assert reduction.update_norm is None
+        return
+    actual = torch.linalg.vector_norm(torch.stack([
+        torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None]))
+    assert reduction.update_norm == pytest.approx(actual.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None)])
 def test_loss_scale_gives_the_same_update(mode, max_norm):
     cores = core_inputs(3)

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import clip_factor, clipped_average, grad_norm
 from espnet_pcc.optim import PerCoreClipOptimizer
+from shared_helpers import gloo_process_group
 
 MODES = [("per_core", 0.5), ("adaptive_per_core", None), ("none", None), ("per_example", 1.0)]
 
@@ -236,9 +237,11 @@ DDP_CASES = MODES + [("per_core", 0.5, 1024.0), ("adaptive_per_core", None, 1024
 
 
 def _ddp_worker(rank, world_size, init_file, out, checkpoint):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+    with gloo_process_group(rank, world_size, init_file):
+        _ddp_cases(rank, out, checkpoint)
+
+
+def _ddp_cases(rank, out, checkpoint):
     calls = []
     all_reduce = dist.all_reduce
     dist.all_reduce = lambda *a, **k: calls.append(a[0].numel()) or all_reduce(*a, **k)
@@ -279,7 +282,6 @@ def _ddp_worker(rank, world_size, init_file, out, checkpoint):
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.all_reduce = all_reduce
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 gives the same parameters as 1 process × 4 cores on the same data."""
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from espnet_pcc.trainer import PCCTrainer
+from shared_helpers import gloo_process_group
 from trainer_helpers import TinyASRLike, make_batches, run_epoch, shard, trainer_options, \
     wrapped_sgd
 
@@ -20,14 +20,9 @@ CASES = [
 
 
 def _worker(rank, world_size, init_file, out):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
-    try:
+    with gloo_process_group(rank, world_size, init_file):
         for case, (clip, clip_conf, accum_grad) in enumerate(CASES):
             _train(rank, world_size, clip, clip_conf, accum_grad, f"{out}.{case}")
-    finally:
-        dist.destroy_process_group()
 
 
 def _train(rank, world_size, clip, clip_conf, accum_grad, out):
