@@ -6,6 +6,8 @@ forward pass does not depend on the weights. Data: references spoken by espeak-n
 make_canaries makes them (6 words, random English voice, tempo 1.6).
 
     python bench/bench_exposure.py [--num_utts 256 --batch_sizes 1 16 32 64 --threads 2]
+    python bench/bench_exposure.py --device cuda --references DIR   # DIR: a canary set's
+        references/ made beforehand (a GPU machine may have no espeak-ng)
 
 Prints a table and writes bench/results/bench_exposure.json. Target: >= 200 utterances/s.
 """
@@ -59,7 +61,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timed passes per batch size (best kept)")
     p.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "bench_exposure.json")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--references", type=Path,
+                   help="score this Kaldi dir (wav.scp, text) instead of speaking new references")
     args = p.parse_args(argv)
+    if args.references is not None and not (args.references / "wav.scp").is_file():
+        p.error(f"--references {args.references}: no wav.scp there")
 
     from espnet_pcc import exposure as ex
     from espnet_pcc import kaldi_dir
@@ -72,15 +79,17 @@ def main(argv=None) -> None:
         tmp = Path(td)
         cfg = demo_config(tmp)
         torch.manual_seed(0)
-        model, margs = ex.load_asr_model(cfg, _save_untrained(cfg, tmp))
+        model, margs = ex.load_asr_model(cfg, _save_untrained(cfg, tmp), device=args.device)
         nparams = sum(p.numel() for p in model.parameters())
         t = time.time()
-        generate(tmp / "can", load_vocab("wordfreq", 10000),
-                 CanaryConfig(repeat_counts=(1,), canaries_per_count=1,
-                              num_references=args.num_utts, speed=1.6, seed=0), nj=2, log_every=0)
+        if args.references is None:
+            generate(tmp / "can", load_vocab("wordfreq", 10000),
+                     CanaryConfig(repeat_counts=(1,), canaries_per_count=1,
+                                  num_references=args.num_utts, speed=1.6, seed=0),
+                     nj=2, log_every=0)
         tts_s = time.time() - t
-        ref = kaldi_dir.read(tmp / "can" / "references")
-        items = [(u, ref.wav_scp[u], ref.text[u]) for u in ref.utt_ids]
+        ref = kaldi_dir.read(args.references or tmp / "can" / "references")
+        items = [(u, ref.wav_scp[u], ref.text[u]) for u in ref.utt_ids][:args.num_utts]
         import soundfile as sf
 
         gflop = _gflop_per_utt(model, margs, items[:8])
@@ -88,7 +97,7 @@ def main(argv=None) -> None:
         mean_dur = sum(sf.info(w).duration for _, w, _ in items) / len(items)
         rows = []
         for bs in args.batch_sizes:
-            scorer = ex.Scorer(model, margs, batch_size=bs)
+            scorer = ex.Scorer(model, margs, device=args.device, batch_size=bs)
             scorer.score(items[: min(len(items), 2 * bs)], log_every=0)  # warm-up
             best, best_cpu = float("inf"), float("inf")
             for _ in range(args.repeats):
@@ -110,6 +119,7 @@ def main(argv=None) -> None:
         "num_utts": len(items),
         "mean_duration_s": mean_dur,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "tts_seconds": tts_s,
@@ -142,7 +152,8 @@ def _gflop_per_utt(model, margs, items) -> float:
 
     from espnet_pcc import exposure as ex
 
-    scorer = ex.Scorer(model, margs, batch_size=len(items))
+    scorer = ex.Scorer(model, margs, device=next(model.parameters()).device.type,
+                       batch_size=len(items))
     speech = [ex.read_mono(w) for _, w, _ in items]
     toks = [scorer.tokenize(u, t) for u, _, t in items]
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:

@@ -69,6 +69,18 @@ def comm_cells() -> List[Cell]:
             for accum in (1, 4, 16)]
 
 
+def gpu_cells() -> List[Cell]:
+    """One GPU (`--device cuda`): the 34 M conformer at a realistic batch, fp32.
+
+    32 utterances of up to 15 s per optimizer step, as one micro-batch (per_core has one
+    core: the clipping alone) and as 4 micro-batches of 8 (accum_grad 4: 4 cores, the
+    way a one-GPU user gets PCC).  per_example runs 32 one-utterance passes in both.
+    """
+    modes = ("baseline", "global", "per_core", "adaptive_per_core", "per_example")
+    return [Cell("conformer", 1, 1, 32, modes, reps=8, warmup=2),
+            Cell("conformer", 1, 4, 8, modes, reps=8, warmup=2)]
+
+
 def select(cells: List[Cell], models: List[str] | None, reps: int | None) -> List[Cell]:
     """Keeps the cells of `models` (all if None) and overrides reps if given."""
     kept = [c for c in cells if models is None or c.model in models]

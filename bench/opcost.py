@@ -36,35 +36,43 @@ ROOT = Path(__file__).resolve().parents[1]
 MAX_NORM = 5.0
 
 
+def _sync(device: str) -> float:
+    """The clock, read after the device has finished what was queued (CUDA runs async)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _fill_grads(params: List[torch.nn.Parameter], grads: List[torch.Tensor]) -> None:
     # A fresh p.grad per core, as backward allocates it (copy: add_core releases p.grad).
     for p, g in zip(params, grads):
         p.grad = g.clone()
 
 
-def _baseline(params, grads, cores: int, max_norm: float) -> float:
+def _baseline(params, grads, cores: int, max_norm: float, device: str) -> float:
     for _ in range(cores):  # backward accumulates into p.grad (not timed, as for PCC)
         for p, g in zip(params, grads):
             p.grad = g.clone() if p.grad is None else p.grad.add_(g)
-    tic = time.perf_counter()
+    tic = _sync(device)
     torch.nn.utils.clip_grad_norm_(params, max_norm)
     for p in params:
         p.grad = None
-    return time.perf_counter() - tic
+    return _sync(device) - tic
 
 
-def _per_core(optimizer: PerCoreClipOptimizer, params, grads, cores: int) -> float:
+def _per_core(optimizer: PerCoreClipOptimizer, params, grads, cores: int, device: str) -> float:
     spent = 0.0
     for _ in range(cores):
         _fill_grads(params, grads)
-        tic = time.perf_counter()
+        tic = _sync(device)
         optimizer.add_core()
-        spent += time.perf_counter() - tic
-    tic = time.perf_counter()
-    optimizer.reduce_cores()
-    torch.isfinite(grad_norm([p.grad for p in params if p.grad is not None]))
+        spent += _sync(device) - tic
+    tic = _sync(device)
+    reduction = optimizer.reduce_cores()
+    if reduction.update_norm is None:  # as PCCTrainer._step: one core needs no pass
+        torch.isfinite(grad_norm([p.grad for p in params if p.grad is not None]))
     optimizer.zero_grad()
-    return spent + time.perf_counter() - tic
+    return spent + _sync(device) - tic
 
 
 def optimizer_at(rev: str) -> type:
@@ -78,28 +86,28 @@ def optimizer_at(rev: str) -> type:
 
 
 def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7, threads: int = 2,
-                 against: Optional[str] = None) -> Dict[str, float]:
+                 against: Optional[str] = None, device: str = "cpu") -> Dict[str, float]:
     """Median milliseconds per optimizer step of the clipping work (see module doc).
 
     Keys: baseline, per_core, adaptive_per_core; with `against`, also
     per_core@<rev> and adaptive_per_core@<rev> (the wrapper as of that revision).
     """
     torch.set_num_threads(threads)
-    model = build_model(model_name)
+    model = build_model(model_name).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
-    grads = [torch.randn(p.shape, generator=g) for p in params]
+    grads = [torch.randn(p.shape, generator=g).to(device) for p in params]
     wrappers = {"": PerCoreClipOptimizer}
     if against:
         wrappers[f"@{against}"] = optimizer_at(against)
     runs: Dict[str, Callable[[], float]] = {
-        "baseline": lambda: _baseline(params, grads, cores, MAX_NORM)}
+        "baseline": lambda: _baseline(params, grads, cores, MAX_NORM, device)}
     for suffix, wrapper in wrappers.items():
         for mode in ("per_core", "adaptive_per_core"):
             conf = {"max_norm": MAX_NORM} if mode == "per_core" else {}
             opt = wrapper(torch.optim.SGD(params, lr=0.0),
                           clip_config=ClipConfig.from_options(mode, conf))
-            runs[mode + suffix] = lambda opt=opt: _per_core(opt, params, grads, cores)
+            runs[mode + suffix] = lambda opt=opt: _per_core(opt, params, grads, cores, device)
     names = list(runs)
     for name in names:
         runs[name]()  # warm-up: buffers and the allocator
@@ -118,11 +126,12 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--against", metavar="REV", help="also time the wrapper of this commit")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args(argv)
-    print(f"threads {args.threads}, median of {args.reps}, load {os.getloadavg()[0]:.2f} "
-          "(1-min) at start", flush=True)
+    print(f"{args.device}, threads {args.threads}, median of {args.reps}, load "
+          f"{os.getloadavg()[0]:.2f} (1-min) at start", flush=True)
     for model in args.models:
-        cost = {k: clip_op_cost(model, k, args.reps, args.threads, args.against)
+        cost = {k: clip_op_cost(model, k, args.reps, args.threads, args.against, args.device)
                 for k in args.cores}
         names = list(cost[args.cores[0]])
         print(f"\n{model}: ms per optimizer step (× its clip_grad_norm_)")

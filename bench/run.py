@@ -10,6 +10,7 @@ bench/results/bench_train.{json,md}.
     python -m bench.run --quick              # tiny model, every code path, ~1 min
     python -m bench.run --models small --reps 5
     python -m bench.run --comm --repeat 3    # DDP all-reduces, stock vs per_core, 3 runs
+    python -m bench.run --device cuda        # one GPU: the conformer at batch 32 (gpu_cells)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from bench.cells import Cell, comm_cells, default_cells, quick_cells, select
+from bench.cells import Cell, comm_cells, default_cells, gpu_cells, quick_cells, select
 from bench.entry import serve
 from bench.job import Job
 from bench.report import markdown, over_runs, pool, summarise
@@ -114,15 +115,15 @@ def _expect(conn, kind: str, mode: str) -> Any:
     return value
 
 
-def _opcost(ctx, models: List[str], threads: int) -> Dict[str, Dict[str, float]]:
+def _opcost(ctx, models: List[str], threads: int, device: str) -> Dict[str, Dict[str, float]]:
     from bench.opcost import clip_op_cost
 
     out = {}
     with ctx.Pool(1) as pool:
         for model in models:
             for cores in (1, 4):
-                out[f"{model} K={cores}"] = pool.apply(clip_op_cost, (model,),
-                                                       {"cores": cores, "threads": threads})
+                out[f"{model} K={cores}"] = pool.apply(
+                    clip_op_cost, (model,), {"cores": cores, "threads": threads, "device": device})
     return out
 
 
@@ -148,12 +149,13 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    matrix = quick_cells() if args.quick else comm_cells() if args.comm else default_cells()
+    device = _device(args.device)
+    matrix = (quick_cells() if args.quick else comm_cells() if args.comm
+              else gpu_cells() if device == "cuda" else default_cells())
     cells = select(matrix, args.models, args.reps)
     if not cells:
         parser.error("no cell left: check --models")
     ctx = _context()
-    device = _device(args.device)
     start = time.time()
 
     def log(msg: str) -> None:
@@ -183,7 +185,7 @@ def main(argv: List[str] | None = None) -> int:
     if not args.no_opcost:
         models = sorted({c.model for c in cells})
         log(f"clipping work alone: {', '.join(models)}")
-        opcost = _opcost(ctx, models, args.threads)
+        opcost = _opcost(ctx, models, args.threads, device)
     meta.update(load_end=os.getloadavg(), minutes=round((time.time() - start) / 60, 1))
     summary = summarise(results)
     spread = over_runs([summarise(r) for r in runs]) if len(runs) > 1 else []

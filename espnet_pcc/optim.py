@@ -52,6 +52,9 @@ class CoreReduction:
     norm_max: float
     clipped_fraction: float
     nonfinite_cores: int
+    #: ‖u‖ when it follows from the statistics without a pass over u: with one finite
+    #: core, u = f_1·g_1 and ‖u‖ = min(‖g_1‖, C).  None otherwise.
+    update_norm: Optional[float] = None
 
     def as_report(self) -> Dict[str, float]:
         """Reporter keys (see README "Telemetry")."""
@@ -338,7 +341,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         return CoreReduction(
             num_cores=int(num_cores), bound=bound, norm_min=norm_min,
             norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,
-            clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite))
+            clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite),
+            update_norm=min(norm_max, bound) if num_cores == 1 and not nonfinite else None)
 
     def _summary(self, norms: torch.Tensor) -> torch.Tensor:
         """This rank's statistics of the step (the layout is at `_COUNTS`)."""

@@ -479,7 +479,11 @@ class PCCTrainer(Trainer):
         if options.grad_noise:
             add_gradient_noise(model, reporter.get_total_count(),
                                duration=100, eta=1.0, scale_factor=0.55)
-        update_norm = grad_norm([p.grad for p in model.parameters() if p.grad is not None])
+        if reduction.update_norm is not None and scaler is None and not options.grad_noise:
+            # One core: ‖u‖ is known from its statistics, which saves a pass over u.
+            update_norm = torch.tensor(reduction.update_norm)
+        else:
+            update_norm = grad_norm([p.grad for p in model.parameters() if p.grad is not None])
         reporter.register({"nonfinite_cores": float(reduction.nonfinite_cores)})
         stepped = bool(torch.isfinite(update_norm))
         if not stepped:
