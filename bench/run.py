@@ -33,7 +33,11 @@ from bench.report import markdown, over_runs, pool, summarise
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _context() -> mp.context.BaseContext:
+def _context(device: str) -> mp.context.BaseContext:
+    if device == "cuda":
+        # ESPnet's import touches CUDA (its flash-attention probe), and CUDA cannot be
+        # used again in a forked child: each worker starts a fresh interpreter.
+        return mp.get_context("spawn")
     # Workers fork from a server that has imported torch + ESPnet once, but has
     # run no torch op (forking after OpenMP started is unsafe).
     ctx = mp.get_context("forkserver")
@@ -155,7 +159,7 @@ def main(argv: List[str] | None = None) -> int:
     cells = select(matrix, args.models, args.reps)
     if not cells:
         parser.error("no cell left: check --models")
-    ctx = _context()
+    ctx = _context(device)
     start = time.time()
 
     def log(msg: str) -> None:
