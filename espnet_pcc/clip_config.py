@@ -13,7 +13,12 @@ from espnet_pcc.clipping import ClipMode
 from espnet_pcc.errors import UserError
 
 DEFAULT_CLIP = ClipMode.GLOBAL.value
-DEFAULT_CLIP_CONF = {"max_norm": None, "num_cores": 1}
+DEFAULT_CLIP_CONF = {"max_norm": None, "num_cores": 1, "noise_multiplier": 0.0, "delta": None,
+                     "target_quantile": None, "bound_lr": 0.2, "initial_bound": None,
+                     "core_by": "position", "utt2spk": None}
+
+#: How a micro-batch is cut into cores (clip_conf.core_by).
+CORE_BY = ("position", "speaker")
 
 
 class ClipConfigError(UserError, ValueError):
@@ -27,14 +32,31 @@ class ClipConfig:
     mode:       none | global | per_core | adaptive_per_core | per_example
     max_norm:   C; required for per_core and per_example, optional for global
                 (defaults to ESPnet's --grad_clip), forbidden for none and
-                adaptive_per_core (APCC takes C = min_k ‖g_k‖).
-    num_cores:  virtual cores per micro-batch (>= 1), per_core and
-                adaptive_per_core only; per_example uses one per utterance.
+                adaptive_per_core (APCC takes C = min_k ‖g_k‖).  With a
+                quantile-adaptive bound: its first value (clip_conf.initial_bound).
+    num_cores:  cores per micro-batch (>= 1), per_core and adaptive_per_core only;
+                per_example uses one per utterance.
+    noise_multiplier: sigma >= 0; Gaussian noise of standard deviation sigma·C is added
+                to the sum of the clipped cores (per_core and per_example only: APCC's
+                data-dependent bound has no fixed sensitivity).
+    delta:      the delta of the (epsilon, delta) reported with noise (None: 1/N).
+    target_quantile, bound_lr: the quantile-adaptive bound (Andrew et al. 2021): after
+                each step C <- C·exp(-bound_lr·(b - target_quantile)), b the fraction
+                of the step's cores with norm <= C (per_core, per_example).
+    core_by:    "position" (consecutive shards of the micro-batch) or "speaker" (one
+                speaker's utterances per core, from utt2spk; per_core and APCC).
+    utt2spk:    the utt2spk file of the training set (None: beside its first data file).
     """
 
     mode: ClipMode
     max_norm: Optional[float] = None
     num_cores: int = 1
+    noise_multiplier: float = 0.0
+    delta: Optional[float] = None
+    target_quantile: Optional[float] = None
+    bound_lr: float = 0.2
+    core_by: str = "position"
+    utt2spk: Optional[str] = None
 
     @classmethod
     def from_options(cls, clip: Any, clip_conf: Optional[Mapping[str, Any]]) -> "ClipConfig":
@@ -48,9 +70,43 @@ class ClipConfig:
         if unknown:
             raise ClipConfigError(f"clip_conf: unknown key(s) {', '.join(unknown)}; "
                                   f"allowed: {', '.join(DEFAULT_CLIP_CONF)}")
-        max_norm = _max_norm(conf["max_norm"], mode)
+        quantile = _target_quantile(conf["target_quantile"], mode)
+        if quantile is not None:
+            if conf["max_norm"] is not None:
+                raise ClipConfigError(
+                    f"clip_conf.max_norm={conf['max_norm']!r} with target_quantile: the "
+                    "adaptive bound starts at clip_conf.initial_bound; remove max_norm")
+            if conf["initial_bound"] is None:
+                raise ClipConfigError("clip_conf.target_quantile needs clip_conf.initial_bound "
+                                      "(the first C, e.g. 1.0)")
+            max_norm = _positive("initial_bound", conf["initial_bound"])
+            bound_lr = _positive("bound_lr", conf["bound_lr"])
+        else:
+            if conf["initial_bound"] is not None:
+                raise ClipConfigError(f"clip_conf.initial_bound={conf['initial_bound']!r} needs "
+                                      "clip_conf.target_quantile (the adaptive bound); for a "
+                                      "fixed C use max_norm")
+            max_norm = _max_norm(conf["max_norm"], mode)
+            bound_lr = _positive("bound_lr", conf["bound_lr"])
+        sigma = _noise_multiplier(conf["noise_multiplier"], mode)
+        if sigma > 0 and quantile is not None:
+            raise ClipConfigError(
+                f"clip_conf.noise_multiplier={sigma:g} with target_quantile: the adaptive "
+                "bound follows the exact fraction of clipped cores, which is not private; "
+                "use a fixed max_norm with noise")
+        delta = conf["delta"]
+        if delta is not None:
+            delta = _positive("delta", delta)
+            if delta >= 1:
+                raise ClipConfigError(f"clip_conf.delta must be in (0, 1), got {delta!r}")
+        core_by = _core_by(conf["core_by"], mode)
+        utt2spk = conf["utt2spk"]
+        if utt2spk is not None and core_by != "speaker":
+            raise ClipConfigError(f"clip_conf.utt2spk={utt2spk!r} is only read with "
+                                  "core_by: speaker")
         num_cores = _num_cores(conf["num_cores"], mode)
-        return cls(mode, max_norm, num_cores)
+        return cls(mode, max_norm, num_cores, sigma, delta, quantile, bound_lr, core_by,
+                   None if utt2spk is None else str(utt2spk))
 
     @property
     def wraps_optimizer(self) -> bool:
@@ -59,11 +115,58 @@ class ClipConfig:
         espnet2's own loop with the optimizer as built."""
         return self.mode.clips_each_core
 
+    @property
+    def adaptive_bound(self) -> bool:
+        """True where C follows a target quantile of the core norms (Andrew et al.)."""
+        return self.target_quantile is not None
+
     def cores_per_micro_batch(self, batch_size: int) -> int:
         """How many cores a micro-batch of `batch_size` utterances is split into."""
         if self.mode is ClipMode.PER_EXAMPLE:
             return batch_size
         return min(self.num_cores, batch_size)
+
+
+def _positive(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ClipConfigError(f"clip_conf.{key} must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ClipConfigError(f"clip_conf.{key} must be > 0 and finite, got {value!r}")
+    return float(value)
+
+
+def _noise_multiplier(value: Any, mode: ClipMode) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ClipConfigError(f"clip_conf.noise_multiplier must be a number >= 0, got {value!r}")
+    if value < 0:
+        raise ClipConfigError(f"clip_conf.noise_multiplier must be >= 0, got {value!r}")
+    if value > 0 and mode not in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+        why = ("its bound min_k ||g_k|| depends on the data, so no noise scale gives a "
+               "guarantee" if mode is ClipMode.ADAPTIVE_PER_CORE else "it has no per-core bound")
+        raise ClipConfigError(f"clip_conf.noise_multiplier={value!r} is not allowed with clip: "
+                              f"{mode.value} ({why}); use per_core or per_example")
+    return float(value)
+
+
+def _target_quantile(value: Any, mode: ClipMode) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ClipConfigError(f"clip_conf.target_quantile must be in [0, 1], got {value!r}")
+    if mode not in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+        raise ClipConfigError(f"clip_conf.target_quantile={value!r} is not allowed with clip: "
+                              f"{mode.value}; use per_core or per_example")
+    return float(value)
+
+
+def _core_by(value: Any, mode: ClipMode) -> str:
+    if value not in CORE_BY:
+        raise ClipConfigError(f"clip_conf.core_by must be one of {', '.join(CORE_BY)}, "
+                              f"got {value!r}")
+    if value == "speaker" and mode not in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE):
+        raise ClipConfigError(f"clip_conf.core_by=speaker is not allowed with clip: "
+                              f"{mode.value}; use per_core or adaptive_per_core")
+    return value
 
 
 def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:

@@ -86,7 +86,11 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                        + ". global = ESPnet's --grad_clip on the averaged gradient.")
     group.add_argument("--clip_conf", action=NestedDictAction, default=dict(DEFAULT_CLIP_CONF),
                        help="max_norm: C (per_core, per_example; global: overrides "
-                       "--grad_clip); num_cores: virtual cores per micro-batch")
+                       "--grad_clip); num_cores: cores per micro-batch; noise_multiplier: "
+                       "sigma, noise sigma*C on the sum of clipped cores; delta: of the "
+                       "reported (epsilon, delta), default 1/N; target_quantile, bound_lr, "
+                       "initial_bound: C follows a quantile of the core norms; core_by: "
+                       "position | speaker; utt2spk: for core_by speaker")
 
 
 def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
