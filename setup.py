@@ -35,6 +35,7 @@ setup(
         "matplotlib>=3.11.2",  # attention plots, our comparison plot
         "wordfreq>=3.1.1",  # canary / demo vocabulary
         "jiwer>=4.0.0",  # WER scoring
+        "dp-accounting>=0.6.0",  # epsilon of noisy per-core clipping (espnet_pcc.accounting)
     ],
     extras_require={"test": ["pytest>=9.2.0"]},
     # Console scripts and plug-in groups: one list, in espnet_pcc/registry.py.

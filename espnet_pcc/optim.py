@@ -19,12 +19,24 @@ the sum stays in scaled units and the usual `GradScaler.unscale_`/`step`/`update
 sequence works on the result.  A non-finite core (on any rank) turns the whole update
 into NaN, so that the step is skipped on every rank (and, with AMP, the scaler backs
 off) exactly as ESPnet does.
+
+Noise (clip_conf.noise_multiplier σ): N(0, σ²C²) per coordinate is added to the sum of
+the clipped cores before the average, once per step: in one process to Σ, under DDP by
+rank 0 alone into the buffer that the all-reduce sums.  It is drawn from a generator
+seeded with (noise_seed, step number), so a resumed run draws what the uninterrupted
+one drew, and 1 process and N ranks draw the same values.
+
+Quantile-adaptive bound (clip_conf.target_quantile γ, bound_lr η; Andrew et al. 2021,
+"Differentially private learning with adaptive clipping", without their noise on the
+count): after each step C ← C·exp(−η(b − γ)), b the fraction of the step's finite
+cores with ‖g_k‖ ≤ C.  Every rank computes it from the all-reduced counts, so all
+ranks hold the same C.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -53,12 +65,14 @@ class CoreReduction:
     clipped_fraction: float
     nonfinite_cores: int
     #: ‖u‖ when it follows from the statistics without a pass over u: with one finite
-    #: core, u = f_1·g_1 and ‖u‖ = min(‖g_1‖, C).  None otherwise.
+    #: core and no noise, u = f_1·g_1 and ‖u‖ = min(‖g_1‖, C).  None otherwise.
     update_norm: Optional[float] = None
+    #: Standard deviation of the noise added to each coordinate of u (σC/K); 0: none.
+    noise_std: float = 0.0
 
     def as_report(self) -> Dict[str, float]:
-        """Reporter keys (see README "Telemetry")."""
-        return {
+        """Reporter keys (see README "Telemetry"); noise_std only where noise is added."""
+        report = {
             "clip": 100.0 * self.clipped_fraction,
             "clip_bound": self.bound,
             "core_norm_min": self.norm_min,
@@ -66,6 +80,9 @@ class CoreReduction:
             "core_norm_max": self.norm_max,
             "num_cores": float(self.num_cores),
         }
+        if self.noise_std:
+            report["noise_std"] = self.noise_std
+        return report
 
 
 class PerCoreClipOptimizer(torch.optim.Optimizer):
@@ -99,6 +116,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             per_core, adaptive_per_core or per_example; ``max_norm`` is C.
         process_group: DDP group to reduce over (keyword-only); None = the default group
             when torch.distributed is initialised, else no communication.
+        noise_seed: Seeds the noise of every step together with the step number
+            (keyword-only; the task passes the training ``--seed``).  torch's generator is
+            not a cryptographically secure one (cf. Opacus' ``secure_mode``).
 
     Raises:
         TypeError: ``clip_config`` is not a :class:`ClipConfig`.
@@ -107,7 +127,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, clip_config: ClipConfig,
-                 process_group: Any = None):
+                 process_group: Any = None, noise_seed: int = 0):
         # torch.optim.Optimizer.__init__ is not called on purpose: all optimizer
         # state lives in the wrapped instance (the Opacus DPOptimizer pattern).
         if not isinstance(clip_config, ClipConfig):
@@ -124,6 +144,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
         self._divisor = 1  # K̂: the number of cores of the last step (class docstring)
+        self.noise_seed = int(noise_seed)
+        self.steps = 0  # reduce_cores() calls so far: numbers the noise of each step
+        self._bound = clip_config.max_norm  # C; moves with clip_conf.target_quantile
+        self._loss_scale = 1.0  # S of the step's cores (the noise is added in S units)
 
     @property
     def mode(self) -> ClipMode:
@@ -131,7 +155,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     @property
     def max_norm(self) -> Optional[float]:
-        return self.clip_config.max_norm
+        """C of the current step (the adaptive bound's current value where it moves)."""
+        return self._bound
 
     # -- torch.optim.Optimizer surface, delegated ---------------------------------
     @property
@@ -174,7 +199,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             pending = {"sums": [None if s is None else s.clone() for s in self._sums],
                        "core_norms": torch.stack(self._core_norms), "ref": self._ref,
                        "divisor": self._divisor}
-        state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending}
+        state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending,
+                        "steps": self.steps}
         return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -183,6 +209,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         pcc = state_dict.pop("pcc", None)
         self.original_optimizer.load_state_dict(state_dict)
         self._reset_accumulation()
+        if pcc is not None:
+            self.steps = int(pcc.get("steps", 0))
+            if self.clip_config.adaptive_bound and pcc.get("max_norm") is not None:
+                self._bound = float(pcc["max_norm"])  # where the adaptive bound had got to
         pending = None if pcc is None else pcc.get("pending")
         if pending is None:
             return
@@ -247,6 +277,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         used = [i for i, p in enumerate(params) if p.grad is not None]
         grads = [params[i].grad for i in used]
         norm = grad_norm(grads).to(params[0].device) / loss_scale
+        self._loss_scale = loss_scale
         self._accumulate(used, grads, self._factor(norm))
         self._core_norms.append(norm)
         for p in params:
@@ -303,16 +334,24 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             raise RuntimeError("reduce_cores() called before any add_core()")
         summary = self._summary(torch.stack(self._core_norms))
         sums, used = self._sums, [s is not None for s in self._sums]
+        # In Σ's units: Σ = Σ_k f_k·S·g_k/K̂, so σ·C·S/K̂ there is σ·C on the plain sum.
+        noise_scale = (self.clip_config.noise_multiplier * self.max_norm * self._loss_scale
+                       / self._divisor) if self.clip_config.noise_multiplier > 0 else 0.0
         if self._flat is not None:
             for view, s in zip(self._views, self._sums):
                 if s is None:  # another rank may have a gradient for it
                     view.zero_()
+            if noise_scale and dist.get_rank(self.process_group) == 0:
+                # Once for the step: rank 0 adds it, the all-reduce spreads it.
+                self._add_noise(self._views, [True] * len(self._views), noise_scale)
             tail = self._flat[sum(v.numel() for v in self._views):]
             tail[:summary.numel()] = summary
             tail[summary.numel():] = torch.tensor(used, dtype=tail.dtype)
             dist.all_reduce(self._flat, op=dist.ReduceOp.SUM, group=self.process_group)
             summary = tail[:summary.numel()].double()
             sums, used = self._views, (tail[summary.numel():] > 0).tolist()
+        elif noise_scale:
+            self._add_noise(sums, used, noise_scale)
 
         num_cores, norm_sum, num_clipped, nonfinite = summary[:_COUNTS].tolist()
         slots = summary[_COUNTS:].view(-1, _SLOT)
@@ -328,6 +367,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             scale = self._divisor / num_cores
         if nonfinite:
             scale = math.nan  # every rank skips the step
+        elif self.clip_config.adaptive_bound:
+            self._bound = next_quantile_bound(
+                bound, (num_cores - num_clipped) / num_cores, self.clip_config.target_quantile,
+                self.clip_config.bound_lr)
         grads = [s for s, u in zip(sums, used) if u]
         if grads and scale != 1.0:
             torch._foreach_mul_(grads, scale)
@@ -338,11 +381,25 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # Σ now backs p.grad until zero_grad(); the next step starts a new one.
         self._reset_accumulation()
         self._divisor = int(num_cores)
+        self.steps += 1
         return CoreReduction(
             num_cores=int(num_cores), bound=bound, norm_min=norm_min,
             norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,
             clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite),
-            update_norm=min(norm_max, bound) if num_cores == 1 and not nonfinite else None)
+            update_norm=(min(norm_max, bound) if num_cores == 1 and not nonfinite
+                         and not noise_scale else None),
+            noise_std=self.clip_config.noise_multiplier * bound / num_cores if noise_scale
+            else 0.0)
+
+    def _add_noise(self, sums: List[Optional[torch.Tensor]], used: List[bool],
+                   scale: float) -> None:
+        """Σ_i += scale·z_i, z the step's noise (drawn for every parameter, used or not,
+        so that every process draws the same stream)."""
+        params = self._params()
+        for s, u, z in zip(sums, used, step_noise(params, self.noise_seed, self.steps,
+                                                    params[0].device)):
+            if u:
+                s.add_(z, alpha=scale)
 
     def _summary(self, norms: torch.Tensor) -> torch.Tensor:
         """This rank's statistics of the step (the layout is at `_COUNTS`)."""
@@ -371,6 +428,30 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     def _distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size(
             self.process_group) > 1
+
+
+def step_noise(params: List[torch.nn.Parameter], seed: int, step: int,
+               device: torch.device) -> Iterator[torch.Tensor]:
+    """Standard normal noise shaped like each parameter, for step `step` of a run.
+
+    A generator seeded with (seed, step) alone: a resumed run and every DDP layout draw
+    the same values for the same step.  One parameter at a time, so that no more than
+    one parameter's worth of noise is alive.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(((seed & 0xFFFFFFFF) << 32) | (step & 0xFFFFFFFF))
+    for p in params:
+        yield torch.randn(p.shape, generator=generator, device=device, dtype=torch.float32)
+
+
+def next_quantile_bound(bound: float, unclipped_fraction: float, target_quantile: float,
+                        bound_lr: float) -> float:
+    """Andrew et al.'s geometric update: C·exp(−η(b − γ)).
+
+    b > γ (more cores under C than the target): C shrinks; b < γ: C grows.  At b = γ,
+    C is the γ-quantile of the core norms, which it tracks over steps.
+    """
+    return bound * math.exp(-bound_lr * (unclipped_fraction - target_quantile))
 
 
 def _at_least_float32(grad: torch.Tensor) -> torch.Tensor:

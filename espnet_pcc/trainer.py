@@ -66,7 +66,7 @@ from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
-from espnet_pcc.cores import batch_size, split_batch
+from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.fileio import atomic_path
 from espnet_pcc.optim import PerCoreClipOptimizer
 
@@ -77,6 +77,8 @@ class PCCTrainerOptions(TrainerOptions):
     clip_conf: dict  # as given
     clip_config: ClipConfig  # both, validated: what the trainer uses
 
+    # core_by speaker: utterance -> speaker of the training set (TrainArgs.speaker_of)
+    speaker_of: Optional[dict] = None
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     """`--clip` and `--clip_conf` (shown by --print_config with their defaults)."""
@@ -317,7 +319,8 @@ class PCCTrainer(Trainer):
 
     @classmethod
     def build_options(cls, args: argparse.Namespace) -> PCCTrainerOptions:
-        """The trainer options, carrying `args.clip_config` (built by PCCASRTask.check_args)."""
+        """The trainer options, carrying `args.clip_config` and `args.speaker_of` (both set
+        by PCCASRTask.check_args)."""
         if not isinstance(getattr(args, "clip_config", None), ClipConfig):
             raise ValueError("args.clip_config is not set: PCCASRTask.check_args(args) "
                              "builds it from --clip / --clip_conf")
@@ -331,6 +334,9 @@ class PCCTrainer(Trainer):
 
     @classmethod
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
+        if args.clip_config.core_by == "speaker" and getattr(args, "speaker_of", None) is None:
+            raise ValueError("args.speaker_of is not set: PCCASRTask.check_args(args) reads "
+                             "it from utt2spk for clip_conf.core_by=speaker")
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
         """espnet2's `Trainer.run` with atomic checkpoints, resume completion, no epoch after
         a resumed early stop, and progress lines (see the module docstring)."""
@@ -427,11 +433,14 @@ class PCCTrainer(Trainer):
                 all_steps_are_invalid = False
                 continue
 
-            num_cores = config.cores_per_micro_batch(batch_size(batch))
+            if config.core_by == "speaker":
+                cores = split_by_speaker(batch, options.speaker_of)
+            else:
+                cores = split_batch(batch, config.cores_per_micro_batch(batch_size(batch)))
             loss_scale = scaler.get_scale() if scaler is not None else 1.0
             forward_time = backward_time = 0.0
             per_core = []
-            for core in split_batch(batch, num_cores):
+            for core in cores:
                 with no_sync():
                     tic = time.perf_counter()
                     with autocast(scaler is not None, **autocast_args):

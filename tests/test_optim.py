@@ -7,7 +7,7 @@ from espnet2.schedulers.warmup_lr import WarmupLR
 
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import clipped_average
-from espnet_pcc.optim import PerCoreClipOptimizer
+from espnet_pcc.optim import PerCoreClipOptimizer, next_quantile_bound, step_noise
 
 
 class TinyNet(torch.nn.Module):
@@ -199,3 +199,127 @@ def test_settings_are_keyword_only_and_a_clip_config():
         PerCoreClipOptimizer(sgd, config)  # positional: not accepted
     with pytest.raises(TypeError, match="clip_config must be a ClipConfig"):
         PerCoreClipOptimizer(sgd, clip_config="per_core")
+
+
+# -- noise (clip_conf.noise_multiplier) ---------------------------------------------------
+def noisy_wrap(model, sigma, seed=5, **conf):
+    config = ClipConfig.from_options("per_core", {"max_norm": 0.5, "noise_multiplier": sigma,
+                                                  **conf})
+    return PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                clip_config=config, noise_seed=seed)
+
+
+def step_update(model, opt, cores, loss_scale=1.0):
+    for x, y in cores:
+        (core_loss(model, x, y) * loss_scale).backward()
+        opt.add_core(loss_scale=loss_scale)
+    reduction = opt.reduce_cores()
+    update = [p.grad.clone() / loss_scale for p in model.parameters() if p.grad is not None]
+    opt.zero_grad()
+    return update, reduction
+
+
+def test_noise_is_sigma_c_over_k_times_the_step_noise():
+    """u = (Σ_k f_k g_k + σC·z)/K, z the step's standard normal draw."""
+    cores = core_inputs(4)
+    clean, _, _ = streamed_update(make_model(), cores, "per_core", 0.5)
+    model = make_model()
+    noisy, reduction = step_update(model, noisy_wrap(model, 1.3), cores)
+    used = [p for p in model.parameters() if p.requires_grad]
+    z = [n for n, p in zip(step_noise(used, 5, 0, torch.device("cpu")), used)
+         if p is not model.unused.weight and p is not model.unused.bias]
+    clean = [c for c, p in zip(clean, model.parameters())
+             if p is not model.unused.weight and p is not model.unused.bias]
+    assert reduction.noise_std == pytest.approx(1.3 * 0.5 / 4)
+    for n, c, zi in zip(noisy, clean, z):
+        torch.testing.assert_close(n, c + 1.3 * 0.5 / 4 * zi, rtol=1e-5, atol=1e-6)
+
+
+def test_empirical_noise_scale_matches_the_formula():
+    # 10,100 coordinates of a zero-gradient model: their spread is the noise's.
+    model = torch.nn.Linear(100, 100)
+    opt = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), clip_config=
+                               ClipConfig.from_options("per_core", {"max_norm": 2.0,
+                                                                    "noise_multiplier": 0.8}))
+    for _ in range(3):
+        (0.0 * model(torch.ones(1, 100)).sum()).backward()
+        opt.add_core()
+    opt.reduce_cores()
+    values = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert values.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert values.std().item() == pytest.approx(0.8 * 2.0 / 3, rel=0.03)
+
+
+def test_noise_differs_between_steps_and_repeats_for_the_same_seed_and_step():
+    cores = core_inputs(2)
+    model = make_model()
+    opt = noisy_wrap(model, 1.0)
+    first, _ = step_update(model, opt, cores)
+    second, _ = step_update(model, opt, cores)
+    again_model = make_model()
+    again, _ = step_update(again_model, noisy_wrap(again_model, 1.0), cores)
+    assert not torch.allclose(first[0], second[0])
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
+def test_resumed_wrapper_draws_the_noise_of_the_uninterrupted_run():
+    cores = core_inputs(2)
+    model = make_model()
+    opt = noisy_wrap(model, 1.0)
+    step_update(model, opt, cores)
+    state = opt.state_dict()
+    uninterrupted, _ = step_update(model, opt, cores)
+    resumed_opt = noisy_wrap(model, 1.0)
+    resumed_opt.load_state_dict(state)
+    resumed, _ = step_update(model, resumed_opt, cores)
+    for a, b in zip(uninterrupted, resumed):
+        assert torch.equal(a, b)
+
+
+def test_noise_with_a_loss_scale_gives_the_same_update():
+    cores = core_inputs(3)
+    plain_model, scaled_model = make_model(), make_model()
+    plain, _ = step_update(plain_model, noisy_wrap(plain_model, 1.0), cores)
+    scaled, _ = step_update(scaled_model, noisy_wrap(scaled_model, 1.0), cores, loss_scale=1024.0)
+    for a, b in zip(plain, scaled):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# -- quantile-adaptive bound (clip_conf.target_quantile) -----------------------------------
+def test_next_quantile_bound_is_andrew_et_al_geometric_update():
+    assert next_quantile_bound(2.0, 0.5, 0.5, 0.2) == 2.0
+    assert next_quantile_bound(2.0, 1.0, 0.5, 0.2) == pytest.approx(2.0 * math.exp(-0.1))
+    assert next_quantile_bound(2.0, 0.0, 0.5, 0.2) == pytest.approx(2.0 * math.exp(0.1))
+
+
+def test_adaptive_bound_moves_each_step_is_used_and_is_checkpointed():
+    model = make_model()
+    config = ClipConfig.from_options("per_core", {"target_quantile": 0.5, "initial_bound": 1e-3,
+                                                  "bound_lr": 0.5})
+    opt = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), clip_config=config)
+    bounds = []
+    for _ in range(3):
+        _, reduction = step_update(model, opt, core_inputs(4))
+        bounds.append(reduction.bound)
+        assert reduction.clipped_fraction == 1.0  # every core is above a tiny C
+    # All clipped: b = 0, so C grows by exp(0.5·0.5) each step.
+    assert bounds == pytest.approx([1e-3, 1e-3 * math.exp(0.25), 1e-3 * math.exp(0.5)])
+    resumed = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.0),
+                                   clip_config=config)
+    resumed.load_state_dict(opt.state_dict())
+    assert resumed.max_norm == pytest.approx(1e-3 * math.exp(0.75))
+
+
+def test_adaptive_bound_converges_to_the_target_quantile_of_fixed_norms():
+    model = make_model()
+    config = ClipConfig.from_options("per_core", {"target_quantile": 0.5, "initial_bound": 100.0,
+                                                  "bound_lr": 0.05})
+    opt = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.0), clip_config=config)
+    cores = core_inputs(4)
+    norms = sorted(streamed_update(make_model(), [c], "none", None)[1].norm_max for c in cores)
+    for _ in range(400):
+        step_update(model, opt, cores)
+    # Between the 2nd and 3rd smallest norm of 4 (half the cores at or under C), give or
+    # take one step's factor exp(η/4) ≈ 1.013 when it lands on either side.
+    assert norms[1] / 1.013 <= opt.max_norm <= norms[2] * 1.013

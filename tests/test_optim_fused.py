@@ -50,9 +50,10 @@ def loss(model, core):
     return ((model(x, extra).float() - y) ** 2).mean()
 
 
-def wrap(model, mode, max_norm, optimizer=torch.optim.SGD):
-    config = ClipConfig.from_options(mode, {"max_norm": max_norm})
-    return PerCoreClipOptimizer(optimizer(model.parameters(), lr=0.1), clip_config=config)
+def wrap(model, mode, max_norm, optimizer=torch.optim.SGD, **clip_conf):
+    config = ClipConfig.from_options(mode, {"max_norm": max_norm, **clip_conf})
+    return PerCoreClipOptimizer(optimizer(model.parameters(), lr=0.1), clip_config=config,
+                                noise_seed=3)
 
 
 def reference(model, all_cores, mode, max_norm, dtype=None):
@@ -259,6 +260,14 @@ def _ddp_cases(rank, out, checkpoint):
                 opt.step()
                 opt.zero_grad()
                 model.load_state_dict(Net().state_dict())  # the reference's weights
+        # Noise: added once for the step (by rank 0), the values 1 process draws.
+        model = Net()
+        opt = wrap(model, "per_core", 0.5, noise_multiplier=0.7)
+        for step in range(2):  # the second step draws new noise
+            calls.clear()
+            grads, reduction = streamed(model, opt, [all_cores[k] for k in RANK_CORES[rank]])
+            results.append((grads, reduction, list(calls)))
+            opt.zero_grad()
         # A non-finite core on rank 1 poisons both ranks.
         model = Net()
         opt = wrap(model, "per_core", 0.5)
@@ -308,6 +317,26 @@ def test_ddp_one_all_reduce_and_the_reference_update(ddp_results, case):
             assert len(calls) == 1, calls  # one collective per step
             assert_matches(grads, expected, stats, reduction)
             assert grads[-1] is None and grads[-2] is None  # `unused` on every rank
+
+
+def test_ddp_noise_is_added_once_and_equals_one_process(ddp_results):
+    model = Net()
+    opt = wrap(model, "per_core", 0.5, noise_multiplier=0.7)
+    clean, _ = reference(Net(), cores(5, extra=EXTRA), "per_core", 0.5)
+    for step in range(2):
+        expected, one_process = streamed(model, opt, cores(5, extra=EXTRA))
+        opt.zero_grad()
+        for rank in (0, 1):
+            grads, reduction, calls = ddp_results[rank][2 * len(DDP_CASES) + step]
+            assert len(calls) == 1, calls
+            assert reduction.noise_std == pytest.approx(0.7 * 0.5 / 5)
+            for g, e, c in zip(grads, expected, clean):
+                if e is None:
+                    assert g is None
+                    continue
+                torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
+                # Once, not once per rank: twice the noise would be twice as far from clean.
+                assert not torch.allclose(g, c, atol=1e-3)
 
 
 def test_ddp_nonfinite_core_on_one_rank_skips_on_both(ddp_results):

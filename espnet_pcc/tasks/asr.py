@@ -5,33 +5,76 @@ settings with one line before anything runs, builds the run's `ClipConfig` once
 (`check_args`), wraps the optimizer ESPnet builds from `optim` / `optim_conf` in
 the registered per-core wrapper, and hands the same `ClipConfig` to the trainer
 options.
+
+With `clip_conf: {core_by: speaker}`, `check_args` also reads the training set's
+utt2spk (one-line error if it is missing or lacks an utterance) and the training
+iterator is built on `SpeakerCoreSampler` (espnet_pcc.speaker_cores): one speaker per
+core, no speaker twice in a step.  Validation keeps ESPnet's sampler.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from espnet2.tasks.asr import ASRTask
+from espnet2.iterators.abs_iter_factory import AbsIterFactory
+from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
+from espnet2.tasks.abs_task import IteratorOptions
 
+from espnet2.train.distributed_utils import DistributedOption
 from espnet_pcc import distributed, registry
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.errors import UserError
 from espnet_pcc.trainer import PCCTrainer
 
+from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
+    read_utt_lengths, utt2spk_path, utts_per_core
 
 class TrainArgs(argparse.Namespace):
-    """asr_train's parsed options plus `clip_config`, the ClipConfig built from them.
+    """asr_train's parsed options plus `clip_config`, the ClipConfig built from them, and
+    `speaker_of` (core_by speaker: the training utterances' speakers, else None).
 
-    `clip_config` is not an option: it is a slot, outside ``vars(args)``, which espnet2
-    writes to config.yaml (a file that must load back as options).  espnet2's spawned
-    DDP workers get a plain copy of ``vars(args)``: they build their own (see
+    Neither is an option: they are slots, outside ``vars(args)``, which espnet2 writes to
+    config.yaml (a file that must load back as options).  espnet2's spawned DDP workers
+    get a plain copy of ``vars(args)``: they build their own (see
     `PCCASRTask.main_worker`).
     """
 
-    __slots__ = ("clip_config",)
+    __slots__ = ("clip_config", "speaker_of")
+
+
+def read_training_speakers(args: argparse.Namespace, config: ClipConfig) -> Dict[str, str]:
+    """For core_by speaker: the speaker of each training utterance (of the first
+    --train_shape_file), from clip_conf.utt2spk or the utt2spk beside the first training
+    data file.  Also rejects the iterator options that would mix up the speaker cores.
+
+    Raises:
+        ClipConfigError: a missing or malformed utt2spk or shape file, an utterance
+            without a speaker, fewer speakers than accum_grad x num_cores, or an
+            iterator option that speaker cores do not support.
+    """
+    if args.iterator_type != "sequence" or args.multiple_iterator:
+        raise ClipConfigError("clip_conf.core_by=speaker needs --iterator_type sequence and "
+                              "--multiple_iterator false")
+    if args.shuffle_within_batch:
+        raise ClipConfigError("clip_conf.core_by=speaker does not support "
+                              "--shuffle_within_batch (it mixes speakers across cores)")
+    if args.num_iters_per_epoch is not None and args.num_iters_per_epoch % args.accum_grad:
+        raise ClipConfigError(f"clip_conf.core_by=speaker: --num_iters_per_epoch "
+                              f"{args.num_iters_per_epoch} must be a multiple of --accum_grad "
+                              f"{args.accum_grad} (an epoch must end on a step)")
+    if not args.train_shape_file:
+        raise ClipConfigError("clip_conf.core_by=speaker needs --train_shape_file "
+                              "(the training utterances and their lengths)")
+    path = utt2spk_path(config.utt2spk, args.train_data_path_and_name_and_type)
+    utts = read_utt_lengths(args.train_shape_file[0])
+    speaker_of = read_utt2spk(path, utt_ids=utts)
+    # One rank at least: the sampler checks again with the world size.
+    check_enough_speakers(len(set(speaker_of.values())), config.num_cores, args.accum_grad, 1)
+    return speaker_of
 
 
 class PCCASRTask(ASRTask):
@@ -46,8 +89,10 @@ class PCCASRTask(ASRTask):
     def check_args(cls, args: argparse.Namespace) -> TrainArgs:
         """Validates --dist_timeout and clipping against the rest of the configuration.
 
-        Returns `args` as TrainArgs carrying the run's one ClipConfig (`clip_config`).
-        Raises DistTimeoutError or ClipConfigError (one-line messages).
+        Returns `args` as TrainArgs carrying the run's one ClipConfig (`clip_config`)
+        and, for core_by speaker, the training utterances' speakers (`speaker_of`).
+        Raises DistTimeoutError or ClipConfigError (one-line messages).  asr_train runs
+        it before espnet2 creates the output dir, so a bad setting leaves nothing behind.
         """
         distributed.check_timeout(args.dist_timeout)
         config = ClipConfig.from_options(args.clip, args.clip_conf)
@@ -67,10 +112,67 @@ class PCCASRTask(ASRTask):
     @classmethod
     def build_optimizers(cls, args: TrainArgs,
                          model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+        speaker_of = None
+        if config.core_by == "speaker" and not args.collect_stats:
+            # collect_stats runs no trainer, and its shape files are key lists.
+            speaker_of = read_training_speakers(args, config)
         config = args.clip_config
         optimizers = super().build_optimizers(args, model)
+        checked.speaker_of = speaker_of
         if not config.wraps_optimizer:
             return optimizers
+    @classmethod
+    def build_iter_factory(cls, args: argparse.Namespace,
+                           distributed_option: DistributedOption, mode: str,
+                           kwargs: Optional[dict] = None) -> AbsIterFactory:
+        """ESPnet's iterator factories, except the training one of core_by speaker."""
+        config = getattr(args, "clip_config", None)
+        if mode != "train" or not isinstance(config, ClipConfig) or config.core_by != "speaker":
+            return super().build_iter_factory(args=args, distributed_option=distributed_option,
+                                              mode=mode, kwargs=kwargs)
+        iter_options = cls.build_iter_options(args, distributed_option, mode)
+        for key, value in (kwargs or {}).items():
+            setattr(iter_options, key, value)
+        return cls.build_speaker_core_iter_factory(args, iter_options)
+
+    @classmethod
+    def build_speaker_core_iter_factory(cls, args: TrainArgs,
+                                        iter_options: IteratorOptions) -> AbsIterFactory:
+        """ESPnet's `build_sequence_iter_factory` with `SpeakerCoreSampler` for its sampler.
+
+        `batch_size` counts utterances over all ranks, as in ESPnet (whatever the
+        batch_type): each rank's micro-batch holds num_cores speaker cores of at most
+        utts_per_core = max(1, batch_size // (world_size x num_cores)) utterances.
+        """
+        config = args.clip_config
+        if iter_options.distributed:
+            world_size = torch.distributed.get_world_size()
+            rank = torch.distributed.get_rank()
+        else:
+            world_size, rank = 1, 0
+        sampler = SpeakerCoreSampler(
+            read_utt_lengths(iter_options.shape_files[0]), args.speaker_of,
+            num_cores=config.num_cores,
+            utts_per_core=utts_per_core(iter_options.batch_size, world_size, config.num_cores),
+            accum_grad=args.accum_grad, world_size=world_size, rank=rank)
+        logging.info(f"[train] Batch sampler: {sampler}")
+        # Every utterance: the plan, and so each rank's share, changes every epoch.
+        dataset = cls.build_dataset(args, iter_options)
+        logging.info(f"[train] dataset:\n{dataset}")
+        return SequenceIterFactory(
+            dataset=dataset,
+            batches=sampler,
+            seed=args.seed,
+            num_iters_per_epoch=iter_options.num_iters_per_epoch,
+            # The sampler shuffles (generate(epoch + seed)); ESPnet's shuffle would move
+            # micro-batches across steps, putting a speaker twice in one.
+            shuffle=False,
+            shuffle_within_batch=False,
+            num_workers=args.num_workers,
+            collate_fn=iter_options.collate_fn,
+            pin_memory=args.ngpu > 0,
+        )
+
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
         wrapper = registry.load(registry.OPTIMIZERS, registry.PER_CORE_CLIP)

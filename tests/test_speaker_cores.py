@@ -1,0 +1,225 @@
+"""Speaker cores (clip_conf core_by: speaker): the sampler's plan, utt2spk, and a real run."""
+import shutil
+from collections import Counter
+from itertools import chain
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from asr_train_helpers import train_args, train_stats
+from espnet_pcc.bin import asr_train
+from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.cores import speaker_bounds, split_by_speaker
+from espnet_pcc.speaker_cores import Chunk, SpeakerCoreSampler, plan_steps, read_utt2spk, \
+    read_utt_lengths, speaker_chunks, utts_per_core
+from espnet_pcc.tasks.asr import PCCASRTask
+from espnet_pcc.trainer import PCCTrainer
+
+# 20 speakers of 1, 2, 3 and 7 utterances (65 utterances).
+SIZES = [1, 2, 3, 7] * 5
+SPEAKER_OF = {f"s{k:02d}-{i}": f"s{k:02d}" for k, n in enumerate(SIZES) for i in range(n)}
+LENGTHS = {utt: int(n) for utt, n in zip(
+    SPEAKER_OF, np.random.default_rng(0).integers(100, 1000, len(SPEAKER_OF)))}
+NUM_CORES, UTTS_PER_CORE = 2, 2
+
+
+def samplers(world_size, accum_grad, num_cores=NUM_CORES):
+    return [SpeakerCoreSampler(LENGTHS, SPEAKER_OF, num_cores=num_cores,
+                               utts_per_core=UTTS_PER_CORE, accum_grad=accum_grad,
+                               world_size=world_size, rank=rank)
+            for rank in range(world_size)]
+
+
+def epoch_steps(ranks, seed):
+    """The epoch as steps, each a list of cores (utterance lists), from every rank's
+    micro-batches: step s holds micro-batches s*accum_grad ... of every rank."""
+    per_rank = [sampler.generate(seed) for sampler in ranks]
+    accum_grad = ranks[0].accum_grad
+    steps = []
+    for s in range(len(per_rank[0]) // accum_grad):
+        cores = []
+        for batches in per_rank:
+            for batch in batches[s * accum_grad:(s + 1) * accum_grad]:
+                bounds = speaker_bounds(batch, SPEAKER_OF)
+                assert len(bounds) == NUM_CORES, batch  # num_cores speaker cores
+                cores += [list(batch[start:end]) for start, end in bounds]
+        steps.append(cores)
+    return steps
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+@pytest.mark.parametrize("accum_grad", [1, 3])
+def test_plan_one_speaker_per_core_and_none_twice_in_a_step(world_size, accum_grad):
+    ranks = samplers(world_size, accum_grad)
+    cores_per_step = accum_grad * world_size * NUM_CORES
+    for seed in range(4):
+        lengths = {len(sampler.generate(seed)) for sampler in ranks}
+        assert len(lengths) == 1  # every rank the same number of micro-batches
+        assert lengths.pop() % accum_grad == 0  # the epoch ends on a step
+        steps = epoch_steps(ranks, seed)
+        assert steps
+        used = []
+        for cores in steps:
+            assert len(cores) == cores_per_step
+            speakers = [{SPEAKER_OF[u] for u in core} for core in cores]
+            assert all(len(s) == 1 for s in speakers)  # one speaker per core
+            assert len(set.union(*speakers)) == cores_per_step  # none twice in a step
+            for core in cores:
+                assert 1 <= len(core) <= UTTS_PER_CORE
+                assert [LENGTHS[u] for u in core] == sorted((LENGTHS[u] for u in core),
+                                                            reverse=True)
+            used += chain.from_iterable(cores)
+        assert len(used) == len(set(used))  # each utterance at most once per epoch
+        dropped_speakers = {SPEAKER_OF[u] for u in set(LENGTHS) - set(used)}
+        assert len(dropped_speakers) < cores_per_step
+
+
+def test_single_utterance_speakers_are_kept():
+    chunks = speaker_chunks(LENGTHS, SPEAKER_OF, 4, np.random.RandomState(0))
+    assert sorted(chain.from_iterable(c.utts for c in chunks)) == sorted(LENGTHS)
+    sizes = Counter(c.speaker for c in chunks)
+    assert all(sizes[f"s{k:02d}"] == -(-n // 4) for k, n in enumerate(SIZES))
+    singles = {f"s{k:02d}" for k, n in enumerate(SIZES) if n == 1}
+    assert {c.speaker for c in chunks if len(c.utts) == 1} >= singles
+    # In the epochs' plans, a single-utterance speaker is only ever left out at the end.
+    ranks = samplers(1, 1)
+    seen = set()
+    for seed in range(5):
+        seen |= {SPEAKER_OF[u] for batch in ranks[0].generate(seed) for u in batch}
+    assert singles <= seen
+
+
+def test_generate_is_deterministic_per_seed_and_epochs_differ():
+    ranks = samplers(2, 3)
+    for sampler in ranks:
+        assert sampler.generate(7) == sampler.generate(7)
+        assert sampler.generate(7) != sampler.generate(8)
+        assert len(sampler) == len(sampler.generate(0)) == len(list(sampler))
+    assert ranks[0].generate(7) != ranks[1].generate(7)
+
+
+def test_plan_steps_scans_ahead_and_drops_the_unfilled_end():
+    chunks = [Chunk(s, (f"{s}{i}",)) for i, s in enumerate("aabcad")]
+    steps, dropped = plan_steps(chunks, 2)
+    assert [[c.speaker for c in step] for step in steps] == [["a", "b"], ["a", "c"],
+                                                            ["a", "d"]]
+    assert dropped == []
+    steps, dropped = plan_steps(chunks + [Chunk("a", ("a9",))], 2)
+    assert [c.utts for c in dropped] == [("a9",)]
+
+
+def test_utts_per_core_divides_the_global_batch():
+    assert utts_per_core(32, world_size=2, num_cores=4) == 4
+    assert utts_per_core(3, world_size=2, num_cores=4) == 1
+
+
+def test_too_few_speakers_for_a_step():
+    with pytest.raises(ClipConfigError, match="a step has 24 cores of different speakers "
+                       r"\(accum_grad 3 x 2 rank\(s\) x num_cores 4\), but the training set "
+                       "has 20 speakers"):
+        samplers(2, 3, num_cores=4)
+
+
+def one_line(error):
+    return len(str(error.value).splitlines()) == 1
+
+
+def test_utt2spk_errors_are_one_line(tmp_path):
+    missing = tmp_path / "nope" / "utt2spk"
+    with pytest.raises(ClipConfigError, match=f"clip_conf.utt2spk {missing}: no such file") as e:
+        read_utt2spk(missing)
+    assert one_line(e)
+    bad = tmp_path / "utt2spk"
+    bad.write_text("u1 a\nu2\n")
+    with pytest.raises(ClipConfigError, match=r"utt2spk .*:2: expected 'utt_id speaker_id', "
+                                              "got 'u2'") as e:
+        read_utt2spk(bad)
+    assert one_line(e)
+    bad.write_text("u1 a\nu2 b\n")
+    with pytest.raises(ClipConfigError, match="training utterance 'u3' .and 1 more. has no "
+                                              "speaker") as e:
+        read_utt2spk(bad, utt_ids=["u1", "u3", "u4"])
+    assert one_line(e)
+    assert read_utt2spk(bad, utt_ids=["u2"]) == {"u2": "b"}
+    with pytest.raises(ClipConfigError, match="shape file .*: no such file"):
+        read_utt_lengths(tmp_path / "speech_shape")
+
+
+# ------------------------------------------------------------------ asr_train, end to end
+SPEAKER_CORES = {"clip": "per_core", "max_epoch": 1,
+                 "clip_conf": {"max_norm": 1.0, "num_cores": 2, "core_by": "speaker"}}
+CORPUS_SPEAKERS = {"utt0": "x", "utt1": "x", "utt2": "x", "utt3": "y", "utt4": "y",
+                   "utt5": "y", "utt6": "y", "utt7": "z"}
+
+
+@pytest.fixture
+def speaker_corpus(corpus, tmp_path):
+    """The 8-utterance corpus with an utt2spk of 3 speakers (3, 4 and 1 utterances)."""
+    root = tmp_path / "data"
+    shutil.copytree(corpus, root, ignore=shutil.ignore_patterns("*.wav"))  # wav.scp: abs paths
+    (root / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in CORPUS_SPEAKERS.items()))
+    return root
+
+
+def test_asr_train_with_speaker_cores(speaker_corpus, tmp_path):
+    out = tmp_path / "exp"
+    cores = []
+
+    def spy(batch, speaker_of):
+        split = split_by_speaker(batch, speaker_of)
+        cores.append([core["utt_id"] for core in split])
+        return split
+
+    with mock.patch("espnet_pcc.trainer.split_by_speaker", side_effect=spy):
+        asr_train.main(train_args(speaker_corpus, out, SPEAKER_CORES))
+    # batch_size 4 over num_cores 2: cores of at most 2 utterances of one speaker; the
+    # speakers give chunks x:(2,1) y:(2,2) z:(1), so 2 steps of 2 cores (one chunk of y
+    # or another speaker's is left for lack of a second speaker).
+    assert len(cores) == 2
+    for micro_batch in cores:
+        assert len(micro_batch) == 2
+        speakers = [{CORPUS_SPEAKERS[u] for u in core} for core in micro_batch]
+        assert all(len(s) == 1 and 1 <= len(core) <= 2 for s, core in zip(speakers, micro_batch))
+        assert speakers[0] != speakers[1]
+    stats = train_stats(out, 1)
+    assert stats["num_cores"] == 2
+    assert np.isfinite(stats["loss"])
+    assert (out / "valid.loss.best.pth").exists()
+
+
+@pytest.mark.parametrize("utt2spk,message", [
+    (None, "clip_conf.utt2spk {data}/utt2spk: no such file"),
+    ("{data}/spk", "clip_conf.utt2spk {data}/spk: no such file"),
+])
+def test_asr_train_without_utt2spk_fails_before_writing(speaker_corpus, tmp_path, capsys,
+                                                       utt2spk, message):
+    (speaker_corpus / "utt2spk").unlink()
+    conf = dict(SPEAKER_CORES["clip_conf"])
+    if utt2spk is not None:
+        conf["utt2spk"] = utt2spk.format(data=speaker_corpus)
+    out = tmp_path / "exp"
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(train_args(speaker_corpus, out, dict(SPEAKER_CORES, clip_conf=conf)))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"asr_train: error: {message.format(data=speaker_corpus)}"]
+    assert not out.exists()
+
+
+def test_check_args_reads_the_speakers_and_rejects_mixing_options(speaker_corpus, tmp_path):
+    args = PCCASRTask.get_parser().parse_args(train_args(speaker_corpus, tmp_path / "exp"))
+    args.clip, args.clip_conf = "adaptive_per_core", {"core_by": "speaker", "num_cores": 2}
+    checked = PCCASRTask.check_args(args)
+    assert checked.speaker_of == CORPUS_SPEAKERS
+    assert "speaker_of" not in vars(checked)  # not written to config.yaml
+    options = PCCTrainer.build_options(checked)
+    assert options.speaker_of is checked.speaker_of
+    assert options.clip_config == ClipConfig.from_options("adaptive_per_core",
+                                                          args.clip_conf)
+    args.shuffle_within_batch = True
+    with pytest.raises(ClipConfigError, match="does not support --shuffle_within_batch"):
+        PCCASRTask.check_args(args)
+    args.shuffle_within_batch, args.accum_grad = False, 2
+    with pytest.raises(ClipConfigError, match="a step has 4 cores .* training set has 3 "):
+        PCCASRTask.check_args(args)
