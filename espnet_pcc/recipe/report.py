@@ -57,13 +57,25 @@ class ModelResult:
         return sum(v) / len(v) if v else None
 
     @property
+    def dp_epsilon(self) -> Optional[float]:
+        """The (epsilon, clip_conf.delta) spent by the last trained epoch (noisy runs only)."""
+        v = [e["train"]["dp_epsilon"] for e in self.epochs if "dp_epsilon" in e.get("train", {})]
+        return v[-1] if v else None
+
+    @property
     def label(self) -> str:
         c = self.clip_conf or {}
         extra = []
         if c.get("max_norm") is not None:
             extra.append(f"C={c['max_norm']}")
+        if c.get("target_quantile") is not None:
+            extra.append(f"C→q{c['target_quantile']:g} from {c.get('initial_bound')}")
         if int(c.get("num_cores", 1) or 1) > 1:
             extra.append(f"{c['num_cores']} cores")
+        if c.get("core_by", "position") != "position":
+            extra.append(f"cores by {c['core_by']}")
+        if c.get("noise_multiplier"):
+            extra.append(f"σ={c['noise_multiplier']:g}")
         return self.clip + (f" ({', '.join(extra)})" if extra else "")
 
 

@@ -346,6 +346,9 @@ class Study:
         last = self.test_sets[-1]
         head = ["mode", "clip", "seeds", f"WER {last}", f"CER {last}", f"exposure x{top}",
                 "exposure all"] + (["canary CER all"] if self.canary_accuracy else [])
+        noisy = any(m.result.dp_epsilon is not None for mode in self.modes for m in mode.models)
+        if noisy:  # (epsilon, delta) of the noisy modes: espnet_pcc.accounting
+            head.append("epsilon (delta: clip_conf.delta, default 1/N)")
         rows = []
         for mode in self.modes:
             row = [mode.config, mode.label, str(len(mode.models)), wer_interval(mode, last).fmt(1),
@@ -355,6 +358,9 @@ class Study:
             if self.canary_accuracy:
                 row.append(stats.bootstrap_interval(
                     100 * self.per_canary(mode, "cer", groups[POOLED])).fmt(1))
+            if noisy:
+                eps = [m.result.dp_epsilon for m in mode.models if m.result.dp_epsilon is not None]
+                row.append(f"{max(eps):.3g}" if eps else "∞ (no noise)")
             rows.append(row)
         return _table(head, rows)
 

@@ -104,3 +104,28 @@ def test_missing_inputs_name_the_stage(tmp_path: Path):
 ])
 def test_cores_per_step_is_ranks_x_accum_grad_x_num_cores(config, cores):
     assert cores_per_step(config) == cores
+
+
+def test_label_names_noise_speaker_cores_and_the_adaptive_bound():
+    from espnet_pcc.recipe.report import ModelResult
+
+    noisy = ModelResult(tag="x", clip="per_core", clip_conf={
+        "max_norm": 5.0, "num_cores": 4, "noise_multiplier": 0.001, "core_by": "position"})
+    assert noisy.label == "per_core (C=5.0, 4 cores, σ=0.001)"
+    speakers = ModelResult(tag="x", clip="per_core", clip_conf={
+        "max_norm": 5.0, "num_cores": 4, "noise_multiplier": 0.0, "core_by": "speaker"})
+    assert speakers.label == "per_core (C=5.0, 4 cores, cores by speaker)"
+    adaptive = ModelResult(tag="x", clip="per_core", clip_conf={
+        "target_quantile": 0.5, "initial_bound": 1.0})
+    assert adaptive.label == "per_core (C→q0.5 from 1.0)"
+
+
+def test_dp_epsilon_is_the_last_epochs(tmp_path: Path):
+    from espnet_pcc.recipe.report import ModelResult
+
+    (tmp_path / "train.log").write_text(
+        "INFO: 1epoch results: [train] loss=1.0, dp_epsilon=3.5, [valid] loss=2.0\n"
+        "INFO: 2epoch results: [train] loss=1.0, dp_epsilon=5.25, [valid] loss=2.0\n")
+    result = ModelResult(tag="x", epochs=parse_train_log(tmp_path / "train.log"))
+    assert result.dp_epsilon == 5.25
+    assert ModelResult(tag="y").dp_epsilon is None

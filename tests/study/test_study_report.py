@@ -153,3 +153,17 @@ def test_missing_epoch_output_names_the_stage(tmp_path: Path):
     (exp / "asr_pcc_seed1" / "exposure_2epoch" / "exposure.json").unlink()
     with pytest.raises(report.StudyReportError, match=r"exposure_2epoch/exposure.json missing \(produced by stage 8"):
         build(exp)
+
+
+def test_privacy_table_shows_epsilon_only_when_a_mode_is_noisy(tmp_path: Path):
+    exp = make_study(tmp_path)
+    assert "epsilon" not in build(exp).privacy_utility_table()
+    for seed, eps in ((0, 7.5), (1, 8.25)):  # pcc noisy: the larger epsilon of its seeds
+        log = exp / f"asr_pcc_seed{seed}" / "train.log"
+        log.write_text(log.read_text().replace("[train] loss=1.0,",
+                                                f"[train] loss=1.0, dp_epsilon={eps},"))
+    table = build(exp).privacy_utility_table()
+    assert "epsilon (delta: clip_conf.delta, default 1/N)" in table
+    base_row, pcc_row = [line for line in table.splitlines() if line.startswith("|base|") or
+                         line.startswith("|pcc|")]
+    assert base_row.endswith("|∞ (no noise)|") and pcc_row.endswith("|8.25|")
