@@ -76,9 +76,9 @@ class PCCTrainerOptions(TrainerOptions):
     clip: str  # as given (config.yaml keeps it)
     clip_conf: dict  # as given
     clip_config: ClipConfig  # both, validated: what the trainer uses
-
     # core_by speaker: utterance -> speaker of the training set (TrainArgs.speaker_of)
     speaker_of: Optional[dict] = None
+
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     """`--clip` and `--clip_conf` (shown by --print_config with their defaults)."""
@@ -324,6 +324,9 @@ class PCCTrainer(Trainer):
         if not isinstance(getattr(args, "clip_config", None), ClipConfig):
             raise ValueError("args.clip_config is not set: PCCASRTask.check_args(args) "
                              "builds it from --clip / --clip_conf")
+        if args.clip_config.core_by == "speaker" and getattr(args, "speaker_of", None) is None:
+            raise ValueError("args.speaker_of is not set: PCCASRTask.check_args(args) reads "
+                             "it from utt2spk for clip_conf.core_by=speaker")
         options = build_dataclass(PCCTrainerOptions, args)
         options.grad_clip = effective_grad_clip(options.clip_config, options.grad_clip)
         return options
@@ -334,9 +337,6 @@ class PCCTrainer(Trainer):
 
     @classmethod
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
-        if args.clip_config.core_by == "speaker" and getattr(args, "speaker_of", None) is None:
-            raise ValueError("args.speaker_of is not set: PCCASRTask.check_args(args) reads "
-                             "it from utt2spk for clip_conf.core_by=speaker")
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
         """espnet2's `Trainer.run` with atomic checkpoints, resume completion, no epoch after
         a resumed early stop, and progress lines (see the module docstring)."""

@@ -19,19 +19,19 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from espnet2.tasks.asr import ASRTask
 from espnet2.iterators.abs_iter_factory import AbsIterFactory
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
 from espnet2.tasks.abs_task import IteratorOptions
-
+from espnet2.tasks.asr import ASRTask
 from espnet2.train.distributed_utils import DistributedOption
+
 from espnet_pcc import distributed, registry
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.errors import UserError
-from espnet_pcc.trainer import PCCTrainer
-
 from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
     read_utt_lengths, utt2spk_path, utts_per_core
+from espnet_pcc.trainer import PCCTrainer
+
 
 class TrainArgs(argparse.Namespace):
     """asr_train's parsed options plus `clip_config`, the ClipConfig built from them, and
@@ -105,22 +105,15 @@ class PCCASRTask(ASRTask):
                                       "--use_deepspeed; use plain DDP")
             if getattr(args, "num_optimizers", 1) != 1:
                 raise ClipConfigError(f"clip: {config.mode.value} supports one optimizer")
-        checked = TrainArgs(**vars(args))
-        checked.clip_config = config
-        return checked
-
-    @classmethod
-    def build_optimizers(cls, args: TrainArgs,
-                         model: torch.nn.Module) -> List[torch.optim.Optimizer]:
         speaker_of = None
         if config.core_by == "speaker" and not args.collect_stats:
             # collect_stats runs no trainer, and its shape files are key lists.
             speaker_of = read_training_speakers(args, config)
-        config = args.clip_config
-        optimizers = super().build_optimizers(args, model)
+        checked = TrainArgs(**vars(args))
+        checked.clip_config = config
         checked.speaker_of = speaker_of
-        if not config.wraps_optimizer:
-            return optimizers
+        return checked
+
     @classmethod
     def build_iter_factory(cls, args: argparse.Namespace,
                            distributed_option: DistributedOption, mode: str,
@@ -173,6 +166,13 @@ class PCCASRTask(ASRTask):
             pin_memory=args.ngpu > 0,
         )
 
+    @classmethod
+    def build_optimizers(cls, args: TrainArgs,
+                         model: torch.nn.Module) -> List[torch.optim.Optimizer]:
+        config = args.clip_config
+        optimizers = super().build_optimizers(args, model)
+        if not config.wraps_optimizer:
+            return optimizers
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
         wrapper = registry.load(registry.OPTIMIZERS, registry.PER_CORE_CLIP)
