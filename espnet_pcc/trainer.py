@@ -64,6 +64,7 @@ from espnet2.train.trainer import Trainer, TrainerOptions, autocast, autocast_ar
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
+from espnet_pcc import accounting
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
@@ -106,6 +107,15 @@ def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
     if config.mode is ClipMode.GLOBAL and config.max_norm is not None:
         return config.max_norm
     return grad_clip
+
+
+def epsilon_spent(config: ClipConfig, steps: int, steps_per_epoch: int) -> float:
+    """The epsilon at `config.delta` after `steps` noisy steps (espnet_pcc.accounting:
+    Poisson approximation with q = 1/steps_per_epoch, utterance-level).  PCCASRTask sets
+    delta (default 1/N); a trainer driven without it falls back to 1e-5."""
+    return accounting.epsilon(config.noise_multiplier,
+                              accounting.sampling_rate(max(steps_per_epoch, 1)), steps,
+                              config.delta if config.delta is not None else 1e-5)
 
 
 def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:
@@ -407,13 +417,15 @@ class PCCTrainer(Trainer):
         device = "cuda" if options.ngpu > 0 else "cpu"
         no_sync = model.no_sync if isinstance(
             model, torch.nn.parallel.DistributedDataParallel) else nullcontext
+        try:
+            epoch_length = len(iterator)
+        except TypeError:
+            epoch_length = None
         log_interval = options.log_interval
         if log_interval is None:
-            try:
-                log_interval = max(len(iterator) // 20, 10)
-            except TypeError:
-                log_interval = 100
-
+            log_interval = 100 if epoch_length is None else max(epoch_length // 20, 10)
+        if config.noise_multiplier > 0 and epoch_length is None:
+            logging.warning("the iterator has no length: dp_epsilon is not reported")
         model.train()
         all_steps_are_invalid = True
         # Ranks may hold different numbers of batches: stop all when one runs out.
@@ -461,6 +473,10 @@ class PCCTrainer(Trainer):
             if iiter % options.accum_grad == 0:
                 if cls._step(model, optimizer, scheduler, scaler, reporter, options):
                     all_steps_are_invalid = False
+                if config.noise_multiplier > 0 and iiter == epoch_length:
+                    # At the epoch's last step, once: nanmean makes it the epoch's value.
+                    reporter.register({"dp_epsilon": epsilon_spent(
+                        config, optimizer.steps, epoch_length // options.accum_grad)})
                 reporter.register({
                     **{f"optim0_lr{j}": pg["lr"] for j, pg in enumerate(optimizer.param_groups)
                        if "lr" in pg},

@@ -11,8 +11,9 @@ import yaml
 
 from asr_train_helpers import TINY_CONFIG, assert_resumed_equals_whole, final_params, \
     torchrun_asr_train, torchrun_nodes_asr_train, train_args, train_stats
+from espnet_pcc import accounting
 from espnet_pcc.bin import asr_train
-from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.clip_config import DEFAULT_CLIP_CONF, ClipConfig, ClipConfigError
 from espnet_pcc.distributed import DistTimeoutError
 from espnet_pcc.tasks.asr import PCCASRTask
 from espnet_pcc.trainer import PCCTrainer
@@ -74,7 +75,8 @@ def test_print_config_shows_clip_keys_with_defaults():
                             capture_output=True, text=True, check=True)
     config = yaml.safe_load(result.stdout)
     assert config["clip"] == "global"
-    assert config["clip_conf"] == {"max_norm": None, "num_cores": 1}
+    assert config["clip_conf"] == DEFAULT_CLIP_CONF
+    assert config["clip_conf"]["noise_multiplier"] == 0.0
 
 
 BAD = [
@@ -89,6 +91,12 @@ BAD = [
     (["--clip", "global", "--clip_conf", "num_cores=2"], "num_cores=2 has no effect"),
     (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "cores=2"],
      "unknown key(s) cores"),
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=-1"],
+     "clip_conf.noise_multiplier must be >= 0, got -1"),
+    (["--clip", "per_core", "--clip_conf", "initial_bound=1", "--clip_conf",
+      "target_quantile=1.5"], "clip_conf.target_quantile must be in [0, 1], got 1.5"),
+    (["--clip", "adaptive_per_core", "--clip_conf", "noise_multiplier=1"],
+     "noise_multiplier=1 is not allowed with clip: adaptive_per_core"),
 ]
 
 
@@ -240,3 +248,18 @@ def test_sigkill_mid_epoch_then_resume(corpus, tmp_path, clip, clip_conf):
     whole = tmp_path / "whole"
     asr_train.main(train_args(corpus, whole, conf))
     assert_resumed_equals_whole(whole, killed)
+
+
+def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
+    """8 utterances in batches of 4: 2 steps an epoch, q = 1/2, delta = 1/8."""
+    out = tmp_path / "noisy"
+    conf = {"clip": "per_core", "max_epoch": 2,
+            "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.5}}
+    asr_train.main(train_args(corpus, out, conf))
+    for epoch, steps in ((1, 2), (2, 4)):
+        stats = train_stats(out, epoch)
+        assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(1.5, 0.5, steps, 1 / 8))
+        assert stats["noise_std"] == pytest.approx(1.5 * 1.0 / 2)
+    assert train_stats(out, 1)["dp_epsilon"] < train_stats(out, 2)["dp_epsilon"]
+    saved = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert saved["optimizers"][0]["pcc"]["steps"] == 4  # numbers the noise after --resume

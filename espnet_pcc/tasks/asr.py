@@ -14,6 +14,7 @@ core, no speaker twice in a step.  Validation keeps ESPnet's sampler.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -26,6 +27,7 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.train.distributed_utils import DistributedOption
 
 from espnet_pcc import distributed, registry
+from espnet_pcc.accounting import default_delta
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.errors import UserError
 from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
@@ -96,6 +98,11 @@ class PCCASRTask(ASRTask):
         """
         distributed.check_timeout(args.dist_timeout)
         config = ClipConfig.from_options(args.clip, args.clip_conf)
+        if config.noise_multiplier > 0 and config.delta is None and args.train_shape_file:
+            # delta = 1/N: N from the first shape file (one line per training utterance).
+            with open(args.train_shape_file[0], encoding="utf-8") as f:
+                num_utterances = sum(1 for line in f if line.strip())
+            config = dataclasses.replace(config, delta=default_delta(num_utterances))
         if config.wraps_optimizer:
             if getattr(args, "sharded_ddp", False):
                 raise ClipConfigError(f"clip: {config.mode.value} does not support "
@@ -176,7 +183,8 @@ class PCCASRTask(ASRTask):
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
         wrapper = registry.load(registry.OPTIMIZERS, registry.PER_CORE_CLIP)
-        return [wrapper(optimizers[0], clip_config=config)]
+        # The training seed also seeds the noise of every step (clip_conf.noise_multiplier).
+        return [wrapper(optimizers[0], clip_config=config, noise_seed=args.seed)]
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None,
