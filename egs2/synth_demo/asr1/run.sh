@@ -4,6 +4,7 @@
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
 #   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
 #   ./run.sh --demo_size study    the memorisation study (~90 min on 2 CPU cores) -> study/RESULTS.md
+#   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~60 min) -> study/PRIVACY.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
 set -euo pipefail
@@ -39,10 +40,18 @@ case "${demo_size}" in
                       --model_jobs 2)
           model=study
           results=(--results_md study/RESULTS.md --results_png study/pcc_comparison.png) ;;
+    privacy) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
+          # Noise and speaker cores against the study's PCC (README "Privacy"), in the study's
+          # data and expdir (the PCC models are shared with it): 3 configs x 3 seeds.
+          canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
+          study_args=(--seeds "0 1 2" --score_epochs "2 4 6" --inference_asr_model valid.acc.ave_3best.pth
+                      --model_jobs 2)
+          configs="conf/train_asr_study_pcc.yaml conf/train_asr_study_pcc_noise.yaml conf/train_asr_study_pcc_spk.yaml"
+          results=(--results_md study/PRIVACY.md --results_png study/privacy_comparison.png) ;;
     tiny) corpus=downloads/SynthSpeech_tiny; model=tiny; decode=tiny; datadir=data/tiny; expdir=exp/tiny
           canaries="--repeat_counts 1 4 --canaries_per_count 2 --num_references 20"
           results=() ;;
-    *) echo "$0: error: --demo_size ${demo_size}: use full, study or tiny" >&2; exit 1 ;;
+    *) echo "$0: error: --demo_size ${demo_size}: use full, study, privacy or tiny" >&2; exit 1 ;;
 esac
 
 # "Download": build the corpus (skipped when it exists with the same settings).
@@ -54,7 +63,7 @@ python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${c
     --train_set train --train_splits train --valid_set dev --valid_splits dev --test_splits "dev test" \
     --canary_opts "--text_case upper --vocab wordfreq --vocab_size 200 --num_words 6 --speed 1.6 --seed 0 ${canaries}" \
     --token_type char \
-    --asr_configs "conf/train_asr_${model}_baseline.yaml conf/train_asr_${model}_pcc.yaml conf/train_asr_${model}_apcc.yaml" \
+    --asr_configs "${configs:-conf/train_asr_${model}_baseline.yaml conf/train_asr_${model}_pcc.yaml conf/train_asr_${model}_apcc.yaml}" \
     --inference_config "conf/decode_asr_${decode}.yaml" \
     --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 1 --model_jobs 3 \
     --results_title "RESULTS (synthetic demo, ${demo_size})" "${results[@]}" "${study_args[@]}" "${args[@]}"
