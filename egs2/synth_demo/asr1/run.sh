@@ -55,7 +55,8 @@ case "${demo_size}" in
 esac
 
 # "Download": build the corpus (skipped when it exists with the same settings).
-corpus_size=${demo_size/study/full}  # the study trains on the full demo corpus
+corpus_size=full  # the study and the privacy study train on the full demo corpus
+[ "${demo_size}" = tiny ] && corpus_size=tiny
 python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${corpus_size}"
 
 ./pcc_asr.sh \
