@@ -1,5 +1,6 @@
 """Speaker cores (clip_conf core_by: speaker): the sampler's plan, utt2spk, and a real run."""
 import shutil
+import subprocess
 from collections import Counter
 from itertools import chain
 from unittest import mock
@@ -7,7 +8,7 @@ from unittest import mock
 import numpy as np
 import pytest
 
-from asr_train_helpers import train_args, train_stats
+from asr_train_helpers import torchrun_asr_train, train_args, train_stats
 from espnet_pcc.bin import asr_train
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.cores import speaker_bounds, split_by_speaker
@@ -223,3 +224,18 @@ def test_check_args_reads_the_speakers_and_rejects_mixing_options(speaker_corpus
     args.shuffle_within_batch, args.accum_grad = False, 2
     with pytest.raises(ClipConfigError, match="a step has 4 cores .* training set has 3 "):
         PCCASRTask.check_args(args)
+
+
+def test_torchrun_two_ranks_with_speaker_cores(speaker_corpus, tmp_path):
+    """DDP (2 gloo ranks): each rank trains its own speaker core of every step."""
+    out = tmp_path / "ddp"
+    conf = dict(SPEAKER_CORES, clip_conf=dict(SPEAKER_CORES["clip_conf"], num_cores=1))
+    args = train_args(speaker_corpus, out, conf,
+                      extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
+    result = subprocess.run(torchrun_asr_train(args), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # batch_size 4 over 2 ranks x 1 core: one speaker's (at most 2) utterances per rank,
+    # planned by every rank alike.
+    assert train_stats(out, 1)["num_cores"] == 2
+    assert "SpeakerCoreSampler(N-utterances=8, N-speakers=3, num_cores=1, utts_per_core=2, " \
+           "accum_grad=1, world_size=2" in result.stdout + result.stderr
