@@ -216,6 +216,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         pending = None if pcc is None else pcc.get("pending")
         if pending is None:
             return
+        if self._distributed() and dist.get_rank(self.process_group) != 0:
+            return  # rank 0 resumes every rank's pending cores (gather_pending)
         params = self._params()
         self._start_step(params)
         device = params[0].device
@@ -322,6 +324,51 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             self._sums[used[j]] = s
 
     @torch.no_grad()
+    def gather_pending(self) -> None:
+        """Moves every rank's pending cores to rank 0 (collective; DDP only, else a no-op).
+
+        ESPnet writes the checkpoint on rank 0 alone, so the cores of an `accum_grad` cycle
+        that an epoch ends inside must all be there for `--resume` to continue the cycle:
+        rank 0 ends up with the sum over ranks and every core's norm, the other ranks with
+        none (`load_state_dict` gives the pending cores to rank 0 only).  Training on without
+        a resume is unchanged: the next `reduce_cores` sums the same cores.  Must be called
+        on every rank; costs one small all-gather when no rank has pending cores.
+        """
+        if not self._distributed():
+            return
+        group = self.process_group
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        params = self._params()
+        device = params[0].device
+        counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([len(self._core_norms)], device=device), group=group)
+        counts = [int(c.item()) for c in counts]
+        if not any(counts):
+            return
+        if not self._core_norms:
+            self._start_step(params)
+        for view, s in zip(self._views, self._sums):
+            if s is None:
+                view.zero_()
+        numel = sum(v.numel() for v in self._views)
+        tail = self._flat[numel:numel + len(params)]
+        tail.copy_(torch.tensor([s is not None for s in self._sums], dtype=tail.dtype))
+        dist.all_reduce(self._flat[:numel + len(params)], op=dist.ReduceOp.SUM, group=group)
+        norms = torch.full((max(counts),), math.nan, dtype=torch.float32, device=device)
+        if self._core_norms:
+            norms[:counts[rank]] = torch.stack(self._core_norms).float()
+        gathered = [torch.empty_like(norms) for _ in range(world)]
+        dist.all_gather(gathered, norms, group=group)
+        if rank != 0:
+            self._reset_accumulation()
+            return
+        used = (tail > 0).tolist()
+        self._sums = [v if u else None for v, u in zip(self._views, used)]
+        self._core_norms = [n for r, g in enumerate(gathered) for n in g[:counts[r]]]
+        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
+            self._ref = torch.ones((), device=device)  # under DDP r = 1 on every rank
+
+    @torch.no_grad()
     def reduce_cores(self) -> CoreReduction:
         """Averages the accumulated cores of all ranks into `p.grad`.
 
@@ -330,9 +377,16 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         any rank has a gradient for.  Must be called on every rank.  Returns the
         step's statistics.
         """
+        params = self._params()
         if not self._core_norms:
-            raise RuntimeError("reduce_cores() called before any add_core()")
-        summary = self._summary(torch.stack(self._core_norms))
+            if not self._distributed():
+                raise RuntimeError("reduce_cores() called before any add_core()")
+            # Under DDP a rank may add nothing to a step (its cores went to rank 0 in
+            # gather_pending): it still takes part, with zeros.
+            self._start_step(params)
+        norms = torch.stack(self._core_norms) if self._core_norms else \
+            torch.empty(0, device=params[0].device)
+        summary = self._summary(norms)
         sums, used = self._sums, [s is not None for s in self._sums]
         # In Σ's units: Σ = Σ_k f_k·S·g_k/K̂, so σ·C·S/K̂ there is σ·C on the plain sum.
         noise_scale = (self.clip_config.noise_multiplier * self.max_norm * self._loss_scale

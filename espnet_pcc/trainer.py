@@ -473,7 +473,8 @@ class PCCTrainer(Trainer):
             if iiter % options.accum_grad == 0:
                 if cls._step(model, optimizer, scheduler, scaler, reporter, options):
                     all_steps_are_invalid = False
-                if config.noise_multiplier > 0 and iiter == epoch_length:
+                if (config.noise_multiplier > 0 and epoch_length is not None
+                        and iiter + options.accum_grad > epoch_length):
                     # At the epoch's last step, once: nanmean makes it the epoch's value.
                     reporter.register({"dp_epsilon": epsilon_spent(
                         config, optimizer.steps, epoch_length // options.accum_grad)})
@@ -495,6 +496,10 @@ class PCCTrainer(Trainer):
             if distributed:
                 iterator_stop.fill_(1)
                 torch.distributed.all_reduce(iterator_stop, torch.distributed.ReduceOp.SUM)
+        if distributed:
+            # Cores of an unfinished accum_grad cycle go into the checkpoint, which rank 0
+            # alone writes: rank 0 takes every rank's over (see gather_pending).
+            optimizer.gather_pending()
         return all_steps_are_invalid
 
     @classmethod

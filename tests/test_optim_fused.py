@@ -268,6 +268,27 @@ def _ddp_cases(rank, out, checkpoint):
             grads, reduction = streamed(model, opt, [all_cores[k] for k in RANK_CORES[rank]])
             results.append((grads, reduction, list(calls)))
             opt.zero_grad()
+        # An epoch ends inside an accum_grad cycle: rank 0 takes every rank's pending cores,
+        # writes the checkpoint alone; training on, or resuming on both ranks, gives the
+        # update of all 5 cores (rank 1's are neither lost nor counted twice).
+        for resume in (False, True):
+            model = Net()
+            opt = wrap(model, "per_core", 0.5)
+            for core in [all_cores[k] for k in RANK_CORES[rank]]:
+                loss(model, core).backward()
+                opt.add_core()
+            opt.gather_pending()
+            assert opt.num_pending_cores == (5 if rank == 0 else 0)
+            if resume:
+                if rank == 0:
+                    torch.save(opt.state_dict(), f"{out}.pending")
+                dist.barrier()
+                model = Net()
+                opt = wrap(model, "per_core", 0.5)
+                opt.load_state_dict(torch.load(f"{out}.pending", weights_only=False))
+            calls.clear()
+            reduction = opt.reduce_cores()
+            results.append(([p.grad for p in model.parameters()], reduction, list(calls)))
         # A non-finite core on rank 1 poisons both ranks.
         model = Net()
         opt = wrap(model, "per_core", 0.5)
@@ -337,6 +358,15 @@ def test_ddp_noise_is_added_once_and_equals_one_process(ddp_results):
                 torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
                 # Once, not once per rank: twice the noise would be twice as far from clean.
                 assert not torch.allclose(g, c, atol=1e-3)
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_ddp_pending_cores_gathered_on_rank0_continue_or_resume_exactly(ddp_results, resumed):
+    expected, stats = reference(Net(), cores(5, extra=EXTRA), "per_core", 0.5)
+    for rank in (0, 1):
+        grads, reduction, calls = ddp_results[rank][2 * len(DDP_CASES) + 2 + int(resumed)]
+        assert len(calls) == 1, calls
+        assert_matches(grads, expected, stats, reduction)
 
 
 def test_ddp_nonfinite_core_on_one_rank_skips_on_both(ddp_results):
