@@ -1,4 +1,5 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
+import math
 import subprocess
 import sys
 import time
@@ -263,3 +264,17 @@ def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
     assert train_stats(out, 1)["dp_epsilon"] < train_stats(out, 2)["dp_epsilon"]
     saved = torch.load(out / "checkpoint.pth", weights_only=False)
     assert saved["optimizers"][0]["pcc"]["steps"] == 4  # numbers the noise after --resume
+
+
+def test_quantile_bound_moves_per_step_and_resumes_from_the_checkpoint(corpus, tmp_path):
+    out = tmp_path / "adaptive"
+    conf = {"clip": "per_core", "max_epoch": 1,
+            "clip_conf": {"target_quantile": 0.5, "initial_bound": 1e-4, "bound_lr": 0.5,
+                          "num_cores": 2}}
+    asr_train.main(train_args(corpus, out, conf))
+    # Every core is above a tiny C: b = 0, so C grows by exp(0.25) each of the 2 steps and
+    # the epoch's mean of the C used is that of 1e-4 and 1e-4·exp(0.25).
+    assert train_stats(out, 1)["clip_bound"] == pytest.approx(1e-4 * (1 + math.exp(0.25)) / 2,
+                                                              rel=1e-3)
+    saved = torch.load(out / "checkpoint.pth", weights_only=False)
+    assert saved["optimizers"][0]["pcc"]["max_norm"] == pytest.approx(1e-4 * math.exp(0.5))
