@@ -166,8 +166,10 @@ def _fmt(x: Optional[float], nd: int = 1) -> str:
 def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -> str:
     """One row per model: clipping, WER per set, mean exposure per repeat count, s/step."""
     counts = sorted({c for r in results for c in r.exposure})
+    noisy = any(r.dp_epsilon is not None for r in results)
     head = (["model", "clip"] + [f"WER {s}" for s in test_sets]
-            + [f"exposure x{c}" for c in counts] + ["s/step", "cores/step", "epochs"])
+            + [f"exposure x{c}" for c in counts] + ["s/step", "cores/step", "epochs"]
+            + (["epsilon"] if noisy else []))
     lines = ["|" + "|".join(head) + "|", "|---" * len(head) + "|"]
     for r in results:
         row = [r.tag, r.label]
@@ -175,6 +177,8 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
         row += [_fmt(r.exposure.get(c), 2) for c in counts]
         row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
                 str(len(r.epochs))]
+        if noisy:  # (epsilon, clip_conf.delta) after the last epoch: espnet_pcc.accounting
+            row.append("∞ (no noise)" if r.dp_epsilon is None else f"{r.dp_epsilon:.3g}")
         lines.append("|" + "|".join(row) + "|")
     return "\n".join(lines)
 

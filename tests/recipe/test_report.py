@@ -129,3 +129,15 @@ def test_dp_epsilon_is_the_last_epochs(tmp_path: Path):
     result = ModelResult(tag="x", epochs=parse_train_log(tmp_path / "train.log"))
     assert result.dp_epsilon == 5.25
     assert ModelResult(tag="y").dp_epsilon is None
+
+
+def test_comparison_table_has_an_epsilon_column_only_with_noise():
+    from espnet_pcc.recipe.report import ModelResult, comparison_table
+
+    plain = ModelResult(tag="a", clip="per_core")
+    assert "epsilon" not in comparison_table([plain], [])
+    noisy = ModelResult(tag="b", clip="per_core",
+                        epochs=[{"train": {"dp_epsilon": 12.345}, "valid": {}}])
+    table = comparison_table([plain, noisy], []).splitlines()
+    assert table[0].endswith("|epsilon|")
+    assert table[2].endswith("|∞ (no noise)|") and table[3].endswith("|12.3|")
