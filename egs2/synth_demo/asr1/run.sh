@@ -4,7 +4,7 @@
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
 #   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
 #   ./run.sh --demo_size study    the memorisation study (~90 min on 2 CPU cores) -> study/RESULTS.md
-#   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~60 min) -> study/PRIVACY.md
+#   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~40 min on 2 CPU cores) -> study/PRIVACY.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
 set -euo pipefail
