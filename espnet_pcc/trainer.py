@@ -1,11 +1,14 @@
 """PCCTrainer: espnet2's Trainer with per-core clipping.
 
 Cores of one optimizer step = (DDP rank) × (`accum_grad` micro-batch) ×
-(`num_cores` split of the micro-batch; per_example: one per utterance).  For
-each core the trainer runs forward and backward on that core's own mean loss
-(under DDP `no_sync`, so no gradient is communicated per micro-batch), hands
-the gradient to `PerCoreClipOptimizer.add_core()`, and every `accum_grad`
-micro-batches reduces the clipped sum over ranks (one all-reduce) and steps.
+(`num_cores` split of the micro-batch; per_example: one per utterance;
+core_by speaker: one speaker's run of utterances).  For each core the trainer
+runs forward and backward on that core's own mean loss (under DDP `no_sync`,
+so no gradient is communicated per micro-batch), hands the gradient to
+`PerCoreClipOptimizer.add_core()`, and every `accum_grad` micro-batches
+reduces the clipped sum over ranks (one all-reduce, with the noise where
+clip_conf.noise_multiplier asks for it) and steps.  With noise, the epsilon
+spent so far is registered as `dp_epsilon` at each epoch's last step.
 
 `clip: global` and `clip: none` run espnet2's own `train_one_epoch` unchanged
 (with `grad_clip` = C, or +inf for none): they *are* the baseline.
