@@ -278,3 +278,16 @@ def test_quantile_bound_moves_per_step_and_resumes_from_the_checkpoint(corpus, t
                                                               rel=1e-3)
     saved = torch.load(out / "checkpoint.pth", weights_only=False)
     assert saved["optimizers"][0]["pcc"]["max_norm"] == pytest.approx(1e-4 * math.exp(0.5))
+
+
+def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsys):
+    out = tmp_path / "bad"
+    args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {
+        "max_norm": 1.0, "noise_multiplier": 1.0}})
+    args[args.index(f"{corpus}/speech_shape")] = str(tmp_path / "missing_shape")
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot count the training utterances" in err[0], err
+    assert not out.exists()

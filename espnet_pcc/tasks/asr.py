@@ -100,8 +100,16 @@ class PCCASRTask(ASRTask):
         config = ClipConfig.from_options(args.clip, args.clip_conf)
         if config.noise_multiplier > 0 and config.delta is None and args.train_shape_file:
             # delta = 1/N: N from the first shape file (one line per training utterance).
-            with open(args.train_shape_file[0], encoding="utf-8") as f:
-                num_utterances = sum(1 for line in f if line.strip())
+            try:
+                with open(args.train_shape_file[0], encoding="utf-8") as f:
+                    num_utterances = sum(1 for line in f if line.strip())
+            except OSError as e:
+                raise ClipConfigError(f"clip_conf.noise_multiplier: cannot count the training "
+                                      f"utterances for delta = 1/N in {args.train_shape_file[0]} "
+                                      f"({e.strerror}); set clip_conf.delta") from None
+            if num_utterances == 0:
+                raise ClipConfigError(f"clip_conf.noise_multiplier: {args.train_shape_file[0]} "
+                                      "lists no training utterance (delta = 1/N)")
             config = dataclasses.replace(config, delta=default_delta(num_utterances))
         if config.wraps_optimizer:
             if getattr(args, "sharded_ddp", False):
