@@ -80,14 +80,13 @@ class ClipConfig:
                 raise ClipConfigError("clip_conf.target_quantile needs clip_conf.initial_bound "
                                       "(the first C, e.g. 1.0)")
             max_norm = _positive("initial_bound", conf["initial_bound"])
-            bound_lr = _positive("bound_lr", conf["bound_lr"])
         else:
             if conf["initial_bound"] is not None:
                 raise ClipConfigError(f"clip_conf.initial_bound={conf['initial_bound']!r} needs "
                                       "clip_conf.target_quantile (the adaptive bound); for a "
                                       "fixed C use max_norm")
             max_norm = _max_norm(conf["max_norm"], mode)
-            bound_lr = _positive("bound_lr", conf["bound_lr"])
+        bound_lr = _positive("bound_lr", conf["bound_lr"])
         sigma = _noise_multiplier(conf["noise_multiplier"], mode)
         if sigma > 0 and quantile is not None:
             raise ClipConfigError(
@@ -180,11 +179,7 @@ def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:
             else "nothing is clipped"
         raise ClipConfigError(f"clip_conf.max_norm={value!r} is not allowed for clip: "
                               f"{mode.value} ({why}); remove it")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ClipConfigError(f"clip_conf.max_norm must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ClipConfigError(f"clip_conf.max_norm must be > 0 and finite, got {value!r}")
-    return float(value)
+    return _positive("max_norm", value)
 
 
 def _num_cores(value: Any, mode: ClipMode) -> int:

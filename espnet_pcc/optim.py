@@ -397,7 +397,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                     view.zero_()
             if noise_scale and dist.get_rank(self.process_group) == 0:
                 # Once for the step: rank 0 adds it, the all-reduce spreads it.
-                self._add_noise(self._views, [True] * len(self._views), noise_scale)
+                self._add_noise(params, self._views, [True] * len(self._views), noise_scale)
             tail = self._flat[sum(v.numel() for v in self._views):]
             tail[:summary.numel()] = summary
             tail[summary.numel():] = torch.tensor(used, dtype=tail.dtype)
@@ -405,7 +405,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             summary = tail[:summary.numel()].double()
             sums, used = self._views, (tail[summary.numel():] > 0).tolist()
         elif noise_scale:
-            self._add_noise(sums, used, noise_scale)
+            self._add_noise(params, sums, used, noise_scale)
 
         num_cores, norm_sum, num_clipped, nonfinite = summary[:_COUNTS].tolist()
         slots = summary[_COUNTS:].view(-1, _SLOT)
@@ -445,11 +445,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             noise_std=self.clip_config.noise_multiplier * bound / num_cores if noise_scale
             else 0.0)
 
-    def _add_noise(self, sums: List[Optional[torch.Tensor]], used: List[bool],
-                   scale: float) -> None:
+    def _add_noise(self, params: List[torch.nn.Parameter], sums: List[Optional[torch.Tensor]],
+                   used: List[bool], scale: float) -> None:
         """Σ_i += scale·z_i, z the step's noise (drawn for every parameter, used or not,
         so that every process draws the same stream)."""
-        params = self._params()
         for s, u, z in zip(sums, used, step_noise(params, self.noise_seed, self.steps,
                                                     params[0].device)):
             if u:

@@ -79,6 +79,11 @@ class ModelResult:
         return self.clip + (f" ({', '.join(extra)})" if extra else "")
 
 
+def epsilon_cell(epsilon: Optional[float]) -> str:
+    """A report's epsilon column: the (epsilon, clip_conf.delta) spent, or no noise."""
+    return "∞ (no noise)" if epsilon is None else f"{epsilon:.3g}"
+
+
 def cores_per_step(cfg: dict) -> int:
     """Cores (micro-batch shards with their own gradient) per optimizer step: ranks x
     accum_grad x clip_conf.num_cores, from a trained model's config.yaml. The ranks are
@@ -178,7 +183,7 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
         row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
                 str(len(r.epochs))]
         if noisy:  # (epsilon, clip_conf.delta) after the last epoch: espnet_pcc.accounting
-            row.append("∞ (no noise)" if r.dp_epsilon is None else f"{r.dp_epsilon:.3g}")
+            row.append(epsilon_cell(r.dp_epsilon))
         lines.append("|" + "|".join(row) + "|")
     return "\n".join(lines)
 

@@ -37,7 +37,7 @@ import numpy as np
 from espnet_pcc import kaldi_dir
 from espnet_pcc.errors import UserError
 from espnet_pcc.exposure import schema
-from espnet_pcc.recipe.report import ModelResult
+from espnet_pcc.recipe.report import ModelResult, epsilon_cell
 from espnet_pcc.study import stats
 from espnet_pcc.study.accuracy import error_counts
 
@@ -360,7 +360,7 @@ class Study:
                     100 * self.per_canary(mode, "cer", groups[POOLED])).fmt(1))
             if noisy:
                 eps = [m.result.dp_epsilon for m in mode.models if m.result.dp_epsilon is not None]
-                row.append(f"{max(eps):.3g}" if eps else "∞ (no noise)")
+                row.append(epsilon_cell(max(eps) if eps else None))
             rows.append(row)
         return _table(head, rows)
 
