@@ -1,4 +1,5 @@
-"""A bounded wait for DDP collectives (`--dist_timeout`).
+"""DDP helpers: a bounded wait for collectives (`--dist_timeout`), and buffers kept equal
+across ranks (`average_buffers`).
 
 espnet2 initialises torch.distributed without a timeout, so a rank that hangs
 (rather than dies) keeps the others waiting for torch's default of 30 minutes.
@@ -14,6 +15,7 @@ import datetime
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 import torch.distributed
 
 from espnet_pcc.errors import UserError
@@ -53,3 +55,30 @@ def default_timeout(seconds: float) -> Iterator[None]:
         yield
     finally:
         torch.distributed.init_process_group = original
+
+
+@torch.no_grad()
+def average_buffers(module: torch.nn.Module, group=None) -> None:
+    """Sets every buffer of `module` to its mean over the ranks of `group` (collective).
+
+    The per-core loop runs every forward under DDP's `no_sync`, after which DDP stops
+    broadcasting buffers: without this, BatchNorm's running statistics drift apart across
+    ranks, each rank validates a different model, and the checkpoint (rank 0's) keeps
+    statistics of 1/world of the data.  The mean rather than stock DDP's broadcast from rank
+    0: a running mean is linear in the batch means, so the mean of the ranks' running means
+    is the running mean of the global batches' means, built from every rank's utterances (a
+    running variance becomes the mean within-rank variance).  Constant buffers (a global MVN,
+    window functions) are equal on every rank and stay exactly as they are; integer buffers
+    (`num_batches_tracked`, which differs where ranks run different numbers of cores) are
+    rounded.  One all-reduce of all buffers together, in float64.
+    """
+    buffers = [b for b in module.buffers() if b.numel() and not b.is_complex()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in buffers])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM, group=group)
+    flat /= torch.distributed.get_world_size(group)
+    for b, mean in zip(buffers, flat.split([b.numel() for b in buffers])):
+        if not b.dtype.is_floating_point:
+            mean = mean.round()
+        b.copy_(mean.view_as(b))

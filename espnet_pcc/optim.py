@@ -216,15 +216,18 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         pending = None if pcc is None else pcc.get("pending")
         if pending is None:
             return
+        # K̂ divides every core of the step on every rank, so every rank restores it;
+        # a checkpoint with pending cores in the flat-buffer layout was written with K̂ = 1.
+        self._divisor = int(pending.get("divisor", 1))
         if self._distributed() and dist.get_rank(self.process_group) != 0:
             return  # rank 0 resumes every rank's pending cores (gather_pending)
         params = self._params()
         self._start_step(params)
         device = params[0].device
         if "sums" in pending:
-            sums, ref, self._divisor = pending["sums"], pending["ref"], pending["divisor"]
-        else:  # written before issue 15: one flat buffer, K̂ = 1, APCC with r = 1
-            sums, self._divisor = _sums_of_flat_buffer(pending, params), 1
+            sums, ref = pending["sums"], pending["ref"]
+        else:  # the flat-buffer layout: APCC with r = 1
+            sums = _sums_of_flat_buffer(pending, params)
             ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
         for i, s in enumerate(sums):
             if s is not None:
@@ -288,13 +291,16 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     def _factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
         """What the core of norm ‖g_k‖ is multiplied by in Σ; None where that is 1."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            norm = norm.clamp_min(_TINY)
             if self._ref is None:  # the step's first core sets r
                 if self._flat is None:
-                    self._ref = norm
+                    self._ref = norm.clamp_min(_TINY)
                     return None
                 self._ref = torch.ones_like(norm)
-            return self._ref / norm
+            # r/‖g_k‖ is inf for a zero core (or one below float32's range), and 0·inf = NaN
+            # would skip a step whose update is 0 (C = min_k ‖g_k‖ = 0): such a core adds
+            # 0 instead.  A non-finite core still poisons the step (_summary counts it).
+            ratio = self._ref / norm
+            return torch.where(torch.isinf(ratio), torch.zeros_like(ratio), ratio)
         factor = None if self.mode is ClipMode.NONE else clip_factor(norm, self.max_norm)
         if self._divisor == 1:
             return factor
@@ -514,7 +520,7 @@ def _at_least_float32(grad: torch.Tensor) -> torch.Tensor:
 
 def _sums_of_flat_buffer(pending: Dict[str, Any],
                          params: List[torch.nn.Parameter]) -> List[Optional[torch.Tensor]]:
-    """Σ per parameter from the flat buffer of a checkpoint written before issue 15."""
+    """Σ per parameter from a checkpoint whose pending cores are in the older flat-buffer layout."""
     flat, has_grad = pending["buffer"], set(pending["has_grad"])
     parts = flat[:sum(p.numel() for p in params)].split([p.numel() for p in params])
     return [part.view_as(p) if i in has_grad else None

@@ -8,7 +8,10 @@ so no gradient is communicated per micro-batch), hands the gradient to
 `PerCoreClipOptimizer.add_core()`, and every `accum_grad` micro-batches
 reduces the clipped sum over ranks (one all-reduce, with the noise where
 clip_conf.noise_multiplier asks for it) and steps.  With noise, the epsilon
-spent so far is registered as `dp_epsilon` at each epoch's last step.
+spent so far is registered as `dp_epsilon` at each epoch's last step.  Under DDP
+the model's buffers (BatchNorm statistics) are averaged over ranks after every
+step and at the epoch's end (`espnet_pcc.distributed.average_buffers`), since
+`no_sync` forwards stop DDP's own buffer broadcast.
 
 `clip: global` and `clip: none` run espnet2's own `train_one_epoch` unchanged
 (with `grad_clip` = C, or +inf for none): they *are* the baseline.
@@ -71,6 +74,7 @@ from espnet_pcc import accounting
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
+from espnet_pcc.distributed import average_buffers
 from espnet_pcc.fileio import atomic_path
 from espnet_pcc.optim import PerCoreClipOptimizer
 
@@ -476,6 +480,8 @@ class PCCTrainer(Trainer):
             if iiter % options.accum_grad == 0:
                 if cls._step(model, optimizer, scheduler, scaler, reporter, options):
                     all_steps_are_invalid = False
+                if distributed:
+                    average_buffers(model)  # no_sync stopped DDP's buffer broadcast
                 if (config.noise_multiplier > 0 and epoch_length is not None
                         and iiter + options.accum_grad > epoch_length):
                     # At the epoch's last step, once: nanmean makes it the epoch's value.
@@ -501,8 +507,11 @@ class PCCTrainer(Trainer):
                 torch.distributed.all_reduce(iterator_stop, torch.distributed.ReduceOp.SUM)
         if distributed:
             # Cores of an unfinished accum_grad cycle go into the checkpoint, which rank 0
-            # alone writes: rank 0 takes every rank's over (see gather_pending).
+            # alone writes: rank 0 takes every rank's over (see gather_pending).  Their
+            # forwards moved the buffers after the last step: equal again before validation
+            # and the checkpoint.
             optimizer.gather_pending()
+            average_buffers(model)
         return all_steps_are_invalid
 
     @classmethod

@@ -220,6 +220,33 @@ def test_torchrun_two_nodes_equal_one_process_with_two_cores(corpus, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
+def _torchrun(args):
+    result = subprocess.run(torchrun_asr_train(args), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("clip,clip_conf", [
+    ("per_core", {"max_norm": 0.5}),
+    ("adaptive_per_core", {}),
+])
+def test_torchrun_resume_inside_an_accum_cycle_after_a_step(corpus, tmp_path, clip, clip_conf):
+    """2 ranks, 2-utterance batches (one utterance per rank), accum_grad 3: epoch 1 is a step
+    of 6 cores and one pending core per rank.  2 epochs straight equal 1 epoch + --resume to
+    2, so every rank resumes with the divisor of the checkpoint's last step."""
+    conf = {"clip": clip, "clip_conf": clip_conf, "max_epoch": 2, "batch_size": 2,
+            "accum_grad": 3, **NO_DROPOUT}
+    ddp = ["--dist_backend", "gloo", "--multiprocessing_distributed", "false"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    _torchrun(train_args(corpus, whole, conf, extra=ddp))
+    _torchrun(train_args(corpus, stopped, dict(conf, max_epoch=1), extra=ddp))
+    pending = torch.load(stopped / "checkpoint.pth", weights_only=False)["optimizers"][0]["pcc"]
+    assert pending["steps"] == 1 and pending["pending"]["divisor"] == 6
+    assert len(pending["pending"]["core_norms"]) == 2  # both ranks' cores, on rank 0
+    _torchrun(train_args(corpus, stopped, conf, extra=ddp + ["--resume", "true"]))
+    assert train_stats(stopped, 2)["num_cores"] == train_stats(whole, 2)["num_cores"] == 8
+    assert_resumed_equals_whole(whole, stopped)
+
+
 @pytest.mark.parametrize("clip,clip_conf", [
     ("per_core", {"max_norm": 1.0, "num_cores": 2}),
     ("adaptive_per_core", {"num_cores": 2}),

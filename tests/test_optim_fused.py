@@ -130,6 +130,25 @@ def test_apcc_first_core_of_norm_zero():
                if p.grad is not None)
 
 
+def test_apcc_later_core_of_norm_zero():
+    # r = ‖g_1‖ > 4, then a zero core: r/‖g_2‖ overflows, and 0·inf must not make the
+    # step NaN; the reference update is 0 (C = min_k ‖g_k‖ = 0).
+    model = Net()
+    opt = wrap(model, "adaptive_per_core", None)
+    first, zero, last = cores(3)
+    (loss(model, first) * 100.0).backward()
+    opt.add_core()
+    (loss(model, zero) * 0.0).backward()
+    opt.add_core()
+    loss(model, last).backward()
+    opt.add_core()
+    reduction = opt.reduce_cores()
+    assert reduction.norm_max > 4
+    assert reduction.bound == 0.0 and reduction.nonfinite_cores == 0
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in model.parameters()
+               if p.grad is not None)
+
+
 @pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None)])
 def test_bf16_gradients_are_summed_in_float32(mode, max_norm):
     model = Net().to(torch.bfloat16)
@@ -155,7 +174,7 @@ def test_nonfinite_first_core_poisons_an_apcc_step():
 
 
 @pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None)])
-def test_pending_cores_of_a_checkpoint_before_issue_15(mode, max_norm):
+def test_pending_cores_of_a_flat_buffer_checkpoint_load(mode, max_norm):
     # Then: one flat buffer Σ_k f_k·g_k (APCC: g_k/‖g_k‖) with a 4-float tail, the core
     # norms and the indices of the parameters some core had a gradient for.
     all_cores = cores(3, extra=(1,))
@@ -235,6 +254,11 @@ def test_pending_cores_keep_the_divisor_of_their_step(mode, max_norm):
 RANK_CORES = {0: [0, 1], 1: [2, 3, 4]}
 EXTRA = (3,)
 DDP_CASES = MODES + [("per_core", 0.5, 1024.0), ("adaptive_per_core", None, 1024.0)]
+# The order of the worker's results after the DDP_CASES (two steps each).
+NOISE, PENDING, NONFINITE, ONE_PROCESS_CHECKPOINT, RESUME_AFTER_STEP, APCC_ZERO_CORE = (
+    2 * len(DDP_CASES) + k for k in (0, 2, 4, 5, 6, 8))
+# The resume after a step: pending cores 0 (rank 0) and 1 (rank 1), then 2 and 3.
+RESUME_CORES = cores(4, seed=9, extra=(3,))
 
 
 def _ddp_worker(rank, world_size, init_file, out, checkpoint):
@@ -309,6 +333,30 @@ def _ddp_cases(rank, out, checkpoint):
         else:
             results.append(streamed(model, opt, [all_cores[k] for k in RANK_CORES[rank]])
                            + (None,))
+        # A resume after a step of 5 cores (K̂ = 5): one pending core per rank, gathered,
+        # saved, loaded on both ranks, then one more core each.  Every rank must divide by
+        # the checkpoint's K̂, not rank 0 alone.
+        for mode, max_norm in (("per_core", 0.5), ("adaptive_per_core", None)):
+            model = Net()
+            opt = wrap(model, mode, max_norm)
+            streamed(model, opt, [all_cores[k] for k in RANK_CORES[rank]])
+            opt.zero_grad()
+            loss(model, RESUME_CORES[rank]).backward()
+            opt.add_core()
+            opt.gather_pending()
+            if rank == 0:
+                torch.save(opt.state_dict(), f"{out}.after_step")
+            dist.barrier()
+            opt = wrap(model, mode, max_norm)
+            opt.load_state_dict(torch.load(f"{out}.after_step", weights_only=False))
+            dist.barrier()  # rank 0 overwrites the file for the next mode
+            results.append(streamed(model, opt, [RESUME_CORES[2 + rank]]) + (None,))
+        # APCC with a zero core on rank 1 after a large one on rank 0: the update is 0.
+        model = Net()
+        opt = wrap(model, "adaptive_per_core", None)
+        (loss(model, all_cores[4]) * (100.0 if rank == 0 else 0.0)).backward()
+        opt.add_core()
+        results.append(([p.grad for p in model.parameters()], opt.reduce_cores(), None))
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.all_reduce = all_reduce
@@ -348,7 +396,7 @@ def test_ddp_noise_is_added_once_and_equals_one_process(ddp_results):
         expected, one_process = streamed(model, opt, cores(5, extra=EXTRA))
         opt.zero_grad()
         for rank in (0, 1):
-            grads, reduction, calls = ddp_results[rank][2 * len(DDP_CASES) + step]
+            grads, reduction, calls = ddp_results[rank][NOISE + step]
             assert len(calls) == 1, calls
             assert reduction.noise_std == pytest.approx(0.7 * 0.5 / 5)
             for g, e, c in zip(grads, expected, clean):
@@ -364,14 +412,14 @@ def test_ddp_noise_is_added_once_and_equals_one_process(ddp_results):
 def test_ddp_pending_cores_gathered_on_rank0_continue_or_resume_exactly(ddp_results, resumed):
     expected, stats = reference(Net(), cores(5, extra=EXTRA), "per_core", 0.5)
     for rank in (0, 1):
-        grads, reduction, calls = ddp_results[rank][2 * len(DDP_CASES) + 2 + int(resumed)]
+        grads, reduction, calls = ddp_results[rank][PENDING + int(resumed)]
         assert len(calls) == 1, calls
         assert_matches(grads, expected, stats, reduction)
 
 
 def test_ddp_nonfinite_core_on_one_rank_skips_on_both(ddp_results):
     for rank in (0, 1):
-        grads, reduction, _ = ddp_results[rank][-2]
+        grads, reduction, _ = ddp_results[rank][NONFINITE]
         assert reduction.nonfinite_cores == 1 and reduction.num_cores == 5
         assert grads[0] is not None
         assert all(torch.isnan(g).all() for g in grads if g is not None)
@@ -380,5 +428,23 @@ def test_ddp_nonfinite_core_on_one_rank_skips_on_both(ddp_results):
 def test_ddp_resumes_pending_cores_of_a_one_process_checkpoint(ddp_results):
     expected, stats = reference(Net(), cores(5, extra=EXTRA), "adaptive_per_core", None)
     for rank in (0, 1):
-        grads, reduction, _ = ddp_results[rank][-1]
+        grads, reduction, _ = ddp_results[rank][ONE_PROCESS_CHECKPOINT]
         assert_matches(grads, expected, stats, reduction)
+
+
+@pytest.mark.parametrize("case,mode,max_norm", [(0, "per_core", 0.5),
+                                                (1, "adaptive_per_core", None)])
+def test_ddp_resume_after_a_step_divides_by_the_checkpoints_core_count(ddp_results, case, mode,
+                                                                         max_norm):
+    expected, stats = reference(Net(), RESUME_CORES, mode, max_norm)
+    for rank in (0, 1):
+        grads, reduction, _ = ddp_results[rank][RESUME_AFTER_STEP + case]
+        assert_matches(grads, expected, stats, reduction)
+
+
+def test_ddp_apcc_zero_core_gives_a_zero_update(ddp_results):
+    for rank in (0, 1):
+        grads, reduction, _ = ddp_results[rank][APCC_ZERO_CORE]
+        assert reduction.bound == 0.0 and reduction.nonfinite_cores == 0
+        assert reduction.norm_max > 4
+        assert all(torch.equal(g, torch.zeros_like(g)) for g in grads if g is not None)

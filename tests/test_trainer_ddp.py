@@ -23,6 +23,19 @@ def _worker(rank, world_size, init_file, out):
     with gloo_process_group(rank, world_size, init_file):
         for case, (clip, clip_conf, accum_grad) in enumerate(CASES):
             _train(rank, world_size, clip, clip_conf, accum_grad, f"{out}.{case}")
+        _train_batch_norm(rank, f"{out}.bn")
+
+
+def _train_batch_norm(rank, out):
+    """BatchNorm under DDP, each rank on its own data, 3 batches with accum_grad 2: the epoch
+    ends inside a cycle, after forwards that no step followed."""
+    model = TinyASRLike(seed=0, batch_norm=True)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    mine = make_batches(3, 4, seed=10 + rank)
+    run_epoch(PCCTrainer, model, wrapped_sgd(model, "per_core", 0.3), mine,
+              trainer_options("per_core", {"max_norm": 0.3, "num_cores": 2}, accum_grad=2),
+              distributed=True, model_for_ddp=ddp)
+    torch.save({name: b.clone() for name, b in model.named_buffers()}, f"{out}.{rank}")
 
 
 def _train(rank, world_size, clip, clip_conf, accum_grad, out):
@@ -63,3 +76,13 @@ def test_ddp_two_ranks_equal_one_process(ddp_results, case):
         torch.testing.assert_close(q0, p.detach(), rtol=1e-5, atol=1e-6)
     for key in ("num_cores", "clip_bound", "core_norm_min", "core_norm_max", "clip"):
         assert rank0["stats"][key] == pytest.approx(stats[key], rel=1e-5), key
+
+
+def test_ddp_ranks_keep_equal_batch_norm_statistics(ddp_results):
+    rank0, rank1 = (torch.load(f"{ddp_results}.bn.{rank}") for rank in (0, 1))
+    assert set(rank0) == {"norm.running_mean", "norm.running_var", "norm.num_batches_tracked"}
+    for name in rank0:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+    # 3 batches × 2 cores: 6 forwards on each rank, and the statistics moved from their start.
+    assert rank0["norm.num_batches_tracked"].item() == 6
+    assert not torch.allclose(rank0["norm.running_mean"], torch.zeros(5))

@@ -27,15 +27,17 @@ class TinyASRLike(AbsESPnetModel):
     Returns (batch-mean loss, stats, weight=batch size) as ESPnet models do.
     """
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, batch_norm: bool = False):
         super().__init__()
         torch.manual_seed(seed)
+        # BatchNorm on the pooled features: running statistics, as the conformer's conv module.
+        self.norm = torch.nn.BatchNorm1d(FEAT) if batch_norm else torch.nn.Identity()
         self.proj = torch.nn.Sequential(torch.nn.Linear(FEAT, 8), torch.nn.Tanh(),
                                         torch.nn.Linear(8, 2))
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
         mask = (torch.arange(speech.shape[1])[None, :] < speech_lengths[:, None]).float()
-        pooled = (speech * mask[..., None]).sum(1) / speech_lengths[:, None].float()
+        pooled = self.norm((speech * mask[..., None]).sum(1) / speech_lengths[:, None].float())
         err = ((self.proj(pooled) - text[:, :2].float()) ** 2).mean(-1)
         loss = err.mean()
         # force_gatherable makes 0-dim values 1-dim, as every ESPnet model returns them.

@@ -7,7 +7,8 @@ Usage::
         --output_dir exp/asr_x/decode_asr/canary_accuracy
 
 Every ``--hyp_text`` is a Kaldi text of hypotheses of canaries and/or references listed in
-``<canary_dir>/manifest.json``; each hypothesised utterance is scored against its manifest text.
+``<canary_dir>/manifest.json``.  Every canary, and every reference when references were decoded,
+is scored against its manifest text; one without a hypothesis is scored as an empty one.
 Writes ``utterances.tsv`` (one row per utterance: id, repeat count (0 = reference), CER, WER,
 exact) and ``summary.json`` (per repeat count: mean CER / WER / exact-match fraction with 95 %
 bootstrap intervals over the utterances), and prints the summary.
@@ -15,6 +16,7 @@ bootstrap intervals over the utterances), and prints the summary.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -51,8 +53,17 @@ def _run(args: argparse.Namespace) -> None:
         hyps.update(table)
     if not hyps:
         raise UserError(f"no hypotheses in {' '.join(map(str, args.hyp_text))}")
-    refs = {k: known[k]["text"] for k in hyps}
-    rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in hyps})
+    # Every canary, and every reference when references were decoded, is scored, a missing
+    # hypothesis as empty: dropping it would raise the accuracy of whichever side the decoder
+    # lost utterances from.
+    kinds = ["canaries"] + (["references"] if any(u["id"] in hyps for u in manifest["references"])
+                            else [])
+    refs = {u["id"]: u["text"] for kind in kinds for u in manifest[kind]}
+    missing = len(set(refs) - set(hyps))
+    if missing:
+        logging.warning(f"{missing} of the {len(refs)} {' and '.join(kinds)} have no hypothesis "
+                        "in the decoded texts: scored as empty")
+    rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in refs})
     summary = summarise(rows)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     lines = ["\t".join(UTTERANCE_COLUMNS)]

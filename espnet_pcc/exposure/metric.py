@@ -41,11 +41,13 @@ class ExposureError(UserError):
 def ranks(canary_scores: ArrayLike, reference_scores: ArrayLike) -> np.ndarray:
     """``1 + #{references with a strictly lower score}`` for each canary (ties favour the canary).
 
-    NaN canary scores rank last (n + 1)."""
+    A non-finite canary score (NaN, or +inf: a CTC loss with no alignment) ranks last (n + 1),
+    also behind references whose score is +inf too: a canary the model cannot score at all
+    has memorised nothing, and a tie there must not earn it exposure."""
     refs = np.sort(np.asarray(reference_scores, dtype=np.float64))
     s = np.asarray(canary_scores, dtype=np.float64)
     r = 1 + np.searchsorted(refs, s, side="left")
-    return np.where(np.isnan(s), len(refs) + 1, r).astype(np.int64)
+    return np.where(np.isnan(s) | np.isposinf(s), len(refs) + 1, r).astype(np.int64)
 
 
 def rank_exposure(

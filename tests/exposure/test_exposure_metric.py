@@ -27,6 +27,12 @@ def test_ranks_ties_favour_the_canary():
     assert ex.rank_exposure([1.0], [1.0, 1.0, 1.0])[0] == pytest.approx(2.0)  # all tied: rank 1
 
 
+def test_an_infinite_canary_score_ranks_last_behind_infinite_references():
+    inf = float("inf")
+    assert ex.ranks([inf, float("nan")], [1.0, 2.0, inf, inf]).tolist() == [5, 5]
+    assert ex.rank_exposure([inf], [1.0, inf])[0] == 0.0
+
+
 def test_chance_exposure_is_about_log2_e():
     assert ex.chance_rank_exposure(2000) == pytest.approx(math.log2(math.e), abs=0.01)
     rng = np.random.default_rng(0)

@@ -60,6 +60,21 @@ def test_cli_writes_utterances_and_summary(tmp_path, capsys):
     assert "canaries x16: n=1 CER 0.000" in capsys.readouterr().out
 
 
+def test_cli_scores_a_missing_hypothesis_as_empty(tmp_path, caplog):
+    from espnet_pcc.bin import score_canary_accuracy as cli
+
+    d = _canary_dir(tmp_path)
+    # The decoder lost the canary: it counts as transcribed wrongly, not as absent.
+    (tmp_path / "hyp").write_text("canaryref-0 NO WAY\n")
+    cli.main(["--canary_dir", str(d), "--hyp_text", str(tmp_path / "hyp"),
+              "--output_dir", str(tmp_path / "out")])
+    rows = (tmp_path / "out" / "utterances.tsv").read_text().splitlines()[1:]
+    assert [r.split("\t")[:5] for r in rows] == [
+        ["canary-x16-0", "16", "1.000000", "1.000000", "0"],
+        ["canaryref-0", "0", "0.000000", "0.000000", "1"]]
+    assert "1 of the 2 canaries and references have no hypothesis" in caplog.text
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from espnet_pcc.bin import score_canary_accuracy as cli
 
