@@ -34,8 +34,9 @@ class ClipConfig:
                 (defaults to ESPnet's --grad_clip), forbidden for none and
                 adaptive_per_core (APCC takes C = min_k ‖g_k‖).  With a
                 quantile-adaptive bound: its first value (clip_conf.initial_bound).
-    num_cores:  cores per micro-batch (>= 1), per_core and adaptive_per_core only;
-                per_example uses one per utterance.
+    num_cores:  cores per micro-batch (>= 1), per_core, adaptive_per_core and none
+                (none with num_cores > 1: the per-core forwards and average of PCC with
+                nothing clipped, its control arm); per_example uses one per utterance.
     noise_multiplier: sigma >= 0; Gaussian noise of standard deviation sigma·C is added
                 to the sum of the clipped cores (per_core and per_example only: APCC's
                 data-dependent bound has no fixed sensitivity).
@@ -110,9 +111,10 @@ class ClipConfig:
     @property
     def wraps_optimizer(self) -> bool:
         """True where the optimizer is wrapped in `PerCoreClipOptimizer` and `PCCTrainer` runs
-        its per-core loop (per_core, adaptive_per_core, per_example); none and global run
-        espnet2's own loop with the optimizer as built."""
-        return self.mode.clips_each_core
+        its per-core loop: per_core, adaptive_per_core, per_example, and none with
+        num_cores > 1 (the unclipped control); global and plain none run espnet2's own loop
+        with the optimizer as built."""
+        return self.mode.clips_each_core or (self.mode is ClipMode.NONE and self.num_cores > 1)
 
     @property
     def adaptive_bound(self) -> bool:
@@ -139,7 +141,7 @@ def _noise_multiplier(value: Any, mode: ClipMode) -> float:
         raise ClipConfigError(f"clip_conf.noise_multiplier must be a number >= 0, got {value!r}")
     if value < 0:
         raise ClipConfigError(f"clip_conf.noise_multiplier must be >= 0, got {value!r}")
-    if value > 0 and mode not in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+    if value > 0 and not mode.has_fixed_bound:
         why = ("its bound min_k ||g_k|| depends on the data, so no noise scale gives a "
                "guarantee" if mode is ClipMode.ADAPTIVE_PER_CORE else "it has no per-core bound")
         raise ClipConfigError(f"clip_conf.noise_multiplier={value!r} is not allowed with clip: "
@@ -152,7 +154,7 @@ def _target_quantile(value: Any, mode: ClipMode) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ClipConfigError(f"clip_conf.target_quantile must be in [0, 1], got {value!r}")
-    if mode not in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+    if not mode.has_fixed_bound:
         raise ClipConfigError(f"clip_conf.target_quantile={value!r} is not allowed with clip: "
                               f"{mode.value}; use per_core or per_example")
     return float(value)
@@ -162,7 +164,7 @@ def _core_by(value: Any, mode: ClipMode) -> str:
     if value not in CORE_BY:
         raise ClipConfigError(f"clip_conf.core_by must be one of {', '.join(CORE_BY)}, "
                               f"got {value!r}")
-    if value == "speaker" and mode not in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE):
+    if value == "speaker" and not mode.allows_speaker_cores:
         raise ClipConfigError(f"clip_conf.core_by=speaker is not allowed with clip: "
                               f"{mode.value}; use per_core or adaptive_per_core")
     return value
@@ -170,7 +172,7 @@ def _core_by(value: Any, mode: ClipMode) -> str:
 
 def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:
     if value is None:
-        if mode in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+        if mode.has_fixed_bound:
             raise ClipConfigError(f"clip_conf.max_norm is required for clip: {mode.value} "
                                   "(e.g. clip_conf: {max_norm: 1.0})")
         return None
@@ -187,7 +189,7 @@ def _num_cores(value: Any, mode: ClipMode) -> int:
         raise ClipConfigError(f"clip_conf.num_cores must be an integer >= 1, got {value!r}")
     if value < 1:
         raise ClipConfigError(f"clip_conf.num_cores must be >= 1, got {value!r}")
-    if value != 1 and mode not in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE):
+    if value != 1 and not mode.splits_micro_batches:
         raise ClipConfigError(f"clip_conf.num_cores={value} has no effect with clip: "
-                              f"{mode.value}; use clip: per_core or adaptive_per_core")
+                              f"{mode.value}; use clip: per_core, adaptive_per_core or none")
     return value

@@ -41,10 +41,31 @@ class ClipMode(str, enum.Enum):
             choices = ", ".join(m.value for m in cls)
             raise ValueError(f"clip: unknown value {value!r}; choose one of {choices}") from None
 
+    # Which setting belongs to which mode: stated here once, read by clip_config and optim.
+
     @property
     def clips_each_core(self) -> bool:
         """True where every core is clipped before the average (PCC family)."""
         return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.PER_EXAMPLE)
+
+    @property
+    def has_fixed_bound(self) -> bool:
+        """True where each core is clipped to a given C (clip_conf.max_norm required): the
+        modes with a fixed sensitivity, so the only ones that noise and the quantile-adaptive
+        bound apply to."""
+        return self in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE)
+
+    @property
+    def splits_micro_batches(self) -> bool:
+        """True where clip_conf.num_cores may cut a micro-batch into several cores.  `none`
+        with num_cores > 1 is the control of PCC: the same per-core forwards and average,
+        nothing clipped."""
+        return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.NONE)
+
+    @property
+    def allows_speaker_cores(self) -> bool:
+        """True where a core may be one speaker's utterances (clip_conf.core_by: speaker)."""
+        return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE)
 
 
 def grad_norm(grads: Grads) -> torch.Tensor:

@@ -468,7 +468,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         summary = torch.zeros(_COUNTS + _SLOT * world, dtype=torch.float64, device=norms.device)
         summary[0] = norms.numel()
         summary[1] = finite.sum()
-        if self.mode in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE):
+        if self.mode.has_fixed_bound:
             summary[2] = (clip_factor(norms, self.max_norm) < 1.0).sum()
         summary[3] = norms.numel() - finite.numel()
         slot = summary[_COUNTS + _SLOT * rank:][:_SLOT]

@@ -16,6 +16,7 @@ from espnet_pcc import accounting
 from espnet_pcc.bin import asr_train
 from espnet_pcc.clip_config import DEFAULT_CLIP_CONF, ClipConfig, ClipConfigError
 from espnet_pcc.distributed import DistTimeoutError
+from espnet_pcc.samplers import ShuffledBatchSampler
 from espnet_pcc.tasks.asr import PCCASRTask
 from espnet_pcc.trainer import PCCTrainer
 
@@ -28,6 +29,7 @@ from espnet_pcc.trainer import PCCTrainer
     ("per_core", {"max_norm": 1.0, "num_cores": 2}, {"use_amp": True, "grad_noise": True}),
     ("adaptive_per_core", {"num_cores": 2}, {}),
     ("per_example", {"max_norm": 1.0}, {}),
+    ("none", {"num_cores": 2}, {}),  # PCC's control: per-core forwards, nothing clipped
 ])
 def test_every_clip_mode_trains(corpus, tmp_path, clip, clip_conf, options):
     out = tmp_path / clip
@@ -42,7 +44,7 @@ def test_every_clip_mode_trains(corpus, tmp_path, clip, clip_conf, options):
     assert "clip_config" not in saved  # not an option
     stats = train_stats(out, 2)
     assert np.isfinite(stats["loss"])
-    if clip in ("per_core", "adaptive_per_core", "per_example"):
+    if ClipConfig.from_options(clip, clip_conf).wraps_optimizer:
         assert stats["num_cores"] == (2 if clip != "per_example" else 4)
         assert stats["core_norm_min"] <= stats["core_norm_max"]
         state = torch.load(out / "checkpoint.pth", weights_only=False)["optimizers"][0]
@@ -98,6 +100,10 @@ BAD = [
       "target_quantile=1.5"], "clip_conf.target_quantile must be in [0, 1], got 1.5"),
     (["--clip", "adaptive_per_core", "--clip_conf", "noise_multiplier=1"],
      "noise_multiplier=1 is not allowed with clip: adaptive_per_core"),
+    (["--batch_sampler", "shuffled", "--clip", "per_core", "--clip_conf", "max_norm=1",
+      "--clip_conf", "core_by=speaker"], "--batch_sampler shuffled with clip_conf.core_by=speaker"),
+    (["--batch_sampler", "shuffled", "--multiple_iterator", "true"],
+     "--batch_sampler shuffled needs --iterator_type sequence"),
 ]
 
 
@@ -144,6 +150,37 @@ def test_bad_clip_value_from_the_command_line_is_one_line(corpus, tmp_path):
     assert lines == ["asr_train: error: clip: unknown value 'adaptive'; choose one of none, "
                      "global, per_core, adaptive_per_core, per_example"]
     assert "Traceback" not in result.stderr
+
+
+def test_shuffled_batches_train_with_accum_grad_and_resume(corpus, tmp_path):
+    """--batch_sampler shuffled: 8 utterances in batches of 3 (3 batches of 3, 3, 2), the
+    accum_grad cycle across the epoch's end, new batches every epoch; a resume equals the
+    uninterrupted run (the batches of an epoch depend on the epoch and --seed alone)."""
+    conf = {"clip": "per_core", "clip_conf": {"max_norm": 1.0, "num_cores": 2},
+            "batch_sampler": "shuffled", "batch_size": 3, "accum_grad": 2, "max_epoch": 2}
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    with mock.patch.object(ShuffledBatchSampler, "generate", autospec=True,
+                           side_effect=ShuffledBatchSampler.generate) as generate:
+        asr_train.main(train_args(corpus, whole, conf))
+    # Training draws the batches of epochs 1 and 2 (seed 0 + epoch); validation keeps ESPnet's.
+    assert [c.args[1] for c in generate.call_args_list] == [1, 2]
+    assert len(generate.call_args_list[0].args[0]) == 3  # batches of 3, 3, 2
+    asr_train.main(train_args(corpus, stopped, dict(conf, max_epoch=1)))
+    asr_train.main(train_args(corpus, stopped, conf, extra=["--resume", "true"]))
+    assert_resumed_equals_whole(whole, stopped)
+    assert yaml.safe_load((whole / "config.yaml").read_text())["batch_sampler"] == "shuffled"
+
+
+def test_torchrun_two_cpu_ranks_shuffled_batches(corpus, tmp_path):
+    """--batch_sampler shuffled under DDP: each rank takes its share of every global batch."""
+    out = tmp_path / "ddp"
+    args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {"max_norm": 1.0},
+                                    "batch_sampler": "shuffled", "accum_grad": 2,
+                                    "max_epoch": 1},
+                      extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
+    _torchrun(args)
+    # 8 utterances, batches of 4: 2 per rank and batch, 2 micro-batches per step.
+    assert train_stats(out, 1)["num_cores"] == 4
 
 
 def test_torchrun_two_cpu_ranks(corpus, tmp_path):

@@ -45,6 +45,25 @@ def test_global_runs_the_stock_loop_with_clip_conf_max_norm():
     assert stats["clip"] == 100.0  # every step clipped at 0.1
 
 
+def test_unclipped_cores_are_per_core_with_an_unreachable_bound():
+    """clip: none with num_cores is PCC's loop minus the clipping: the same update as per_core
+    with a C no core reaches, and with equal cores of a mean loss, the stock loop's."""
+    batches = make_batches(3, 4)
+    control = TinyASRLike()
+    stats = run_epoch(PCCTrainer, control, wrapped_sgd(control, "none", None), batches,
+                      trainer_options("none", {"num_cores": 2}))
+    assert stats["num_cores"] == 2 and stats["clip"] == 0.0
+    assert stats["clip_bound"] == float("inf")
+    unreachable = TinyASRLike()
+    run_epoch(PCCTrainer, unreachable, wrapped_sgd(unreachable, "per_core", 1e9), batches,
+              trainer_options("per_core", {"max_norm": 1e9, "num_cores": 2}))
+    assert_same_params(params(control), params(unreachable))
+    stock = TinyASRLike()
+    run_epoch(Trainer, stock, torch.optim.SGD(stock.parameters(), lr=0.5, momentum=0.9),
+              batches, trainer_options("none", {}))
+    assert_same_params(params(control), params(stock))
+
+
 def test_effective_grad_clip():
     assert effective_grad_clip(ClipConfig.from_options("none", {}), 5.0) == float("inf")
     assert effective_grad_clip(ClipConfig.from_options("global", {}), 5.0) == 5.0
@@ -54,6 +73,7 @@ def test_effective_grad_clip():
 @pytest.mark.parametrize("clip,clip_conf,wraps", [
     ("none", {}, False), ("global", {}, False), ("per_core", {"max_norm": 1}, True),
     ("adaptive_per_core", {}, True), ("per_example", {"max_norm": 1}, True),
+    ("none", {"num_cores": 4}, True),  # the control: PCC's per-core loop, nothing clipped
 ])
 def test_wraps_optimizer_is_the_per_core_family(clip, clip_conf, wraps):
     assert ClipConfig.from_options(clip, clip_conf).wraps_optimizer is wraps

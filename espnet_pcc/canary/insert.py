@@ -22,8 +22,9 @@ whole-file segment per repeat; other per-utterance or feature files are dropped 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.errors import UserError
@@ -41,6 +42,15 @@ class InsertError(UserError):
 def repeat_id(canary_id: str, k: int, width: int = 2) -> str:
     """Utterance id of repeat ``k`` (1-based) of a canary: ``<canary-id>-rep<NN>``."""
     return f"{canary_id}-rep{k:0{width}d}"
+
+
+_REPEAT_ID = re.compile(r"^(?P<canary>.+)-rep[0-9]+$")
+
+
+def canary_of(utt_id: str) -> Optional[str]:
+    """The canary whose repeat ``utt_id`` is (the inverse of :func:`repeat_id`), else None."""
+    match = _REPEAT_ID.match(utt_id)
+    return match.group("canary") if match else None
 
 
 def canary_repeats(canary_dir: Path, manifest: Dict[str, Any], like: kaldi_dir.KaldiDir) -> kaldi_dir.KaldiDir:

@@ -30,6 +30,7 @@ from espnet_pcc import distributed, registry
 from espnet_pcc.accounting import default_delta
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.errors import UserError
+from espnet_pcc.samplers import BATCH_SAMPLERS, ShuffledBatchSampler
 from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
     read_utt_lengths, utt2spk_path, utts_per_core
 from espnet_pcc.trainer import PCCTrainer
@@ -79,6 +80,23 @@ def read_training_speakers(args: argparse.Namespace, config: ClipConfig) -> Dict
     return speaker_of
 
 
+def check_sampler_options(args: argparse.Namespace, config: ClipConfig) -> None:
+    """The iterator options that --batch_sampler other than espnet works with.
+
+    Raises:
+        ClipConfigError: an option that the sampler cannot honour (one line).
+    """
+    name = f"--batch_sampler {args.batch_sampler}"
+    if config.core_by == "speaker":
+        raise ClipConfigError(f"{name} with clip_conf.core_by=speaker: speaker cores plan "
+                              "their own batches; use one of the two")
+    if args.iterator_type != "sequence" or args.multiple_iterator:
+        raise ClipConfigError(f"{name} needs --iterator_type sequence and "
+                              "--multiple_iterator false")
+    if not args.train_shape_file:
+        raise ClipConfigError(f"{name} needs --train_shape_file (the training utterances)")
+
+
 class PCCASRTask(ASRTask):
     trainer = PCCTrainer
 
@@ -86,6 +104,12 @@ class PCCASRTask(ASRTask):
     def add_task_arguments(cls, parser: argparse.ArgumentParser) -> None:
         super().add_task_arguments(parser)
         distributed.add_arguments(parser)
+        parser.add_argument_group("Training batch sampler").add_argument(
+            "--batch_sampler", type=str, default="espnet", choices=BATCH_SAMPLERS,
+            help="espnet: ESPnet's batches of --batch_type, built once (only their order "
+            "changes per epoch); shuffled: new batches of --batch_size utterances every epoch "
+            "from a seeded shuffle of all training utterances (espnet_pcc.samplers). "
+            "Training iterator only")
 
     @classmethod
     def check_args(cls, args: argparse.Namespace) -> TrainArgs:
@@ -120,6 +144,8 @@ class PCCASRTask(ASRTask):
                                       "--use_deepspeed; use plain DDP")
             if getattr(args, "num_optimizers", 1) != 1:
                 raise ClipConfigError(f"clip: {config.mode.value} supports one optimizer")
+        if args.batch_sampler != "espnet":
+            check_sampler_options(args, config)
         speaker_of = None
         if config.core_by == "speaker" and not args.collect_stats:
             # collect_stats runs no trainer, and its shape files are key lists.
@@ -133,38 +159,42 @@ class PCCASRTask(ASRTask):
     def build_iter_factory(cls, args: argparse.Namespace,
                            distributed_option: DistributedOption, mode: str,
                            kwargs: Optional[dict] = None) -> AbsIterFactory:
-        """ESPnet's iterator factories, except the training one of core_by speaker."""
+        """ESPnet's iterator factories, except the training one of core_by speaker and of
+        --batch_sampler shuffled."""
         config = getattr(args, "clip_config", None)
-        if mode != "train" or not isinstance(config, ClipConfig) or config.core_by != "speaker":
+        speaker_cores = isinstance(config, ClipConfig) and config.core_by == "speaker"
+        if mode != "train" or not (speaker_cores or args.batch_sampler != "espnet"):
             return super().build_iter_factory(args=args, distributed_option=distributed_option,
                                               mode=mode, kwargs=kwargs)
         iter_options = cls.build_iter_options(args, distributed_option, mode)
         for key, value in (kwargs or {}).items():
             setattr(iter_options, key, value)
-        return cls.build_speaker_core_iter_factory(args, iter_options)
-
-    @classmethod
-    def build_speaker_core_iter_factory(cls, args: TrainArgs,
-                                        iter_options: IteratorOptions) -> AbsIterFactory:
-        """ESPnet's `build_sequence_iter_factory` with `SpeakerCoreSampler` for its sampler.
-
-        `batch_size` counts utterances over all ranks, as in ESPnet (whatever the
-        batch_type): each rank's micro-batch holds num_cores speaker cores of at most
-        utts_per_core = max(1, batch_size // (world_size x num_cores)) utterances.
-        """
-        config = args.clip_config
         if iter_options.distributed:
             world_size = torch.distributed.get_world_size()
             rank = torch.distributed.get_rank()
         else:
             world_size, rank = 1, 0
-        sampler = SpeakerCoreSampler(
-            read_utt_lengths(iter_options.shape_files[0]), args.speaker_of,
-            num_cores=config.num_cores,
-            utts_per_core=utts_per_core(iter_options.batch_size, world_size, config.num_cores),
-            accum_grad=args.accum_grad, world_size=world_size, rank=rank)
+        utt_lengths = read_utt_lengths(iter_options.shape_files[0])
+        if speaker_cores:
+            # batch_size counts utterances over all ranks, as in ESPnet (whatever the
+            # batch_type): each rank's micro-batch holds num_cores speaker cores of at most
+            # utts_per_core = max(1, batch_size // (world_size x num_cores)) utterances.
+            sampler = SpeakerCoreSampler(
+                utt_lengths, args.speaker_of, num_cores=config.num_cores,
+                utts_per_core=utts_per_core(iter_options.batch_size, world_size,
+                                            config.num_cores),
+                accum_grad=args.accum_grad, world_size=world_size, rank=rank)
+        else:
+            sampler = ShuffledBatchSampler(utt_lengths, iter_options.batch_size,
+                                           world_size=world_size, rank=rank)
+        return cls.build_sampler_iter_factory(args, iter_options, sampler)
+
+    @classmethod
+    def build_sampler_iter_factory(cls, args: argparse.Namespace, iter_options: IteratorOptions,
+                                   sampler) -> AbsIterFactory:
+        """ESPnet's `build_sequence_iter_factory` with `sampler`, which draws this rank's
+        micro-batches of each epoch itself (`generate(epoch + seed)`)."""
         logging.info(f"[train] Batch sampler: {sampler}")
-        # Every utterance: the plan, and so each rank's share, changes every epoch.
         dataset = cls.build_dataset(args, iter_options)
         logging.info(f"[train] dataset:\n{dataset}")
         return SequenceIterFactory(
@@ -172,8 +202,8 @@ class PCCASRTask(ASRTask):
             batches=sampler,
             seed=args.seed,
             num_iters_per_epoch=iter_options.num_iters_per_epoch,
-            # The sampler shuffles (generate(epoch + seed)); ESPnet's shuffle would move
-            # micro-batches across steps, putting a speaker twice in one.
+            # The sampler shuffles; ESPnet's shuffle of the micro-batches would move them
+            # across steps (a speaker twice in one step) and add nothing to a shuffled plan.
             shuffle=False,
             shuffle_within_batch=False,
             num_workers=args.num_workers,
