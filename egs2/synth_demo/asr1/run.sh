@@ -3,7 +3,8 @@
 # LibriSpeech's layout, then the same stages as the LibriSpeech recipes train baseline / PCC /
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
 #   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
-#   ./run.sh --demo_size study    the memorisation study (~90 min on 2 CPU cores) -> study/RESULTS.md
+#   ./run.sh --demo_size study    the memorisation study's primary arms (docs/study.md) -> study/RESULTS.md
+#   ./run.sh --demo_size study_sorted  its exploratory sorted-batch arms -> study/RESULTS_sorted.md
 #   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~40 min on 2 CPU cores) -> study/PRIVACY.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
@@ -32,14 +33,20 @@ case "${demo_size}" in
           canaries="--repeat_counts 1 2 4 8 --canaries_per_count 15 --num_references 1000"
           results=(--results_md RESULTS.md --results_png pcc_comparison.png) ;;
     study) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
-          # The memorisation study (docs/study.md): baseline / PCC / APCC x 3 seeds, plus a
-          # granularity and C sweep (seed 0), every 2nd epoch's checkpoint scored.
+          # The memorisation study's primary arms (docs/study.md, "Pre-registered plan"):
+          # baseline / control / PCC on shuffled batches x 5 seeds, every epoch's checkpoint scored.
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
-          study_args=(--seeds "0 1 2" --score_epochs "2 4 6" --inference_asr_model valid.acc.ave_3best.pth
-                      --sweep_configs "conf/train_asr_study_pe.yaml conf/train_asr_study_pcc_u2.yaml conf/train_asr_study_pcc_u8.yaml conf/train_asr_study_pcc_c20.yaml conf/train_asr_study_pcc_c50.yaml"
+          study_args=(--seeds "0 1 2 3 4" --score_epochs "1 2 3 4 5 6" --inference_asr_model valid.acc.ave_3best.pth
                       --model_jobs 2)
-          model=study
+          configs="conf/train_asr_shuffled_baseline.yaml conf/train_asr_shuffled_control.yaml conf/train_asr_shuffled_pcc.yaml"
           results=(--results_md study/RESULTS.md --results_png study/pcc_comparison.png) ;;
+    study_sorted) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
+          # The study's exploratory sorted-batch arms: the same three on ESPnet's folded batches x 3 seeds.
+          canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
+          study_args=(--seeds "0 1 2" --score_epochs "1 2 3 4 5 6" --inference_asr_model valid.acc.ave_3best.pth
+                      --model_jobs 2)
+          configs="conf/train_asr_study_baseline.yaml conf/train_asr_study_control.yaml conf/train_asr_study_pcc.yaml"
+          results=(--results_md study/RESULTS_sorted.md --results_png study/pcc_comparison_sorted.png) ;;
     privacy) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
           # Noise and speaker cores against the study's PCC (README "Privacy"), in the study's
           # data and expdir (the PCC models are shared with it): 3 configs x 3 seeds.
@@ -51,7 +58,7 @@ case "${demo_size}" in
     tiny) corpus=downloads/SynthSpeech_tiny; model=tiny; decode=tiny; datadir=data/tiny; expdir=exp/tiny
           canaries="--repeat_counts 1 4 --canaries_per_count 2 --num_references 20"
           results=() ;;
-    *) echo "$0: error: --demo_size ${demo_size}: use full, study, privacy or tiny" >&2; exit 1 ;;
+    *) echo "$0: error: --demo_size ${demo_size}: use full, study, study_sorted, privacy or tiny" >&2; exit 1 ;;
 esac
 
 # "Download": build the corpus (skipped when it exists with the same settings).
