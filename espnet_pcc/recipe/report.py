@@ -98,8 +98,15 @@ def cores_per_step(cfg: dict) -> int:
 
 
 def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
-    """Per-epoch stats from ESPnet's "Nepoch results:" lines; the last line of an epoch wins
-    (a resumed run logs an epoch again)."""
+    """Per-epoch stats from ESPnet's "Nepoch results:" lines, in epoch order (see
+    :func:`train_log_by_epoch`)."""
+    by_epoch = train_log_by_epoch(path)
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def train_log_by_epoch(path: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """epoch number -> {section: {key: value}} from ESPnet's "Nepoch results:" lines; the last
+    line of an epoch wins (a resumed run logs an epoch again)."""
     by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -110,7 +117,7 @@ def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
             for name, body in _SECTION_RE.findall(m.group(2)):
                 sections[name] = {k: float(v) for k, v in _NUM_RE.findall(body.strip())}
             by_epoch[int(m.group(1))] = sections
-    return [by_epoch[k] for k in sorted(by_epoch)]
+    return by_epoch
 
 
 def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]:

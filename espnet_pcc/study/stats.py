@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
@@ -245,3 +245,225 @@ def interpolate_at(levels: Sequence[float], values: Sequence[float], level: floa
             t = (lv[i - 1] - level) / (lv[i - 1] - lv[i])
             return float(vv[i - 1] + t * (vv[i] - vv[i - 1]))
     return None
+
+
+# ----------------------------------------------------------------------------- runs as the unit
+# The second study (docs/study.md, "Pre-registered plan") compares arms over training runs:
+# each run gives one value (its mean over the canaries), and a comparison permutes the arm
+# labels of runs.  The canaries enter only through the bootstrap interval, which resamples
+# runs within each arm and, once per resample for all runs, the canaries they share.
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """Arm a minus arm b over training runs: the difference of the arms' mean run values,
+    its two-level bootstrap interval, and the permutation test's p-value."""
+
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    difference: Interval
+    p_value: float  # two-sided permutation test of the arm labels
+    p_floor: float  # the smallest p-value the test can return
+    exact: bool  # every relabelling enumerated
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["difference"] = self.difference.as_dict()
+        return d
+
+    @property
+    def at_floor(self) -> bool:
+        return self.p_value <= self.p_floor * (1 + 1e-9)
+
+
+def format_p(p: float, floor: float = 0.0) -> str:
+    """``"0.034"``; ``"≤ 0.008"`` where p is the smallest value the test can give."""
+    if not math.isfinite(p):
+        return "n/a"
+    if floor and p <= floor * (1 + 1e-9):
+        return f"≤ {math.ceil(floor * 1000) / 1000:.3f}"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _run_values(values: Sequence[Sequence[float]], name: str) -> np.ndarray:
+    a = np.asarray(values, dtype=float)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{name}: expected runs x units, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name}: values must be finite")
+    return a
+
+
+def _difference_of_means(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def permutation_p(ya: Sequence[float], yb: Sequence[float], *, n_resamples: int = N_RESAMPLES,
+                  seed: int = SEED) -> Tuple[float, float, bool]:
+    """(p, floor, exact): the two-sided permutation test of the arm labels of runs with values
+    ``ya`` and ``yb`` (difference of means), the smallest p it can give, and whether every
+    relabelling was enumerated (C(n_a + n_b, n_a) <= n_resamples)."""
+    x, y = np.asarray(ya, dtype=float), np.asarray(yb, dtype=float)
+    relabellings = math.comb(x.size + y.size, x.size)
+    exact = relabellings <= n_resamples
+    # Two-sided: twice the one-sided floor, the observed relabelling counted (scipy's rule).
+    floor = min(1.0, 2.0 / relabellings if exact else 2.0 / (n_resamples + 1))
+    both = np.concatenate([x, y])
+    if x.size + y.size < 3 or np.all(both == both[0]):
+        return 1.0, floor, exact
+    res = stats.permutation_test((x, y), _difference_of_means, permutation_type="independent",
+                                 alternative="two-sided", n_resamples=n_resamples,
+                                 vectorized=True, random_state=np.random.default_rng(seed))
+    return float(res.pvalue), floor, exact
+
+
+def compare_runs(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    *,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> RunComparison:
+    """Arm a against arm b, training runs as the unit.
+
+    Args:
+        a, b: one row per training run of the arm, one column per unit (canary) that every
+            run of both arms measured, in the same order.  A run's value is its row mean.
+        confidence: level of the interval.
+        n_resamples: bootstrap resamples, and the permutation test's when it cannot enumerate
+            every relabelling (it is exact when C(n_a + n_b, n_a) <= n_resamples).
+        seed: seed of both.
+
+    Returns:
+        :class:`RunComparison`.  The test (``scipy.stats.permutation_test``,
+        ``permutation_type="independent"``) relabels runs between the arms; the interval is
+        the percentile interval of a two-level bootstrap: runs drawn with replacement within
+        each arm, and the units drawn with replacement once per resample for all runs (they
+        share them).
+    """
+    x, y = _run_values(a, "arm a"), _run_values(b, "arm b")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"the arms measured different units: {x.shape[1]} vs {y.shape[1]}")
+    ya, yb = x.mean(axis=1), y.mean(axis=1)
+    n_a, n_b, n_units = x.shape[0], y.shape[0], x.shape[1]
+    observed = float(ya.mean() - yb.mean())
+    p, floor, exact = permutation_p(ya, yb, n_resamples=n_resamples, seed=seed)
+    rng = np.random.default_rng(seed)
+    runs_a = rng.integers(n_a, size=(n_resamples, n_a))
+    runs_b = rng.integers(n_b, size=(n_resamples, n_b))
+    units = rng.integers(n_units, size=(n_resamples, n_units))
+    # Resample r: mean over the drawn runs of each run's mean over the drawn units.
+    unit_means_a = np.take_along_axis(x[None, :, :], units[:, None, :], axis=2).mean(axis=2)
+    unit_means_b = np.take_along_axis(y[None, :, :], units[:, None, :], axis=2).mean(axis=2)
+    boot = (np.take_along_axis(unit_means_a, runs_a, axis=1).mean(axis=1)
+            - np.take_along_axis(unit_means_b, runs_b, axis=1).mean(axis=1))
+    alpha = 1 - confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return RunComparison(n_a=n_a, n_b=n_b, mean_a=float(ya.mean()), mean_b=float(yb.mean()),
+                         difference=Interval(observed, float(low), float(high), n_a + n_b),
+                         p_value=p, p_floor=floor, exact=exact)
+
+
+def holm(p_values: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the input's order.
+
+    The i-th smallest p (1-based) is multiplied by (m - i + 1), the results made
+    non-decreasing along that order and capped at 1.  (scipy has no Holm: its
+    ``false_discovery_control`` controls the false discovery rate, a weaker promise.)
+    """
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
+
+
+def two_sample_power(effect_size: float, n_a: int, n_b: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided two-sample t-test (equal variances) at Cohen's d = effect_size,
+    from the noncentral t distribution (``scipy.stats.nct``)."""
+    df = n_a + n_b - 2
+    ncp = effect_size / math.sqrt(1 / n_a + 1 / n_b)
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    # The far tail's cdf is NaN where scipy's series underflows (a large ncp): it is 0 there.
+    return float(stats.nct.sf(crit, df, ncp) + np.nan_to_num(stats.nct.cdf(-crit, df, ncp)))
+
+
+def minimum_detectable_effect(sd: float, n_a: int, n_b: int, alpha: float = 0.05,
+                              power: float = 0.8) -> float:
+    """The difference of means that the two-sided two-sample t-test detects with ``power``,
+    given the runs' standard deviation ``sd`` within an arm: d·sd, d solving
+    :func:`two_sample_power` (``scipy.optimize.brentq``)."""
+    from scipy.optimize import brentq
+
+    if n_a < 2 or n_b < 2:
+        raise ValueError("the minimum detectable effect needs at least 2 runs per arm")
+    d = brentq(lambda e: two_sample_power(e, n_a, n_b, alpha) - power, 1e-6, 20.0)
+    return float(d * sd)
+
+
+def pooled_sd(*groups: Sequence[float]) -> float:
+    """The pooled within-group standard deviation (ddof 1 per group)."""
+    arrays = [np.asarray(g, dtype=float) for g in groups]
+    dof = sum(a.size - 1 for a in arrays)
+    if dof < 1:
+        return math.nan
+    return float(math.sqrt(sum(((a - a.mean()) ** 2).sum() for a in arrays) / dof))
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """Runs x units of one arm as run effect + unit effect + noise (two-way, no interaction)."""
+
+    run_sd: float
+    unit_sd: float
+    noise_sd: float
+
+
+def variance_components(values: Sequence[Sequence[float]]) -> VarianceComponents:
+    """Method-of-moments estimates from a two-way layout without replication: the noise
+    variance from the residual mean square, the run (unit) variance from the run (unit)
+    mean square less its noise share, clipped at 0."""
+    x = _run_values(values, "values")
+    r, c = x.shape
+    if r < 2 or c < 2:
+        raise ValueError(f"variance components need >= 2 runs and units, got {r} x {c}")
+    grand = x.mean()
+    run_means, unit_means = x.mean(axis=1), x.mean(axis=0)
+    residual = x - run_means[:, None] - unit_means[None, :] + grand
+    noise_var = float((residual ** 2).sum() / ((r - 1) * (c - 1)))
+    run_var = max(0.0, float(c * ((run_means - grand) ** 2).sum() / (r - 1) - noise_var) / c)
+    unit_var = max(0.0, float(r * ((unit_means - grand) ** 2).sum() / (c - 1) - noise_var) / r)
+    return VarianceComponents(math.sqrt(run_var), math.sqrt(unit_var), math.sqrt(noise_var))
+
+
+def simulate_arms(rng: np.random.Generator, n_runs: int, n_units: int,
+                  components: VarianceComponents, effect: float = 0.0
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Two arms of ``n_runs`` runs x ``n_units`` shared units: unit effects common to both
+    arms, a run effect per run, noise per cell; arm a shifted by ``effect``."""
+    units = rng.normal(0.0, components.unit_sd, n_units)
+
+    def arm(shift: float) -> np.ndarray:
+        runs = rng.normal(0.0, components.run_sd, (n_runs, 1))
+        return shift + units[None, :] + runs + rng.normal(0.0, components.noise_sd,
+                                                          (n_runs, n_units))
+
+    return arm(effect), arm(0.0)
+
+
+def rejection_rate(rng: np.random.Generator, test: Callable[[np.ndarray, np.ndarray], float],
+                   n_trials: int, n_runs: int, n_units: int, components: VarianceComponents,
+                   effect: float = 0.0, alpha: float = 0.05) -> float:
+    """The fraction of ``n_trials`` simulated studies (:func:`simulate_arms`) in which
+    ``test(a, b)`` (a p-value) is below ``alpha``: the false-positive rate at effect 0
+    (an A/A comparison), the power otherwise."""
+    hits = 0
+    for _ in range(n_trials):
+        a, b = simulate_arms(rng, n_runs, n_units, components, effect)
+        hits += test(a, b) < alpha
+    return hits / n_trials

@@ -3,8 +3,8 @@
 # LibriSpeech's layout, then the same stages as the LibriSpeech recipes train baseline / PCC /
 # APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
 #   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
-#   ./run.sh --demo_size study    the memorisation study's primary arms (docs/study.md) -> study/RESULTS.md
-#   ./run.sh --demo_size study_sorted  its exploratory sorted-batch arms -> study/RESULTS_sorted.md
+#   ./run.sh --demo_size study    the memorisation study's primary arms (docs/study.md) -> study/raw, study/RESULTS.md
+#   ./run.sh --demo_size study_sorted  its exploratory sorted-batch arms, added to study/raw and the report
 #   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~40 min on 2 CPU cores) -> study/PRIVACY.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
@@ -16,6 +16,7 @@ set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 demo_size=${DEMO_SIZE:-full}
+study_notes=${STUDY_NOTES:-"Made by ./run.sh --demo_size study (and study_sorted) in egs2/synth_demo/asr1."}
 args=()
 study_args=()
 while [ $# -gt 0 ]; do
@@ -39,14 +40,17 @@ case "${demo_size}" in
           study_args=(--seeds "0 1 2 3 4" --score_epochs "1 2 3 4 5 6" --inference_asr_model valid.acc.ave_3best.pth
                       --model_jobs 2)
           configs="conf/train_asr_shuffled_baseline.yaml conf/train_asr_shuffled_control.yaml conf/train_asr_shuffled_pcc.yaml"
-          results=(--results_md study/RESULTS.md --results_png study/pcc_comparison.png) ;;
+          study_tags=$(for c in ${configs}; do c=${c#conf/}; for s in 0 1 2 3 4; do echo "asr_${c%.yaml}_seed${s}"; done; done)
+          # Stages 1-8; the study's own report replaces stage 9's.
+          results=(--stop_stage 8) ;;
     study_sorted) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
           # The study's exploratory sorted-batch arms: the same three on ESPnet's folded batches x 3 seeds.
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
           study_args=(--seeds "0 1 2" --score_epochs "1 2 3 4 5 6" --inference_asr_model valid.acc.ave_3best.pth
                       --model_jobs 2)
           configs="conf/train_asr_study_baseline.yaml conf/train_asr_study_control.yaml conf/train_asr_study_pcc.yaml"
-          results=(--results_md study/RESULTS_sorted.md --results_png study/pcc_comparison_sorted.png) ;;
+          study_tags=$(for c in ${configs}; do c=${c#conf/}; for s in 0 1 2; do echo "asr_${c%.yaml}_seed${s}"; done; done)
+          results=(--stop_stage 8) ;;
     privacy) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
           # Noise and speaker cores against the study's PCC (README "Privacy"), in the study's
           # data and expdir (the PCC models are shared with it): 3 configs x 3 seeds.
@@ -75,3 +79,18 @@ python3 -m espnet_pcc.bin.make_synth_corpus --output_dir "${corpus}" --size "${c
     --inference_config "conf/decode_asr_${decode}.yaml" \
     --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 1 --model_jobs 3 \
     --results_title "RESULTS (synthetic demo, ${demo_size})" "${results[@]}" "${study_args[@]}" "${args[@]}"
+
+# The memorisation study: its raw data (committed) and the pre-registered analysis of it,
+# rebuilt by study_report from study/raw alone.
+if [ -n "${study_tags:-}" ]; then
+    python3 -m espnet_pcc.bin.study_export --expdir "${expdir}" --asr_tags ${study_tags} \
+        --score_epochs 1 2 3 4 5 6 --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
+        --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
+        --output_dir study/raw --merge true
+    if grep -q "shuffled" study/raw/runs.tsv; then
+        python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
+            --output_png study/pcc_comparison.png --notes "${study_notes}"
+    else
+        echo "$0: the primary (shuffled-batch) arms are not in study/raw yet: run ./run.sh --demo_size study for the report" >&2
+    fi
+fi

@@ -1,0 +1,67 @@
+"""The memorisation study's raw data (runs.tsv, canaries.tsv, meta.json) from its model dirs.
+
+Usage::
+
+    python -m espnet_pcc.bin.study_export --expdir exp/study \\
+        --asr_tags asr_train_asr_shuffled_pcc_seed0 ... --score_epochs 1 2 3 4 5 6 \\
+        --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \\
+        --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \\
+        --output_dir study/raw
+
+Layout of the files: :mod:`espnet_pcc.study.raw`.  Appends to what ``--output_dir`` holds for
+other samplers with ``--merge true`` (the sorted-batch arms beside the primary ones).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from espnet2.utils.types import str2bool
+
+from espnet_pcc.errors import run_main
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="study_export", description=__doc__.splitlines()[0])
+    p.add_argument("--expdir", type=Path, required=True)
+    p.add_argument("--asr_tags", nargs="+", required=True, help="model dirs (<name>_seed<N>)")
+    p.add_argument("--score_epochs", type=int, nargs="+", required=True)
+    p.add_argument("--decode_tag", required=True, help="decode dir of the final model")
+    p.add_argument("--epoch_decode_tag", required=True, help="decode dir of epoch {epoch}")
+    p.add_argument("--test_sets", nargs="+", required=True)
+    p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--merge", type=str2bool, default=False,
+                   help="keep the rows of --output_dir's other samplers")
+    return p
+
+
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.study import raw
+    from espnet_pcc.study.export import export_study
+
+    made_by = "python -m espnet_pcc.bin.study_export " + shlex.join(sys.argv[1:])
+    study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
+                         args.epoch_decode_tag, args.test_sets, made_by=made_by,
+                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.merge and (args.output_dir / raw.META_JSON).is_file():
+        old = raw.read_raw(args.output_dir)
+        if old.test_sets != study.test_sets:
+            raise raw.RawDataError(f"{args.output_dir}: test sets {old.test_sets}, these runs "
+                                   f"{study.test_sets}")
+        samplers = {r.sampler for r in study.runs}
+        study.runs = [r for r in old.runs if r.sampler not in samplers] + study.runs
+        study.canaries = [c for c in old.canaries if c.sampler not in samplers] + study.canaries
+        study.made_by = f"{old.made_by}\n{made_by}"
+    raw.write_raw(args.output_dir, study)
+    print(f"wrote {args.output_dir}: {len(study.runs)} run rows, {len(study.canaries)} canary rows")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_main(get_parser(), argv, _run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The memorisation study's RESULTS.md and plot, from its committed raw data alone.
+
+Usage::
+
+    python -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \\
+        --output_png study/pcc_comparison.png
+
+The pre-registered analysis (docs/study.md) on the shuffled-batch runs; the runs of any other
+sampler in the raw data get the same numbers, labelled exploratory.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from espnet_pcc.errors import run_main
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="study_report", description=__doc__.splitlines()[0])
+    p.add_argument("--raw_dir", type=Path, required=True, help="written by study_export")
+    p.add_argument("--output_md", type=Path, required=True)
+    p.add_argument("--output_png", type=Path, required=True)
+    p.add_argument("--title", default="RESULTS (memorisation study)")
+    p.add_argument("--notes", default="", help="how the runs were made (a paragraph)")
+    return p
+
+
+def rebuild_command(args: argparse.Namespace) -> str:
+    rel = lambda p: os.path.relpath(p.resolve(), Path.cwd())  # noqa: E731
+    return (f"python -m espnet_pcc.bin.study_report --raw_dir {rel(args.raw_dir)} "
+            f"--output_md {rel(args.output_md)} --output_png {rel(args.output_png)}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from espnet_pcc.fileio import atomic_write_text
+    from espnet_pcc.study import raw, results
+    from espnet_pcc.study.analysis import PRIMARY_SAMPLER, analyse
+
+    study = raw.read_raw(args.raw_dir)
+    samplers = sorted({r.sampler for r in study.runs})
+    if PRIMARY_SAMPLER not in samplers:
+        raise raw.RawDataError(f"{args.raw_dir}: no {PRIMARY_SAMPLER}-batch runs (the primary "
+                               f"arms); samplers found: {', '.join(samplers) or 'none'}")
+    primary = analyse(study, PRIMARY_SAMPLER)
+    others = [analyse(study, s) for s in samplers if s != PRIMARY_SAMPLER]
+    png = os.path.relpath(args.output_png.resolve(), args.output_md.resolve().parent)
+    provenance = "\n\n".join(x for x in (args.notes, f"![study]({png})") if x)
+    md = results.render_markdown(primary, study.test_sets, args.title, provenance,
+                                 rebuild_command(args), exploratory=others)
+    results.plot(primary, args.output_png, args.title)
+    atomic_write_text(args.output_md, md)
+    print(results.verdict(primary.primary))
+    print(f"wrote {args.output_md} and {args.output_png}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    run_main(get_parser(), argv, _run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The second study's pre-registered analysis (docs/study.md, "Pre-registered plan"), from
+its raw data alone (:mod:`espnet_pcc.study.raw`).
+
+* The level L*: the highest last-epoch validation loss among the runs of the primary arms
+  (every run reaches it), from validation losses only.
+* Per run, each canary's rank exposure (or CER gap) is interpolated in validation loss at L*
+  along the run's epochs (:func:`espnet_pcc.study.stats.interpolate_at`); the run's value is
+  the mean over the canaries.
+* Arms are compared over runs (:func:`espnet_pcc.study.stats.compare_runs`): exact
+  permutation of arm labels, two-level bootstrap interval.  Primary: PCC − control;
+  secondary (Holm): PCC − baseline, control − baseline, the canary CER gap PCC − control.
+  Everything else is exploratory.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from espnet_pcc.study import stats
+from espnet_pcc.study.raw import FINAL, RawDataError, RawStudy
+
+PRIMARY_SAMPLER = "shuffled"
+ARMS = ("baseline", "control", "pcc")
+PRIMARY = ("pcc", "control")
+SECONDARY = (("pcc", "baseline", "rank_exposure"), ("control", "baseline", "rank_exposure"),
+             ("pcc", "control", "cer_gap"))
+MEASURE_LABELS = {"rank_exposure": "rank exposure (bits)",
+                  "cer_gap": "canary CER − reference CER (points)",
+                  "extrapolated_exposure": "extrapolated exposure (bits)"}
+
+
+@dataclass
+class Run:
+    """One training run: its validation loss and per-canary measures per epoch."""
+
+    arm: str
+    seed: int
+    losses: List[float]  # epochs 1..N
+    #: measure -> canary -> value per epoch (1..N)
+    epochs: Dict[str, Dict[str, List[float]]]
+    final: Dict[str, Dict[str, float]]  # measure -> canary -> value of the final model
+    repeat_count: Dict[str, int]
+    errors: Dict[str, tuple]  # test set -> (WER %, CER %) of the final model
+
+
+def _runs(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
+    """The runs of one sampler, per arm, in seed order."""
+    losses: Dict[Tuple[str, int], Dict[int, float]] = defaultdict(dict)
+    ref_cer: Dict[Tuple[str, int, str], float] = {}
+    errors: Dict[Tuple[str, int], Dict[str, tuple]] = {}
+    for r in study.runs:
+        if r.sampler != sampler:
+            continue
+        if r.epoch == FINAL:
+            errors[(r.arm, r.seed)] = r.errors
+        else:
+            losses[(r.arm, r.seed)][int(r.epoch)] = r.valid_loss
+        ref_cer[(r.arm, r.seed, r.epoch)] = r.reference_cer
+    values: Dict[Tuple[str, int], Dict[str, Dict[str, Dict[str, float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(dict)))
+    counts: Dict[str, int] = {}
+    for c in study.canaries:
+        if c.sampler != sampler:
+            continue
+        counts[c.canary] = c.repeat_count
+        cell = values[(c.arm, c.seed)]
+        cell["rank_exposure"][c.canary][c.epoch] = c.rank_exposure
+        cell["extrapolated_exposure"][c.canary][c.epoch] = c.extrapolated_exposure
+        # CER in points (%), as the references' control: the canary's gap to them.
+        cell["cer_gap"][c.canary][c.epoch] = 100.0 * (c.cer - ref_cer[(c.arm, c.seed, c.epoch)])
+    arms: Dict[str, List[Run]] = defaultdict(list)
+    for (arm, seed), by_epoch in sorted(losses.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        epochs = sorted(by_epoch)
+        if epochs != list(range(1, len(epochs) + 1)):
+            raise RawDataError(f"run {arm} seed {seed}: epochs {epochs} are not 1..N")
+        cell = values[(arm, seed)]
+        arms[arm].append(Run(
+            arm=arm, seed=seed, losses=[by_epoch[e] for e in epochs],
+            epochs={m: {c: [v[str(e)] for e in epochs] for c, v in per.items()}
+                    for m, per in cell.items()},
+            final={m: {c: v[FINAL] for c, v in per.items() if FINAL in v}
+                   for m, per in cell.items()},
+            repeat_count=counts, errors=errors.get((arm, seed), {})))
+    return dict(arms)
+
+
+def equal_loss_level(runs: Sequence[Run]) -> float:
+    """L*: the highest last-epoch validation loss of ``runs`` (every one reaches it)."""
+    return max(r.losses[-1] for r in runs)
+
+
+def reachable_range(runs: Sequence[Run]) -> Tuple[float, float]:
+    """The validation losses every run passes through: from the highest of the runs' lowest
+    losses up to the lowest of their epoch-1 losses."""
+    return max(min(r.losses) for r in runs), min(r.losses[0] for r in runs)
+
+
+def at_level(runs: Sequence[Run], measure: str, level: float,
+             canaries: Sequence[str]) -> np.ndarray:
+    """runs x canaries: each canary's ``measure`` interpolated at validation loss ``level``."""
+    out = np.empty((len(runs), len(canaries)))
+    for i, run in enumerate(runs):
+        for j, c in enumerate(canaries):
+            v = stats.interpolate_at(run.losses, run.epochs[measure][c], level)
+            if v is None:
+                raise RawDataError(f"run {run.arm} seed {run.seed} never reaches validation "
+                                   f"loss {level:.3f}")
+            out[i, j] = v
+    return out
+
+
+def final_values(runs: Sequence[Run], measure: str, canaries: Sequence[str]) -> np.ndarray:
+    return np.array([[run.final[measure][c] for c in canaries] for run in runs])
+
+
+@dataclass
+class Contrast:
+    arm_a: str
+    arm_b: str
+    measure: str
+    result: stats.RunComparison
+    adjusted_p: Optional[float] = None  # Holm, for the secondary endpoints
+
+    @property
+    def name(self) -> str:
+        return f"{self.arm_a} − {self.arm_b}"
+
+
+@dataclass
+class Analysis:
+    sampler: str
+    level: float
+    arms: Dict[str, List[Run]]
+    canaries: List[str]
+    primary: Optional[Contrast]
+    secondary: List[Contrast]
+    mde: Optional[float]  # of the primary contrast, bits
+    run_sd: Optional[float]  # pooled within-arm sd of the primary arms' run values
+    aa_rate: Optional[float]  # simulated A/A rejection rate with this study's variances
+    aa_components: Optional[stats.VarianceComponents]
+    per_count: Dict[int, List[Contrast]] = field(default_factory=dict)
+    extrapolated: List[Contrast] = field(default_factory=list)
+    finals: List[Contrast] = field(default_factory=list)
+    curve: List[Tuple[float, stats.RunComparison]] = field(default_factory=list)
+
+
+def _compare(arms, a, b, measure, level, canaries, **kw) -> Contrast:
+    return Contrast(a, b, measure, stats.compare_runs(at_level(arms[a], measure, level, canaries),
+                                                      at_level(arms[b], measure, level, canaries),
+                                                      **kw))
+
+
+def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 1000,
+            curve_points: int = 12) -> Analysis:
+    """The pre-registered analysis of one sampler's arms (the primary and secondary endpoints
+    for the shuffled sampler; for another sampler the same numbers are exploratory)."""
+    arms = _runs(study, sampler)
+    missing = [a for a in ARMS if a not in arms]
+    if missing:
+        raise RawDataError(f"sampler {sampler}: no runs of arm(s) {', '.join(missing)}")
+    all_runs = [r for a in ARMS for r in arms[a]]
+    canaries = sorted(all_runs[0].repeat_count)
+    level = equal_loss_level(all_runs)
+    primary = _compare(arms, *PRIMARY, "rank_exposure", level, canaries)
+    secondary = [_compare(arms, a, b, m, level, canaries) for a, b, m in SECONDARY]
+    for c, p in zip(secondary, stats.holm([c.result.p_value for c in secondary])):
+        c.adjusted_p = p
+    ya = at_level(arms[PRIMARY[0]], "rank_exposure", level, canaries)
+    yb = at_level(arms[PRIMARY[1]], "rank_exposure", level, canaries)
+    run_sd = stats.pooled_sd(ya.mean(axis=1), yb.mean(axis=1))
+    mde = None
+    aa_rate = components = None
+    if min(len(ya), len(yb)) >= 2:
+        mde = stats.minimum_detectable_effect(run_sd, len(ya), len(yb))
+        # The A/A check with this study's own variances: run, canary and noise components
+        # pooled over the two primary arms (each arm's estimate, averaged in variance).
+        est = [stats.variance_components(y) for y in (ya, yb)]
+        components = stats.VarianceComponents(
+            *(math.sqrt(np.mean([getattr(e, k) ** 2 for e in est]))
+              for k in ("run_sd", "unit_sd", "noise_sd")))
+        aa_rate = stats.rejection_rate(
+            np.random.default_rng(0),
+            lambda a, b: stats.permutation_p(a.mean(axis=1), b.mean(axis=1))[0],
+            aa_trials, len(ya), len(canaries), components)
+    analysis = Analysis(sampler=sampler, level=level, arms=arms, canaries=canaries,
+                        primary=primary, secondary=secondary, mde=mde, run_sd=run_sd,
+                        aa_rate=aa_rate, aa_components=components)
+    counts = sorted({all_runs[0].repeat_count[c] for c in canaries})
+    for count in counts:
+        ids = [c for c in canaries if all_runs[0].repeat_count[c] == count]
+        analysis.per_count[count] = [
+            _compare(arms, a, b, "rank_exposure", level, ids, n_resamples=1999)
+            for a, b in (PRIMARY, ("pcc", "baseline"))]
+    analysis.extrapolated = _finite_contrasts(arms, "extrapolated_exposure", level, canaries)
+    for a, b in (PRIMARY, ("pcc", "baseline"), ("control", "baseline")):
+        analysis.finals.append(Contrast(a, b, "rank_exposure", stats.compare_runs(
+            final_values(arms[a], "rank_exposure", canaries),
+            final_values(arms[b], "rank_exposure", canaries))))
+    low, high = reachable_range(all_runs)
+    if high > low:
+        for level_i in np.linspace(low, high, curve_points):
+            analysis.curve.append((float(level_i), stats.compare_runs(
+                at_level(arms[PRIMARY[0]], "rank_exposure", level_i, canaries),
+                at_level(arms[PRIMARY[1]], "rank_exposure", level_i, canaries),
+                n_resamples=1999)))
+    return analysis
+
+
+def _finite_contrasts(arms, measure, level, canaries) -> List[Contrast]:
+    """The primary pairs in ``measure`` where every value is finite (an extrapolated exposure
+    is +inf when even the log-CDF underflows: such a contrast is left out, not clipped)."""
+    out = []
+    for a, b in (PRIMARY, ("pcc", "baseline")):
+        xa, xb = (at_level(arms[x], measure, level, canaries) for x in (a, b))
+        if np.all(np.isfinite(xa)) and np.all(np.isfinite(xb)):
+            out.append(Contrast(a, b, measure, stats.compare_runs(xa, xb)))
+    return out
+
+
+def arm_summary(runs: Sequence[Run], level: float, canaries: Sequence[str],
+                test_sets: Sequence[str]) -> Dict[str, stats.Interval]:
+    """Per arm, over its runs (t-intervals): final validation loss, WER/CER of the test sets
+    (final model), and the rank exposure and CER gap at L*."""
+    out = {"valid loss, last epoch": stats.seed_interval([r.losses[-1] for r in runs])}
+    for s in test_sets:
+        for k, unit in enumerate(("WER", "CER")):
+            vals = [r.errors[s][k] for r in runs if s in r.errors]
+            out[f"{unit} {s} %"] = stats.seed_interval(vals)
+    for m in ("rank_exposure", "cer_gap"):
+        out[f"{m} at L*"] = stats.seed_interval(at_level(runs, m, level, canaries).mean(axis=1))
+    return out
+
+
+__all__ = ["ARMS", "Analysis", "Contrast", "PRIMARY", "Run", "SECONDARY", "analyse",
+           "arm_summary", "at_level", "equal_loss_level", "reachable_range"]

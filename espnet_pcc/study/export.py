@@ -1,0 +1,119 @@
+"""The second study's raw data from the model dirs of a stage-script run.
+
+Per model dir ``<expdir>/<tag>`` (tag ``asr_<config>_seed<N>``; the arm is the config's last
+``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``) it reads
+
+  config.yaml                                   batch_sampler (the sampler column)
+  train.log                                     validation loss per epoch
+  exposure_<N>epoch/exposure.json               per canary: score, rank, exposures (epoch N)
+  <epoch decode tag>/canary_accuracy/utterances.tsv     CER of canaries and references
+  exposure/exposure.json, <decode tag>/...      the same of the final (averaged) model
+  <decode tag>/<set>/score_{wer,cer}/result.json         its WER and CER
+
+and returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from espnet_pcc.exposure import schema
+from espnet_pcc.recipe.report import train_log_by_epoch
+from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
+from espnet_pcc.study.report import read_accuracy_tsv, split_tag
+
+
+def arm_of(tag: str) -> Tuple[str, int]:
+    """(arm, seed) of a model tag ``asr_<config>_seed<N>``."""
+    name, seed = split_tag(tag)
+    if seed is None:
+        raise RawDataError(f"model {tag}: no _seed<N> suffix (train with pcc_asr.sh --seeds)")
+    return name.rsplit("_", 1)[-1], seed
+
+
+def _canaries(path: Path) -> List[dict]:
+    if not path.is_file():
+        raise RawDataError(f"{path} missing (produced by stage 8, exposure)")
+    return json.loads(path.read_text())["canaries"]
+
+
+def _num_references(exposure_dir: Path) -> int:
+    summary = exposure_dir / schema.SUMMARY_JSON
+    if not summary.is_file():
+        raise RawDataError(f"{summary} missing (produced by stage 8, exposure)")
+    return int(json.loads(summary.read_text())["num_references"])
+
+
+def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Path,
+                accuracy_tsv: Path) -> Tuple[List[CanaryScore], float, int]:
+    """The canary rows of one scored checkpoint, its references' mean CER, and |R|."""
+    cer, _, counts = read_accuracy_tsv(accuracy_tsv)
+    references = [cer[u] for u, c in counts.items() if c == 0]
+    rows = []
+    for c in _canaries(exposure_dir / schema.EXPOSURE_JSON):
+        if c["id"] not in cer:
+            raise RawDataError(f"{accuracy_tsv}: no CER of canary {c['id']}")
+        rows.append(CanaryScore(
+            arm=arm, sampler=sampler, seed=seed, epoch=epoch, canary=c["id"],
+            repeat_count=int(c[schema.REPEAT_COUNT]), score=float(c["score"]),
+            rank=int(c["rank"]), rank_exposure=float(c[schema.RANK_EXPOSURE]),
+            extrapolated_exposure=float(c[schema.EXTRAPOLATED_EXPOSURE]), cer=cer[c["id"]]))
+    ref_cer = sum(references) / len(references) if references else math.nan
+    return rows, ref_cer, _num_references(exposure_dir)
+
+
+def _errors(model_dir: Path, decode_tag: str, test_sets: Sequence[str]) -> Dict[str, tuple]:
+    out = {}
+    for s in test_sets:
+        rates = []
+        for unit in ("wer", "cer"):
+            path = model_dir / decode_tag / s / f"score_{unit}" / "result.json"
+            if not path.is_file():
+                raise RawDataError(f"{path} missing (produced by stage 7, scoring)")
+            rates.append(float(json.loads(path.read_text())["Err"]))
+        out[s] = tuple(rates)
+    return out
+
+
+def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
+                 decode_tag: str, epoch_decode_tag: str, test_sets: Sequence[str],
+                 made_by: str = "", progress: Optional[callable] = None) -> RawStudy:
+    """Every model's raw rows (see the module docstring); ``epoch_decode_tag`` has an
+    ``{epoch}`` field."""
+    runs: List[RunEpoch] = []
+    canaries: List[CanaryScore] = []
+    for i, tag in enumerate(tags, 1):
+        d = Path(expdir) / tag
+        arm, seed = arm_of(tag)
+        cfg_path = d / "config.yaml"
+        if not cfg_path.is_file():
+            raise RawDataError(f"{cfg_path} missing (produced by stage 5, training)")
+        sampler = (yaml.safe_load(cfg_path.read_text()) or {}).get("batch_sampler", "espnet")
+        if not (d / "train.log").is_file():
+            raise RawDataError(f"{d / 'train.log'} missing (produced by stage 5, training)")
+        losses = train_log_by_epoch(d / "train.log")
+        for e in score_epochs:
+            if e not in losses or "loss" not in losses[e].get("valid", {}):
+                raise RawDataError(f"{d / 'train.log'}: no validation loss of epoch {e}")
+            rows, ref_cer, num_refs = _checkpoint(
+                arm, sampler, seed, str(e), d / f"exposure_{e}epoch",
+                d / epoch_decode_tag.format(epoch=e) / "canary_accuracy" / "utterances.tsv")
+            canaries += rows
+            runs.append(RunEpoch(arm, sampler, seed, tag, str(e), losses[e]["valid"]["loss"],
+                                 ref_cer, num_refs))
+        rows, ref_cer, num_refs = _checkpoint(
+            arm, sampler, seed, FINAL, d / "exposure",
+            d / decode_tag / "canary_accuracy" / "utterances.tsv")
+        canaries += rows
+        runs.append(RunEpoch(arm, sampler, seed, tag, FINAL, math.nan, ref_cer, num_refs,
+                             _errors(d, decode_tag, test_sets)))
+        if progress is not None:
+            progress(f"[export] {i}/{len(tags)} {tag}")
+    return RawStudy(runs=runs, canaries=canaries, test_sets=list(test_sets), made_by=made_by)
+
+
+__all__ = ["arm_of", "export_study"]

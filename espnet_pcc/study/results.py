@@ -1,0 +1,178 @@
+"""The second study's RESULTS.md and plot, from :func:`espnet_pcc.study.analysis.analyse`.
+
+Every table is built by :func:`table`; every p-value goes through
+:func:`espnet_pcc.study.stats.format_p`, which writes a p at the test's floor as "≤ floor".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+
+from espnet_pcc.fileio import atomic_path
+from espnet_pcc.study import stats
+from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
+    arm_summary, at_level
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table."""
+    lines = ["|" + "|".join(head) + "|", "|---" * len(head) + "|"]
+    return "\n".join(lines + ["|" + "|".join(r) + "|" for r in rows])
+
+
+def _p(c: Contrast, adjusted: bool = False) -> str:
+    p = c.adjusted_p if adjusted else c.result.p_value
+    return stats.format_p(p, 0.0 if adjusted else c.result.p_floor)
+
+
+def _contrast_row(c: Contrast, digits: int = 2) -> List[str]:
+    r = c.result
+    return [c.name, f"{r.mean_a:.{digits}f}", f"{r.mean_b:.{digits}f}",
+            r.difference.fmt(digits), _p(c), f"{r.n_a} vs {r.n_b}"]
+
+
+_CONTRAST_HEAD = ["contrast", "mean a", "mean b", "Δ = a − b [95 % CI]", "p", "runs"]
+
+
+def verdict(c: Contrast, alpha: float = 0.05, adjusted: bool = False) -> str:
+    """A plain sentence on one contrast: significant or not, and the interval."""
+    p = c.adjusted_p if adjusted else c.result.p_value
+    d = c.result.difference
+    what = MEASURE_LABELS[c.measure]
+    p_text = f"Holm-adjusted p {_p(c, adjusted)}, unadjusted interval" if adjusted \
+        else f"p {_p(c)}"
+    if p < alpha:
+        direction = "lower" if d.value < 0 else "higher"
+        return (f"{c.arm_a} is {direction} than {c.arm_b} in {what} by {abs(d.value):.2f} "
+                f"(95 % CI {d.low:.2f} to {d.high:.2f}; {p_text}).")
+    return (f"No significant difference between {c.arm_a} and {c.arm_b} in {what}: "
+            f"Δ = {d.value:.2f}, 95 % CI {d.low:.2f} to {d.high:.2f} ({p_text}).")
+
+
+def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
+                    provenance: str, rebuild: str,
+                    exploratory: Sequence[Analysis] = ()) -> str:
+    a = primary
+    out = [f"# {title}", "", provenance, "",
+           "The plan (arms, seeds, endpoints, analysis) was committed before the first run: "
+           "docs/study.md, \"Pre-registered plan\". Training runs are the unit of every "
+           "interval and test below; canaries enter only through the bootstrap.", ""]
+    out += ["## Primary endpoint", "",
+            f"Pooled rank exposure of the {len(a.canaries)} canaries at the validation loss "
+            f"L* = {a.level:.3f} (the highest last-epoch validation loss of the "
+            f"{sum(len(r) for r in a.arms.values())} runs), {a.sampler} batches. "
+            "Exact permutation test of the arm labels (two-sided); 95 % two-level bootstrap "
+            "interval (runs within arms, canaries).", "",
+            table(_CONTRAST_HEAD + ["minimum detectable Δ (80 %)"],
+                  [_contrast_row(a.primary) + [f"{a.mde:.2f}" if a.mde is not None else "-"]]),
+            "", "**" + verdict(a.primary) + "**", ""]
+    if a.mde is not None:
+        out += [f"With {a.primary.result.n_a} runs per arm and a run-to-run standard deviation "
+                f"of {a.run_sd:.2f} bits, the study detects a difference of {a.mde:.2f} bits "
+                "with 80 % power (two-sample t approximation); a smaller effect is not "
+                "excluded.", ""]
+    out += ["## Secondary endpoints (Holm over three)", "",
+            table(_CONTRAST_HEAD + ["measure", "p (Holm)"],
+                  [_contrast_row(c) + [MEASURE_LABELS[c.measure], _p(c, adjusted=True)]
+                   for c in a.secondary]), ""]
+    out += ["- " + verdict(c, adjusted=True) for c in a.secondary] + [""]
+    if a.aa_rate is not None:
+        comp = a.aa_components
+        out += ["## Calibration of the test", "",
+                f"An A/A check with this study's own variances (run sd {comp.run_sd:.2f}, canary "
+                f"sd {comp.unit_sd:.2f}, noise sd {comp.noise_sd:.2f} bits, estimated from the "
+                f"{PRIMARY[0]} and {PRIMARY[1]} runs at L*): of 1000 simulated pairs of arms "
+                f"drawn from one distribution, the test rejected {100 * a.aa_rate:.1f} % at "
+                "α = 0.05 (nominal 5 %; the unit tests in tests/study/test_run_stats.py check "
+                "the same and the power on a known effect).", ""]
+    out += _arms_section(a, test_sets)
+    out += ["## Exploratory (not pre-registered as endpoints; no p here is a finding)", ""]
+    out += _exploratory(a)
+    for other in exploratory:
+        out += [f"### The same analysis on {other.sampler} batches (exploratory)", "",
+                f"L* = {other.level:.3f} for these runs.", "",
+                table(_CONTRAST_HEAD + ["measure"],
+                      [_contrast_row(c) + [MEASURE_LABELS[c.measure]]
+                       for c in [other.primary, *other.secondary]]), ""]
+        out += _arms_section(other, test_sets, heading=False)
+    out += ["## Rebuilding", "", "Every number above comes from the raw data committed beside "
+            "this file:", "", "```bash", rebuild, "```", ""]
+    return "\n".join(out)
+
+
+def _arms_section(a: Analysis, test_sets: Sequence[str], heading: bool = True) -> List[str]:
+    rows = []
+    head = None
+    for arm in ARMS:
+        summary = arm_summary(a.arms[arm], a.level, a.canaries, test_sets)
+        head = head or ["arm", "runs"] + list(summary)
+        rows.append([arm, str(len(a.arms[arm]))] + [v.fmt(2) for v in summary.values()])
+    out = (["## The arms (means and t-intervals over runs)", ""] if heading else [])
+    return out + [table(head, rows), ""]
+
+
+def _exploratory(a: Analysis) -> List[str]:
+    out = ["Per repeat count, at L* (rank exposure, bits):", "",
+           table(["repeats", *_CONTRAST_HEAD],
+                 [[f"×{count}", *_contrast_row(c)] for count, cs in a.per_count.items()
+                  for c in cs]), ""]
+    if a.extrapolated:
+        out += ["Extrapolated (skew-normal) exposure at L*, bits:", "",
+                table(_CONTRAST_HEAD, [_contrast_row(c) for c in a.extrapolated]), ""]
+    out += ["The final averaged models (`valid.acc.ave_3best.pth`, the models decoded for WER): "
+            "rank exposure, not at equal loss:", "",
+            table(_CONTRAST_HEAD, [_contrast_row(c) for c in a.finals]), ""]
+    if a.curve:
+        out += [f"{PRIMARY[0]} − {PRIMARY[1]} in rank exposure along the validation losses every "
+                "run passes through (the plot's band):", "",
+                table(["validation loss", "Δ [95 % CI]", "p"],
+                      [[f"{level:.2f}", r.difference.fmt(2), stats.format_p(r.p_value, r.p_floor)]
+                       for level, r in a.curve]), ""]
+    return out
+
+
+def plot(a: Analysis, path: Path, title: str) -> None:
+    """Left: Δ (PCC − control) against the validation-loss level, with its band and L*.
+    Right: every run's pooled rank exposure against its validation loss, per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    if a.curve:
+        levels = [lv for lv, _ in a.curve]
+        left.plot(levels, [r.difference.value for _, r in a.curve], color="C2")
+        left.fill_between(levels, [r.difference.low for _, r in a.curve],
+                          [r.difference.high for _, r in a.curve], color="C2", alpha=0.25)
+    left.axhline(0, color="gray", lw=0.8)
+    left.axvline(a.level, color="k", ls="--", lw=0.8, label=f"L* = {a.level:.2f}")
+    left.set_xlabel("validation loss")
+    left.set_ylabel(f"{PRIMARY[0]} − {PRIMARY[1]}, rank exposure (bits)")
+    left.invert_xaxis()
+    left.legend()
+    for k, arm in enumerate(ARMS):
+        for i, run in enumerate(a.arms[arm]):
+            pooled = np.mean([run.epochs["rank_exposure"][c] for c in a.canaries], axis=0)
+            right.plot(run.losses, pooled, color=f"C{k}", alpha=0.7, marker=".",
+                       label=arm if i == 0 else None)
+    right.axvline(a.level, color="k", ls="--", lw=0.8)
+    right.set_xlabel("validation loss")
+    right.set_ylabel("pooled rank exposure (bits)")
+    right.invert_xaxis()
+    right.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def level_values(a: Analysis, arm: str, measure: str = "rank_exposure") -> np.ndarray:
+    """The run values of one arm at L* (for callers that print them)."""
+    return at_level(a.arms[arm], measure, a.level, a.canaries).mean(axis=1)
+
+
+__all__ = ["level_values", "plot", "render_markdown", "table", "verdict"]

@@ -1,0 +1,175 @@
+"""The second study's pipeline: model dirs -> raw data -> the pre-registered analysis ->
+RESULTS.md, on a small simulated study whose answer is known."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from espnet_pcc.study import analysis, raw, stats
+from espnet_pcc.study.raw import FINAL, CanaryScore, RawStudy, RunEpoch
+
+CANARIES = [f"canary-x{c}-{i}" for c in (1, 4) for i in range(6)]
+EPOCHS = 4
+
+
+def simulated(effect=0.0, seeds=range(5), sampler="shuffled", seed=0) -> RawStudy:
+    """3 arms; exposure falls with the validation loss, PCC lower by `effect` bits."""
+    rng = np.random.default_rng(seed)
+    runs, rows = [], []
+    canary_effect = {c: rng.normal(0, 0.5) for c in CANARIES}
+    for arm in analysis.ARMS:
+        shift = -effect if arm == "pcc" else 0.0
+        for s in seeds:
+            losses = [40.0 - 5 * e + rng.normal(0, 0.5) for e in range(1, EPOCHS + 1)]
+            run_effect = rng.normal(0, 0.2)
+            for e, loss in [(str(e), losses[e - 1]) for e in range(1, EPOCHS + 1)] + [(FINAL, 0)]:
+                epoch_level = 1.0 + (EPOCHS if e == FINAL else int(e)) * 0.5
+                runs.append(RunEpoch(arm, sampler, s, f"asr_train_asr_{sampler}_{arm}_seed{s}", e,
+                                     math.nan if e == FINAL else loss, 0.5, 1000,
+                                     {"test": (60.0, 30.0)} if e == FINAL else {}))
+                for c in CANARIES:
+                    x = epoch_level + canary_effect[c] + run_effect + shift + rng.normal(0, 0.3)
+                    rows.append(CanaryScore(arm, sampler, s, e, c, int(c.split("-x")[1][0]),
+                                            2.0, 10, float(x), float(x + 1), 0.4))
+    return RawStudy(runs=runs, canaries=rows, test_sets=["test"], made_by="test")
+
+
+def test_raw_data_round_trips_exactly(tmp_path):
+    study = simulated()
+    raw.write_raw(tmp_path, study)
+    back = raw.read_raw(tmp_path)
+    # repr: the final rows hold NaN, which is not equal to itself
+    assert repr(back.runs) == repr(study.runs) and back.canaries == study.canaries
+    assert back.test_sets == ["test"] and back.made_by == "test"
+    header = (tmp_path / raw.RUNS_TSV).read_text().splitlines()[0].split("\t")
+    assert header[-2:] == ["wer_test", "cer_test"]
+
+
+def test_raw_data_errors_are_one_line(tmp_path):
+    with pytest.raises(raw.RawDataError, match="meta.json missing"):
+        raw.read_raw(tmp_path)
+    raw.write_raw(tmp_path, simulated(seeds=[0]))
+    meta = json.loads((tmp_path / raw.META_JSON).read_text())
+    (tmp_path / raw.META_JSON).write_text(json.dumps(dict(meta, format="other/9")))
+    with pytest.raises(raw.RawDataError, match="format 'other/9'"):
+        raw.read_raw(tmp_path)
+
+
+def test_the_level_is_the_worst_last_epoch_loss():
+    study = simulated()
+    result = analysis.analyse(study, aa_trials=50)
+    last = [r.valid_loss for r in study.runs if r.epoch == str(EPOCHS)]
+    assert result.level == max(last)
+
+
+def test_a_known_effect_is_found_and_no_effect_is_not():
+    found = analysis.analyse(simulated(effect=1.5), aa_trials=50)
+    assert found.primary.arm_a == "pcc" and found.primary.arm_b == "control"
+    assert found.primary.result.p_value == pytest.approx(2 / 252)  # at the floor: separated
+    assert found.primary.result.difference.high < 0
+    assert found.primary.result.difference.value == pytest.approx(-1.5, abs=0.4)
+    null = analysis.analyse(simulated(effect=0.0, seed=1), aa_trials=50)
+    assert null.primary.result.p_value > 0.05
+    assert null.primary.result.difference.low < 0 < null.primary.result.difference.high
+
+
+def test_primary_value_is_the_interpolated_pooled_exposure_by_hand():
+    study = simulated(seeds=[0, 1])
+    result = analysis.analyse(study, aa_trials=10)
+    run = result.arms["pcc"][0]
+    by_hand = np.mean([stats.interpolate_at(run.losses, run.epochs["rank_exposure"][c],
+                                            result.level) for c in CANARIES])
+    ya = analysis.at_level(result.arms["pcc"], "rank_exposure", result.level, CANARIES)
+    assert ya.mean(axis=1)[0] == pytest.approx(by_hand)
+    assert result.primary.result.mean_a == pytest.approx(ya.mean())
+
+
+def test_secondaries_are_holm_adjusted():
+    result = analysis.analyse(simulated(effect=0.5), aa_trials=10)
+    raw_p = [c.result.p_value for c in result.secondary]
+    assert [c.adjusted_p for c in result.secondary] == pytest.approx(stats.holm(raw_p))
+    assert [(c.arm_a, c.arm_b, c.measure) for c in result.secondary] == list(analysis.SECONDARY)
+
+
+def test_report_rebuilds_from_the_raw_data_alone(tmp_path, capsys):
+    from espnet_pcc.bin import study_report
+
+    study = simulated(effect=1.5)
+    sorted_runs = simulated(sampler="espnet", seeds=range(3), seed=5)
+    study.runs += sorted_runs.runs
+    study.canaries += sorted_runs.canaries
+    raw.write_raw(tmp_path / "raw", study)
+    args = ["--raw_dir", str(tmp_path / "raw"), "--output_md", str(tmp_path / "RESULTS.md"),
+            "--output_png", str(tmp_path / "plot.png")]
+    study_report.main(args)
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "## Primary endpoint" in md and "p (Holm)" in md
+    assert "pcc is lower than control in rank exposure" in md
+    assert "≤ 0.008" in md  # the floor of 252 relabellings, not a made-up precision
+    assert "The same analysis on espnet batches (exploratory)" in md
+    assert "python -m espnet_pcc.bin.study_report --raw_dir" in md
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    first = md
+    study_report.main(args)  # deterministic
+    assert (tmp_path / "RESULTS.md").read_text() == first
+    assert "pcc is lower than control" in capsys.readouterr().out
+
+
+def test_report_without_the_primary_arms_is_one_line(tmp_path, capsys):
+    from espnet_pcc.bin import study_report
+
+    raw.write_raw(tmp_path / "raw", simulated(sampler="espnet", seeds=range(2)))
+    with pytest.raises(SystemExit) as e:
+        study_report.main(["--raw_dir", str(tmp_path / "raw"), "--output_md",
+                           str(tmp_path / "R.md"), "--output_png", str(tmp_path / "p.png")])
+    assert e.value.code == 2
+    assert "no shuffled-batch runs" in capsys.readouterr().err
+    assert not (tmp_path / "R.md").exists()
+
+
+def _model_dir(root, tag, sampler, losses, exposures, cer):
+    """A model dir as stages 5-8 leave it (only what study_export reads)."""
+    d = root / tag
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"batch_sampler: {sampler}\n")
+    (d / "train.log").write_text("".join(
+        f"x INFO: {e}epoch results: [train] loss=1.0, [valid] loss={v}, acc=0.5\n"
+        for e, v in enumerate(losses, 1)))
+    checkpoints = [(f"exposure_{e}epoch", f"decode_x_{e}epoch") for e in range(1, len(losses) + 1)]
+    for (exp_dir, dec), x in zip(checkpoints + [("exposure", "decode_x_final")], exposures):
+        (d / exp_dir).mkdir()
+        (d / exp_dir / "exposure.json").write_text(json.dumps({"canaries": [
+            {"id": "c1", "repeat_count": 4, "score": 1.5, "rank": 3, "rank_exposure": x,
+             "extrapolated_exposure": x + 1}]}))
+        (d / exp_dir / "summary.json").write_text(json.dumps({"num_references": 1000}))
+        acc = d / dec / "canary_accuracy"
+        acc.mkdir(parents=True)
+        (acc / "utterances.tsv").write_text(
+            "utt_id\trepeat_count\tcer\twer\texact\tref\thyp\n"
+            f"c1\t4\t{cer}\t0\t0\tA\tA\nr1\t0\t0.5\t0\t0\tB\tB\nr2\t0\t0.7\t0\t0\tC\tC\n")
+    for unit, value in (("wer", 55.0), ("cer", 22.0)):
+        p = d / "decode_x_final" / "test" / f"score_{unit}"
+        p.mkdir(parents=True)
+        (p / "result.json").write_text(json.dumps({"Err": value}))
+
+
+def test_export_reads_the_model_dirs(tmp_path):
+    from espnet_pcc.bin import study_export
+
+    _model_dir(tmp_path / "exp", "asr_train_asr_shuffled_pcc_seed3", "shuffled", [30.0, 20.0],
+               [1.0, 2.0, 2.5], 0.25)
+    out = tmp_path / "raw"
+    study_export.main(["--expdir", str(tmp_path / "exp"), "--asr_tags",
+                       "asr_train_asr_shuffled_pcc_seed3", "--score_epochs", "1", "2",
+                       "--decode_tag", "decode_x_final", "--epoch_decode_tag",
+                       "decode_x_{epoch}epoch", "--test_sets", "test", "--output_dir", str(out)])
+    study = raw.read_raw(out)
+    assert [(r.arm, r.seed, r.epoch, r.valid_loss) for r in study.runs][:2] == [
+        ("pcc", 3, "1", 30.0), ("pcc", 3, "2", 20.0)]
+    final = study.runs[-1]
+    assert final.epoch == FINAL and final.errors == {"test": (55.0, 22.0)}
+    assert final.reference_cer == pytest.approx(0.6)
+    assert [(c.epoch, c.rank_exposure, c.cer) for c in study.canaries] == [
+        ("1", 1.0, 0.25), ("2", 2.0, 0.25), (FINAL, 2.5, 0.25)]
+    assert "study_export" in study.made_by
