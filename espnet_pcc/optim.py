@@ -6,10 +6,11 @@ summed, already clipped (the algorithm is in the class docstring).  The task bui
 the run's `ClipConfig` once (`PCCASRTask.check_args`) and passes it in.
 
 Cost: a core is one read of its gradient (‖g_k‖) and one fused pass that scales it
-and adds it to the sum.  A parameter's first gradient of a step is scaled in place
-and, in one process, becomes the sum itself (no buffer, no copy: one core costs what
+and adds it to the sum.  Where the sum lives is a strategy chosen per step
+(`espnet_pcc.core_sums`): in one process a parameter's first gradient of a step, scaled
+in place, becomes the sum itself (no buffer, no copy: one core costs what
 `clip_grad_norm_` costs); under DDP it is written once into the flat buffer that the
-step's single all-reduce sums.
+step's single all-reduce sums (`espnet_pcc.ddp_sums`).
 
 APCC needs one sum too: with C = min_k ‖g_k‖ every factor is C/‖g_k‖, so cores are
 added as g_k·r/‖g_k‖ for a reference norm r and the common C/(K·r) is applied once.
@@ -36,21 +37,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Union, runtime_checkable
 
 import torch
 import torch.distributed as dist
 
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.clipping import ClipMode, clip_factor, grad_norm
+from espnet_pcc.core_sums import LocalSums, StepStatistics, Sums, decode_statistics, \
+    encode_statistics
+from espnet_pcc.ddp_sums import FlatSums, distributed
 
 _TINY = torch.finfo(torch.float32).tiny
-# The statistics of a step, laid out so that one SUM over ranks combines them: number
-# of cores, Σ‖g_k‖ over finite cores, clipped cores, non-finite cores; then one slot per
-# rank, zero on every other rank, for what a sum cannot combine but can gather:
-# min_k‖g_k‖, −max_k‖g_k‖ and the number of cores at that minimum.
-_COUNTS = 4
-_SLOT = 3
 
 
 @dataclass
@@ -85,6 +83,25 @@ class CoreReduction:
         return report
 
 
+@runtime_checkable
+class CoreClippingOptimizer(Protocol):
+    """What `PCCTrainer` calls on the optimizer of a per-core mode: any wrapper registered as
+    the `espnet_pcc.optimizers` entry point that implements this trains (with `param_groups`,
+    `step`, `zero_grad`, `state_dict` and `load_state_dict` of a torch optimizer)."""
+
+    #: Optimizer steps taken (`reduce_cores` calls): numbers the noise, reported as epsilon.
+    steps: int
+
+    def add_core(self, loss_scale: float = 1.0) -> None:
+        """Takes the core whose gradient is in `p.grad` (scaled by `loss_scale`)."""
+
+    def reduce_cores(self) -> CoreReduction:
+        """Writes the step's update into `p.grad` (collective under DDP)."""
+
+    def gather_pending(self) -> None:
+        """At an epoch's end: the cores of an unfinished step onto rank 0 (collective)."""
+
+
 class PerCoreClipOptimizer(torch.optim.Optimizer):
     """Wraps any torch optimizer with per-core clipping (Opacus' DPOptimizer pattern).
 
@@ -93,11 +110,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     1. After each core's backward, :meth:`add_core` reads that core's gradient g_k from
        ``p.grad`` once for ‖g_k‖, adds f_k·g_k/K̂ to the sum Σ in one fused pass
-       (f_k = min(1, C/‖g_k‖); none: 1) and releases ``p.grad``.  A parameter's first
-       gradient of the step is scaled in place and becomes its part of Σ (under DDP:
-       is written into one flat buffer).
-    2. :meth:`reduce_cores` sums Σ over DDP ranks (one all-reduce, which also carries
-       the statistics) and writes u = Σ·K̂/K into ``p.grad``.
+       (f_k = min(1, C/‖g_k‖); none: 1) and releases ``p.grad``.
+    2. :meth:`reduce_cores`, in named stages: the step's statistics, Σ over the ranks with
+       the noise (`_reduce`), the bound and the scale (`_scale_of`), u = scale·Σ into
+       ``p.grad`` (`_write_update`), the next step's state (`_end_step`).
     3. :meth:`step` is the wrapped optimizer's step on u.
 
     K̂ is the number of cores of the previous step (1 at first), so u costs no pass
@@ -138,9 +154,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self.original_optimizer = optimizer
         self.clip_config = clip_config
         self.process_group = process_group
-        self._flat: Optional[torch.Tensor] = None  # DDP only: Σ and the statistics
-        self._views: List[torch.Tensor] = []  # Σ's part of each parameter in _flat
-        self._sums: List[Optional[torch.Tensor]] = []  # per parameter; None: no gradient yet
+        self._sums: Optional[Union[LocalSums, FlatSums]] = None  # built at the first core
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
         self._divisor = 1  # K̂: the number of cores of the last step (class docstring)
@@ -180,12 +194,18 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict) -> None:
         self.original_optimizer.add_param_group(param_group)
-        self._flat = None  # the parameter set changed: re-layout lazily
+        self._sums = None  # the parameter set changed: re-layout lazily
 
     def __repr__(self) -> str:
         bound = "" if self.max_norm is None else f", max_norm={self.max_norm}"
         return f"PerCoreClipOptimizer(clip={self.mode.value}{bound},\n{self.original_optimizer!r})"
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Releases `p.grad` and starts a new step."""
+        self.original_optimizer.zero_grad(set_to_none=set_to_none)
+        self._reset_accumulation()
+
+    # -- checkpoints --------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """The wrapped optimizer's state plus a `pcc` entry.
 
@@ -196,7 +216,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         state = self.original_optimizer.state_dict()
         pending = None
         if self._core_norms:
-            pending = {"sums": [None if s is None else s.clone() for s in self._sums],
+            pending = {"sums": [None if s is None else s.clone() for s in self._sums.sums],
                        "core_norms": torch.stack(self._core_norms), "ref": self._ref,
                        "divisor": self._divisor}
         state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending,
@@ -222,20 +242,19 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         if self._distributed() and dist.get_rank(self.process_group) != 0:
             return  # rank 0 resumes every rank's pending cores (gather_pending)
         params = self._params()
-        self._start_step(params)
+        sums = self._start_step(params)
         device = params[0].device
         if "sums" in pending:
-            sums, ref = pending["sums"], pending["ref"]
+            pending_sums, ref = pending["sums"], pending["ref"]
         else:  # the flat-buffer layout: APCC with r = 1
-            sums = _sums_of_flat_buffer(pending, params)
+            pending_sums = _sums_of_flat_buffer(pending, params)
             ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
-        for i, s in enumerate(sums):
+        for i, s in enumerate(pending_sums):
             if s is not None:
-                self._sums[i] = s.to(device, copy=True) if self._flat is None \
-                    else self._views[i].copy_(s)
-        if ref is not None and self._flat is not None:
+                sums.put(i, s.to(device))
+        if ref is not None and not sums.keeps_first_core:
             # Ranks add their sums, so under DDP r is 1.
-            torch._foreach_div_([s for s in self._sums if s is not None], ref.to(device))
+            torch._foreach_div_([s for s in sums.sums if s is not None], ref.to(device))
             ref = torch.ones(())
         self._ref = None if ref is None else ref.to(device)
         self._core_norms = list(pending["core_norms"].to(device))
@@ -244,23 +263,20 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     def _params(self) -> List[torch.nn.Parameter]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
-    def _start_step(self, params: List[torch.nn.Parameter]) -> None:
+    def _start_step(self, params: List[torch.nn.Parameter]) -> Union[LocalSums, FlatSums]:
+        """Σ empty for a new step, in the strategy of this process (built once)."""
         if not params:
             raise ValueError("PerCoreClipOptimizer: the optimizer has no trainable parameters")
-        self._sums = [None] * len(params)
+        if self._sums is None:
+            self._sums = FlatSums(params, self.process_group) if self._distributed() \
+                else LocalSums()
+        self._sums.start(params)
         self._ref = None
-        if self._flat is None and self._distributed():
-            # float32 at least, as _at_least_float32.
-            dtype = torch.float64 if all(p.dtype == torch.float64 for p in params) \
-                else torch.float32
-            numel = sum(p.numel() for p in params)
-            tail = _COUNTS + _SLOT * dist.get_world_size(self.process_group) + len(params)
-            self._flat = torch.empty(numel + tail, dtype=dtype, device=params[0].device)
-            self._views = [v.view_as(p) for v, p in
-                           zip(self._flat[:numel].split([p.numel() for p in params]), params)]
+        return self._sums
 
     def _reset_accumulation(self) -> None:
-        self._sums = []
+        if self._sums is not None:
+            self._sums.sums = []
         self._core_norms = []
         self._ref = None
 
@@ -277,13 +293,12 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         gradient in `p.grad` is S·g_k, and Σ is kept in S units.
         """
         params = self._params()
-        if not self._core_norms:
-            self._start_step(params)
+        sums = self._sums if self._core_norms else self._start_step(params)
         used = [i for i, p in enumerate(params) if p.grad is not None]
         grads = [params[i].grad for i in used]
         norm = grad_norm(grads).to(params[0].device) / loss_scale
         self._loss_scale = loss_scale
-        self._accumulate(used, grads, self._factor(norm))
+        sums.add(used, grads, self._factor(norm))
         self._core_norms.append(norm)
         for p in params:
             p.grad = None
@@ -292,42 +307,19 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         """What the core of norm ‖g_k‖ is multiplied by in Σ; None where that is 1."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
             if self._ref is None:  # the step's first core sets r
-                if self._flat is None:
+                if self._sums.keeps_first_core:
                     self._ref = norm.clamp_min(_TINY)
                     return None
                 self._ref = torch.ones_like(norm)
             # r/‖g_k‖ is inf for a zero core (or one below float32's range), and 0·inf = NaN
             # would skip a step whose update is 0 (C = min_k ‖g_k‖ = 0): such a core adds
-            # 0 instead.  A non-finite core still poisons the step (_summary counts it).
+            # 0 instead.  A non-finite core still poisons the step (its norm is counted).
             ratio = self._ref / norm
             return torch.where(torch.isinf(ratio), torch.zeros_like(ratio), ratio)
         factor = None if self.mode is ClipMode.NONE else clip_factor(norm, self.max_norm)
         if self._divisor == 1:
             return factor
         return (torch.ones_like(norm) if factor is None else factor) / self._divisor
-
-    def _accumulate(self, used: List[int], grads: List[torch.Tensor],
-                    factor: Optional[torch.Tensor]) -> None:
-        """Σ_i += f_k·g_k,i for every parameter i that has a gradient: one pass each."""
-        first = [j for j, i in enumerate(used) if self._sums[i] is None]
-        rest = [j for j, i in enumerate(used) if self._sums[i] is not None]
-        if rest:
-            sums, more = [self._sums[used[j]] for j in rest], [grads[j] for j in rest]
-            if factor is None:
-                torch._foreach_add_(sums, more)
-            else:
-                torch._foreach_addcmul_(sums, more, [factor] * len(rest))
-        if self._flat is None:
-            # The parameter's first gradient of the step, scaled in place, is its Σ.
-            kept = [_at_least_float32(grads[j]) for j in first]
-            if kept and factor is not None:
-                torch._foreach_mul_(kept, factor)
-        else:
-            # Written once into the flat buffer that reduce_cores() all-reduces.
-            kept = [torch.mul(grads[j], 1.0 if factor is None else factor,
-                              out=self._views[used[j]]) for j in first]
-        for j, s in zip(first, kept):
-            self._sums[used[j]] = s
 
     @torch.no_grad()
     def gather_pending(self) -> None:
@@ -338,50 +330,27 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         rank 0 ends up with the sum over ranks and every core's norm, the other ranks with
         none (`load_state_dict` gives the pending cores to rank 0 only).  Training on without
         a resume is unchanged: the next `reduce_cores` sums the same cores.  Must be called
-        on every rank; costs one small all-gather when no rank has pending cores.
+        on every rank (`espnet_pcc.ddp_sums.FlatSums.gather`).
         """
         if not self._distributed():
             return
-        group = self.process_group
-        world, rank = dist.get_world_size(group), dist.get_rank(group)
-        params = self._params()
-        device = params[0].device
-        counts = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
-        dist.all_gather(counts, torch.tensor([len(self._core_norms)], device=device), group=group)
-        counts = [int(c.item()) for c in counts]
-        if not any(counts):
-            return
-        if not self._core_norms:
-            self._start_step(params)
-        for view, s in zip(self._views, self._sums):
-            if s is None:
-                view.zero_()
-        numel = sum(v.numel() for v in self._views)
-        tail = self._flat[numel:numel + len(params)]
-        tail.copy_(torch.tensor([s is not None for s in self._sums], dtype=tail.dtype))
-        dist.all_reduce(self._flat[:numel + len(params)], op=dist.ReduceOp.SUM, group=group)
-        norms = torch.full((max(counts),), math.nan, dtype=torch.float32, device=device)
-        if self._core_norms:
-            norms[:counts[rank]] = torch.stack(self._core_norms).float()
-        gathered = [torch.empty_like(norms) for _ in range(world)]
-        dist.all_gather(gathered, norms, group=group)
-        if rank != 0:
+        sums = self._sums if self._core_norms else self._start_step(self._params())
+        norms = sums.gather(self._core_norms)
+        if norms is None:
             self._reset_accumulation()
-            return
-        used = (tail > 0).tolist()
-        self._sums = [v if u else None for v, u in zip(self._views, used)]
-        self._core_norms = [n for r, g in enumerate(gathered) for n in g[:counts[r]]]
-        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            self._ref = torch.ones((), device=device)  # under DDP r = 1 on every rank
+        elif norms:
+            self._core_norms = norms
+            if self.mode is ClipMode.ADAPTIVE_PER_CORE:
+                self._ref = torch.ones((), device=norms[0].device)  # r = 1 on every rank
 
+    # -- the step -----------------------------------------------------------------
     @torch.no_grad()
     def reduce_cores(self) -> CoreReduction:
         """Averages the accumulated cores of all ranks into `p.grad`.
 
-        One collective per step, whatever `accum_grad` and `num_cores` are: a SUM
-        of the flat buffer, whose tail carries the statistics and which parameters
-        any rank has a gradient for.  Must be called on every rank.  Returns the
-        step's statistics.
+        One collective per step, whatever `accum_grad` and `num_cores` are (under DDP: a
+        SUM of the flat buffer, which also carries the statistics).  Must be called on
+        every rank.  Returns the step's statistics.
         """
         params = self._params()
         if not self._core_norms:
@@ -390,103 +359,74 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             # Under DDP a rank may add nothing to a step (its cores went to rank 0 in
             # gather_pending): it still takes part, with zeros.
             self._start_step(params)
+        stats, sums, used, noise_scale = self._reduce(params)
+        bound, scale = self._scale_of(stats)
+        self._write_update(params, sums, used, scale)
+        self._end_step(stats, bound)
+        return CoreReduction(
+            num_cores=stats.num_cores, bound=bound, norm_min=stats.norm_min,
+            norm_mean=stats.norm_sum / max(stats.num_cores - stats.nonfinite, 1),
+            norm_max=stats.norm_max, clipped_fraction=stats.num_clipped / stats.num_cores,
+            nonfinite_cores=stats.nonfinite,
+            update_norm=(min(stats.norm_max, bound) if stats.num_cores == 1
+                         and not stats.nonfinite and not noise_scale else None),
+            noise_std=self.clip_config.noise_multiplier * bound / stats.num_cores
+            if noise_scale else 0.0)
+
+    def _reduce(self, params: List[torch.nn.Parameter]):
+        """Σ and the statistics over all ranks, with the step's noise in Σ."""
         norms = torch.stack(self._core_norms) if self._core_norms else \
             torch.empty(0, device=params[0].device)
-        summary = self._summary(norms)
-        sums, used = self._sums, [s is not None for s in self._sums]
+        local = encode_statistics(norms, self.mode, self.max_norm, self._sums.rank,
+                                  self._sums.world_size)
         # In Σ's units: Σ = Σ_k f_k·S·g_k/K̂, so σ·C·S/K̂ there is σ·C on the plain sum.
         noise_scale = (self.clip_config.noise_multiplier * self.max_norm * self._loss_scale
                        / self._divisor) if self.clip_config.noise_multiplier > 0 else 0.0
-        if self._flat is not None:
-            for view, s in zip(self._views, self._sums):
-                if s is None:  # another rank may have a gradient for it
-                    view.zero_()
-            if noise_scale and dist.get_rank(self.process_group) == 0:
-                # Once for the step: rank 0 adds it, the all-reduce spreads it.
-                self._add_noise(params, self._views, [True] * len(self._views), noise_scale)
-            tail = self._flat[sum(v.numel() for v in self._views):]
-            tail[:summary.numel()] = summary
-            tail[summary.numel():] = torch.tensor(used, dtype=tail.dtype)
-            dist.all_reduce(self._flat, op=dist.ReduceOp.SUM, group=self.process_group)
-            summary = tail[:summary.numel()].double()
-            sums, used = self._views, (tail[summary.numel():] > 0).tolist()
-        elif noise_scale:
-            self._add_noise(params, sums, used, noise_scale)
 
-        num_cores, norm_sum, num_clipped, nonfinite = summary[:_COUNTS].tolist()
-        slots = summary[_COUNTS:].view(-1, _SLOT)
-        norm_min, norm_max = slots[:, 0].min().item(), -slots[:, 1].min().item()
+        def add_noise(sums: Sums, used: List[bool]) -> None:
+            # Drawn for every parameter, used or not, so that every process draws the same.
+            for s, u, z in zip(sums, used, step_noise(params, self.noise_seed, self.steps,
+                                                        params[0].device)):
+                if u:
+                    s.add_(z, alpha=noise_scale)
+
+        sums, used, combined = self._sums.reduce(local, add_noise if noise_scale else None)
+        return decode_statistics(combined, self.mode), sums, used, noise_scale
+
+    def _scale_of(self, stats: StepStatistics):
+        """(C of the step, the factor that turns Σ into u); NaN where a core is non-finite,
+        so that every rank skips the step."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            # Every finite core above the minimum is scaled down to it.
-            at_min = slots[slots[:, 0] == norm_min, 2].sum().item()
-            num_clipped = num_cores - nonfinite - at_min
-            bound = norm_min
-            scale = bound / (num_cores * self._ref.item())
+            bound = stats.norm_min
+            scale = bound / (stats.num_cores * self._ref.item())
         else:
             bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
-            scale = self._divisor / num_cores
-        if nonfinite:
-            scale = math.nan  # every rank skips the step
-        elif self.clip_config.adaptive_bound:
-            self._bound = next_quantile_bound(
-                bound, (num_cores - num_clipped) / num_cores, self.clip_config.target_quantile,
-                self.clip_config.bound_lr)
+            scale = self._divisor / stats.num_cores
+        return bound, math.nan if stats.nonfinite else scale
+
+    def _write_update(self, params: List[torch.nn.Parameter], sums: Sums, used: List[bool],
+                      scale: float) -> None:
+        """p.grad = scale·Σ; a parameter no core used keeps grad None, as after a plain
+        backward.  Σ backs p.grad until zero_grad()."""
         grads = [s for s, u in zip(sums, used) if u]
         if grads and scale != 1.0:
             torch._foreach_mul_(grads, scale)
-        # A parameter no core used keeps grad None, as after a plain backward.
-        for p, s, u in zip(self._params(), sums, used):
+        for p, s, u in zip(params, sums, used):
             if u:
                 p.grad = s if s.dtype == p.dtype else s.to(p.dtype)
-        # Σ now backs p.grad until zero_grad(); the next step starts a new one.
+
+    def _end_step(self, stats: StepStatistics, bound: float) -> None:
+        """The next step: K̂ = K, the step counter, the adaptive bound."""
+        if not stats.nonfinite and self.clip_config.adaptive_bound:
+            self._bound = next_quantile_bound(
+                bound, (stats.num_cores - stats.num_clipped) / stats.num_cores,
+                self.clip_config.target_quantile, self.clip_config.bound_lr)
         self._reset_accumulation()
-        self._divisor = int(num_cores)
+        self._divisor = stats.num_cores
         self.steps += 1
-        return CoreReduction(
-            num_cores=int(num_cores), bound=bound, norm_min=norm_min,
-            norm_mean=norm_sum / max(num_cores - nonfinite, 1), norm_max=norm_max,
-            clipped_fraction=num_clipped / num_cores, nonfinite_cores=int(nonfinite),
-            update_norm=(min(norm_max, bound) if num_cores == 1 and not nonfinite
-                         and not noise_scale else None),
-            noise_std=self.clip_config.noise_multiplier * bound / num_cores if noise_scale
-            else 0.0)
-
-    def _add_noise(self, params: List[torch.nn.Parameter], sums: List[Optional[torch.Tensor]],
-                   used: List[bool], scale: float) -> None:
-        """Σ_i += scale·z_i, z the step's noise (drawn for every parameter, used or not,
-        so that every process draws the same stream)."""
-        for s, u, z in zip(sums, used, step_noise(params, self.noise_seed, self.steps,
-                                                    params[0].device)):
-            if u:
-                s.add_(z, alpha=scale)
-
-    def _summary(self, norms: torch.Tensor) -> torch.Tensor:
-        """This rank's statistics of the step (the layout is at `_COUNTS`)."""
-        finite = norms[torch.isfinite(norms)]
-        rank, world = (dist.get_rank(self.process_group),
-                       dist.get_world_size(self.process_group)) if self._flat is not None else (0, 1)
-        summary = torch.zeros(_COUNTS + _SLOT * world, dtype=torch.float64, device=norms.device)
-        summary[0] = norms.numel()
-        summary[1] = finite.sum()
-        if self.mode.has_fixed_bound:
-            summary[2] = (clip_factor(norms, self.max_norm) < 1.0).sum()
-        summary[3] = norms.numel() - finite.numel()
-        slot = summary[_COUNTS + _SLOT * rank:][:_SLOT]
-        if finite.numel():
-            low = finite.min()
-            slot.copy_(torch.stack([low, -finite.max(), (finite == low).sum()]))
-        else:
-            slot.copy_(torch.tensor([math.inf, math.inf, 0.0]))
-        return summary
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Releases `p.grad` and starts a new step."""
-        self.original_optimizer.zero_grad(set_to_none=set_to_none)
-        self._reset_accumulation()
 
     def _distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size(
-            self.process_group) > 1
+        return distributed(self.process_group)
 
 
 def step_noise(params: List[torch.nn.Parameter], seed: int, step: int,
@@ -511,11 +451,6 @@ def next_quantile_bound(bound: float, unclipped_fraction: float, target_quantile
     C is the γ-quantile of the core norms, which it tracks over steps.
     """
     return bound * math.exp(-bound_lr * (unclipped_fraction - target_quantile))
-
-
-def _at_least_float32(grad: torch.Tensor) -> torch.Tensor:
-    """Accumulate in float32 at least: bf16/fp16 sums of K cores lose the update."""
-    return grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
 
 
 def _sums_of_flat_buffer(pending: Dict[str, Any],

@@ -6,10 +6,11 @@ the package imports neither torch nor ESPnet: keep this module free of such impo
 Plug-in group read by the code:
 
 `espnet_pcc.optimizers` maps a name to an optimizer *wrapper* class, built as
-``Wrapper(inner_optimizer, clip_config=ClipConfig)``: ``PCCASRTask.build_optimizers`` loads
-the one registered as ``per_core_clip``.  Another package registers its own wrapper under
-this group with a new name and loads it with ``load(OPTIMIZERS, name)`` (e.g. in a
-``PCCASRTask`` subclass).
+``Wrapper(inner_optimizer, clip_config=ClipConfig, noise_seed=int)``:
+``PCCASRTask.build_optimizers`` loads the one named by ``--clip_wrapper`` (default
+``per_core_clip``, `espnet_pcc.optim.PerCoreClipOptimizer`).  Another package registers its
+own wrapper under this group with a new name; `PCCTrainer` trains with any wrapper that
+implements `espnet_pcc.optim.CoreClippingOptimizer`.
 
 Console scripts: one ``espnet-pcc-<name>`` per ``espnet_pcc.bin.<name>`` CLI that a recipe
 runs (each also runs as ``python -m espnet_pcc.bin.<name>``), and ``espnet-pcc-python``

@@ -70,13 +70,13 @@ from espnet2.train.trainer import Trainer, TrainerOptions, autocast, autocast_ar
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
-from espnet_pcc import accounting
+from espnet_pcc import accounting, registry
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
 from espnet_pcc.fileio import atomic_path
-from espnet_pcc.optim import PerCoreClipOptimizer
+from espnet_pcc.optim import CoreClippingOptimizer
 
 
 @dataclasses.dataclass
@@ -101,6 +101,9 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                        "reported (epsilon, delta), default 1/N; target_quantile, bound_lr, "
                        "initial_bound: C follows a quantile of the core norms; core_by: "
                        "position | speaker; utt2spk: for core_by speaker")
+    group.add_argument("--clip_wrapper", type=str, default=registry.PER_CORE_CLIP,
+                       help="the optimizer wrapper of the per-core modes: a name registered "
+                       f"in the {registry.OPTIMIZERS} entry-point group")
 
 
 def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
@@ -412,9 +415,10 @@ class PCCTrainer(Trainer):
                 schedulers=schedulers, scaler=scaler, reporter=reporter,
                 summary_writer=summary_writer, options=options,
                 distributed_option=distributed_option)
-        if len(optimizers) != 1 or not isinstance(optimizers[0], PerCoreClipOptimizer):
+        if len(optimizers) != 1 or not isinstance(optimizers[0], CoreClippingOptimizer):
             raise RuntimeError(f"clip: {config.mode.value} needs exactly one optimizer wrapped "
-                               "in PerCoreClipOptimizer (build it with espnet_pcc's task)")
+                               "in a per-core wrapper (add_core, reduce_cores, gather_pending; "
+                               "build it with espnet_pcc's task)")
         if isinstance(model, torch.nn.DataParallel):
             raise RuntimeError(f"clip: {config.mode.value} does not support DataParallel "
                                "(ngpu > 1 in one process); use DDP (--multiprocessing_distributed true)")
@@ -515,7 +519,7 @@ class PCCTrainer(Trainer):
         return all_steps_are_invalid
 
     @classmethod
-    def _step(cls, model: torch.nn.Module, optimizer: PerCoreClipOptimizer,
+    def _step(cls, model: torch.nn.Module, optimizer: CoreClippingOptimizer,
               scheduler: Optional[AbsScheduler], scaler: Optional[torch.amp.GradScaler],
               reporter: SubReporter, options: PCCTrainerOptions) -> bool:
         """Reduce the cores, step (unless non-finite), zero; True if it stepped."""

@@ -76,3 +76,36 @@ def test_every_cli_a_recipe_runs_is_a_console_script():
         name = registry.console_script(module)
         assert registry.CONSOLE_SCRIPTS.get(name) == f"espnet_pcc.bin.{module}:main", module
     assert registry.console_script("score_wer") == "espnet-pcc-score-wer"
+
+
+def test_a_second_registered_wrapper_trains(corpus, tmp_path, monkeypatch):
+    """The entry-point group is real: a wrapper registered under another name, which is not a
+    PerCoreClipOptimizer, is chosen with --clip_wrapper and trains through asr_train."""
+    from asr_train_helpers import train_args
+    from espnet_pcc.bin import asr_train
+    from trainer_helpers import CountingWrapper
+
+    monkeypatch.setitem(registry.PLUGINS, registry.OPTIMIZERS,
+                        {**registry.PLUGINS[registry.OPTIMIZERS],
+                         "counting": "trainer_helpers:CountingWrapper"})
+    monkeypatch.setattr(CountingWrapper, "cores_added", 0)
+    out = tmp_path / "counting"
+    asr_train.main(train_args(corpus, out, {"clip": "per_core", "max_epoch": 1,
+                                            "clip_conf": {"max_norm": 1.0, "num_cores": 2}},
+                              extra=["--clip_wrapper", "counting"]))
+    # 8 utterances in 2 batches of 4, 2 cores each.
+    assert CountingWrapper.cores_added == 4
+    saved = torch.load(out / "checkpoint.pth", weights_only=False)["optimizers"][0]
+    assert saved["pcc"]["steps"] == 2
+
+
+def test_an_unregistered_wrapper_is_one_line(corpus, tmp_path, capsys):
+    from asr_train_helpers import train_args
+    from espnet_pcc.bin import asr_train
+
+    with pytest.raises(SystemExit):
+        asr_train.main(train_args(corpus, tmp_path / "x", {"clip": "per_core",
+                                                           "clip_conf": {"max_norm": 1.0}},
+                                  extra=["--clip_wrapper", "dp_sgd"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--clip_wrapper 'dp_sgd' is not registered" in err[0], err

@@ -99,4 +99,43 @@ def wrapped_sgd(model, clip, max_norm, lr=0.5):
                                 clip_config=ClipConfig.from_options(clip, {"max_norm": max_norm}))
 
 
-__all__ = ["TinyASRLike", "make_batches", "shard", "trainer_options", "run_epoch", "wrapped_sgd"]
+class CountingWrapper(torch.optim.Optimizer):
+    """A second optimizer wrapper, by composition rather than subclassing PerCoreClipOptimizer:
+    it implements `CoreClippingOptimizer` by handing every call to a `PerCoreClipOptimizer`,
+    and counts the cores it was given (class-wide, so a test can read them after asr_train
+    returns).  A torch Optimizer, as ESPnet checks."""
+
+    cores_added = 0
+
+    def __init__(self, optimizer, *, clip_config, noise_seed=0):
+        # No Optimizer.__init__: param_groups, state, defaults and steps are the inner one's.
+        self.inner = PerCoreClipOptimizer(optimizer, clip_config=clip_config,
+                                          noise_seed=noise_seed)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["inner"], name)
+
+    def add_core(self, loss_scale=1.0):
+        CountingWrapper.cores_added += 1
+        self.inner.add_core(loss_scale)
+
+    def reduce_cores(self):
+        return self.inner.reduce_cores()
+
+    def gather_pending(self):
+        self.inner.gather_pending()
+
+    def step(self, closure=None):
+        return self.inner.step(closure)
+
+    def zero_grad(self, set_to_none=True):
+        self.inner.zero_grad(set_to_none)
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.inner.load_state_dict(state_dict)
+
+
+__all__ = ["CountingWrapper", "TinyASRLike", "make_batches", "shard", "trainer_options", "run_epoch", "wrapped_sgd"]

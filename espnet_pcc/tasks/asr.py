@@ -136,6 +136,11 @@ class PCCASRTask(ASRTask):
                                       "lists no training utterance (delta = 1/N)")
             config = dataclasses.replace(config, delta=default_delta(num_utterances))
         if config.wraps_optimizer:
+            wrappers = registry.available(registry.OPTIMIZERS)
+            if args.clip_wrapper not in wrappers:
+                raise ClipConfigError(f"--clip_wrapper {args.clip_wrapper!r} is not registered "
+                                      f"in {registry.OPTIMIZERS}; registered: "
+                                      f"{', '.join(sorted(wrappers))}")
             if getattr(args, "sharded_ddp", False):
                 raise ClipConfigError(f"clip: {config.mode.value} does not support "
                                       "--sharded_ddp; use plain DDP")
@@ -220,7 +225,7 @@ class PCCASRTask(ASRTask):
             return optimizers
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
-        wrapper = registry.load(registry.OPTIMIZERS, registry.PER_CORE_CLIP)
+        wrapper = registry.load(registry.OPTIMIZERS, args.clip_wrapper)
         # The training seed also seeds the noise of every step (clip_conf.noise_multiplier).
         return [wrapper(optimizers[0], clip_config=config, noise_seed=args.seed)]
 

@@ -1,0 +1,160 @@
+"""Where `PerCoreClipOptimizer` keeps the sum Σ of a step's clipped cores, and the step's
+statistics.
+
+Two strategies behind one interface (:class:`CoreSums`), chosen once per step by the
+optimizer: :class:`LocalSums` in one process (here), `espnet_pcc.ddp_sums.FlatSums` under
+DDP (one flat buffer that a single all-reduce sums, statistics included).
+
+The statistics of a step are one float64 vector whose layout lets one SUM over ranks combine
+them (:func:`encode_statistics`, :func:`decode_statistics`): the number of cores, Σ‖g_k‖ over
+finite cores, clipped cores, non-finite cores; then one slot per rank, zero on every other
+rank, for what a sum cannot combine but can gather: min_k‖g_k‖, −max_k‖g_k‖ and the number
+of cores at that minimum.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Protocol, Sequence, Tuple
+
+import torch
+
+from espnet_pcc.clipping import ClipMode, clip_factor
+
+Sums = List[Optional[torch.Tensor]]  # per parameter; None: no core had a gradient for it
+#: Adds the step's noise to Σ: noise(sums, used), `used[i]` whether parameter i is in Σ.
+AddNoise = Optional[Callable[[Sums, List[bool]], None]]
+
+COUNTS = 4  # the summed counts at the head of the statistics
+SLOT = 3  # the per-rank slot after them
+
+
+def statistics_length(world_size: int) -> int:
+    return COUNTS + SLOT * world_size
+
+
+def encode_statistics(norms: torch.Tensor, mode: ClipMode, max_norm: Optional[float],
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This rank's statistics of the step, in the layout of the module docstring."""
+    finite = norms[torch.isfinite(norms)]
+    out = torch.zeros(statistics_length(world_size), dtype=torch.float64, device=norms.device)
+    out[0] = norms.numel()
+    out[1] = finite.sum()
+    if mode.has_fixed_bound:
+        out[2] = (clip_factor(norms, max_norm) < 1.0).sum()
+    out[3] = norms.numel() - finite.numel()
+    slot = out[COUNTS + SLOT * rank:][:SLOT]
+    if finite.numel():
+        low = finite.min()
+        slot.copy_(torch.stack([low, -finite.max(), (finite == low).sum()]))
+    else:
+        slot.copy_(torch.tensor([math.inf, math.inf, 0.0]))
+    return out
+
+
+@dataclass(frozen=True)
+class StepStatistics:
+    """The statistics of a step over all ranks (:func:`decode_statistics`)."""
+
+    num_cores: int
+    norm_sum: float  # over the finite cores
+    num_clipped: int  # fixed-bound modes; APCC: the cores above the minimum
+    nonfinite: int
+    norm_min: float
+    norm_max: float
+
+
+def decode_statistics(summary: torch.Tensor, mode: ClipMode) -> StepStatistics:
+    """The combined statistics of the SUM of every rank's :func:`encode_statistics`."""
+    num_cores, norm_sum, num_clipped, nonfinite = summary[:COUNTS].tolist()
+    slots = summary[COUNTS:].view(-1, SLOT)
+    norm_min, norm_max = slots[:, 0].min().item(), -slots[:, 1].min().item()
+    if mode is ClipMode.ADAPTIVE_PER_CORE:
+        # Every finite core above the minimum is scaled down to it.
+        at_min = slots[slots[:, 0] == norm_min, 2].sum().item()
+        num_clipped = num_cores - nonfinite - at_min
+    return StepStatistics(int(num_cores), norm_sum, int(num_clipped), int(nonfinite), norm_min,
+                          norm_max)
+
+
+class CoreSums(Protocol):
+    """Σ of one step's clipped cores (the accumulation strategy of `PerCoreClipOptimizer`)."""
+
+    #: Whether the step's first core goes into Σ unscaled (one process: APCC then takes its
+    #: norm as the reference r); under DDP ranks add their sums, so they share r = 1.
+    keeps_first_core: bool
+    rank: int  # this process among the ones whose Σ is summed (0 of 1 in one process)
+    world_size: int
+    sums: Sums
+
+    def start(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """A new step: Σ empty."""
+
+    def add(self, used: List[int], grads: List[torch.Tensor],
+            factor: Optional[torch.Tensor]) -> None:
+        """Σ_i += factor·g_i for each parameter i in `used` (factor None: 1)."""
+
+    def put(self, index: int, value: torch.Tensor) -> None:
+        """Σ_index = value (a checkpoint's pending sum)."""
+
+    def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
+               ) -> Tuple[Sums, List[bool], torch.Tensor]:
+        """Σ over all ranks with the step's noise: (Σ per parameter, which parameters it
+        holds, the statistics over all ranks)."""
+
+
+def at_least_float32(grad: torch.Tensor) -> torch.Tensor:
+    """Accumulate in float32 at least: bf16/fp16 sums of K cores lose the update."""
+    return grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
+
+
+def add_rest(sums: Sums, used: List[int], grads: List[torch.Tensor],
+             factor: Optional[torch.Tensor]) -> List[int]:
+    """Σ_i += factor·g_i where Σ_i exists (one fused pass); returns the positions j in `used`
+    of the parameters with no Σ yet (their first gradient of the step)."""
+    first = [j for j, i in enumerate(used) if sums[i] is None]
+    rest = [j for j, i in enumerate(used) if sums[i] is not None]
+    if rest:
+        targets, more = [sums[used[j]] for j in rest], [grads[j] for j in rest]
+        if factor is None:
+            torch._foreach_add_(targets, more)
+        else:
+            torch._foreach_addcmul_(targets, more, [factor] * len(rest))
+    return first
+
+
+class LocalSums:
+    """One process: Σ per parameter.  A parameter's first gradient of the step, scaled in
+    place, becomes its Σ (no buffer, no copy: one core costs what `clip_grad_norm_` costs)."""
+
+    keeps_first_core = True
+    rank, world_size = 0, 1
+
+    def __init__(self) -> None:
+        self.sums: Sums = []
+
+    def start(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.sums = [None] * len(params)
+
+    def add(self, used: List[int], grads: List[torch.Tensor],
+            factor: Optional[torch.Tensor]) -> None:
+        first = add_rest(self.sums, used, grads, factor)
+        kept = [at_least_float32(grads[j]) for j in first]
+        if kept and factor is not None:
+            torch._foreach_mul_(kept, factor)
+        for j, s in zip(first, kept):
+            self.sums[used[j]] = s
+
+    def put(self, index: int, value: torch.Tensor) -> None:
+        self.sums[index] = value.clone()
+
+    def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
+               ) -> Tuple[Sums, List[bool], torch.Tensor]:
+        used = [s is not None for s in self.sums]
+        if add_noise is not None:
+            add_noise(self.sums, used)
+        return self.sums, used, statistics
+
+
+__all__ = ["COUNTS", "SLOT", "CoreSums", "LocalSums", "StepStatistics", "add_rest",
+           "at_least_float32", "decode_statistics", "encode_statistics", "statistics_length"]

@@ -1,0 +1,110 @@
+"""Σ under DDP: one flat buffer that a single all-reduce per step sums, statistics included.
+
+The buffer holds, in order: Σ of every trainable parameter (a view per parameter), the
+step's statistics (`espnet_pcc.core_sums`, one slot per rank), then one flag per parameter
+(whether any rank has a gradient for it).  A parameter's first gradient of the step is
+written into its view once, scaled (`torch.mul(out=view)`); views no core of this rank
+touched are zeroed before the all-reduce.  Noise is added by rank 0 alone, so that the sum
+carries it once.
+
+`gather_pending` moves every rank's pending cores (an `accum_grad` cycle that an epoch ends
+inside) to rank 0, which alone writes the checkpoint.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+
+from espnet_pcc.core_sums import AddNoise, Sums, add_rest, statistics_length
+
+
+def distributed(group: Any = None) -> bool:
+    """Whether `group` (None: the default one) spans more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+class FlatSums:
+    """Σ of one rank in the flat buffer (see the module docstring)."""
+
+    keeps_first_core = False
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], group: Any = None):
+        self.group = group
+        self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
+        # float32 at least, as core_sums.at_least_float32.
+        dtype = torch.float64 if all(p.dtype == torch.float64 for p in params) else torch.float32
+        self.numel = sum(p.numel() for p in params)
+        self.num_params = len(params)
+        tail = statistics_length(self.world_size) + len(params)
+        self.flat = torch.empty(self.numel + tail, dtype=dtype, device=params[0].device)
+        self.views = [v.view_as(p) for v, p in
+                      zip(self.flat[:self.numel].split([p.numel() for p in params]), params)]
+        self.sums: Sums = []
+
+    def start(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.sums = [None] * len(params)
+
+    def add(self, used: List[int], grads: List[torch.Tensor],
+            factor: Optional[torch.Tensor]) -> None:
+        first = add_rest(self.sums, used, grads, factor)
+        for j in first:
+            i = used[j]
+            self.sums[i] = torch.mul(grads[j], 1.0 if factor is None else factor,
+                                     out=self.views[i])
+
+    def put(self, index: int, value: torch.Tensor) -> None:
+        self.sums[index] = self.views[index].copy_(value)
+
+    def _zero_unused(self) -> None:
+        for view, s in zip(self.views, self.sums):
+            if s is None:  # another rank may have a gradient for it
+                view.zero_()
+
+    def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
+               ) -> Tuple[Sums, List[bool], torch.Tensor]:
+        self._zero_unused()
+        if add_noise is not None and self.rank == 0:
+            # Once for the step: rank 0 adds it, the all-reduce spreads it.
+            add_noise(self.views, [True] * len(self.views))
+        tail = self.flat[self.numel:]
+        n = statistics.numel()
+        tail[:n] = statistics
+        tail[n:] = torch.tensor([s is not None for s in self.sums], dtype=tail.dtype)
+        dist.all_reduce(self.flat, op=dist.ReduceOp.SUM, group=self.group)
+        return self.views, (tail[n:] > 0).tolist(), tail[:n].double()
+
+    def gather(self, core_norms: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """Moves every rank's pending cores to rank 0 (collective).
+
+        Rank 0 ends with Σ over ranks and returns every core's norm; the other ranks return
+        None (and hold nothing).  Costs one small all-gather when no rank has pending cores.
+        """
+        device = self.flat.device
+        counts = [torch.zeros(1, dtype=torch.long, device=device)
+                  for _ in range(self.world_size)]
+        dist.all_gather(counts, torch.tensor([len(core_norms)], device=device), group=self.group)
+        counts = [int(c.item()) for c in counts]
+        if not any(counts):
+            return [] if self.rank == 0 else None
+        self._zero_unused()
+        # The flags right after Σ, where the statistics go in a step (none are needed here).
+        flags = self.flat[self.numel:self.numel + self.num_params]
+        flags.copy_(torch.tensor([s is not None for s in self.sums], dtype=flags.dtype))
+        dist.all_reduce(self.flat[:self.numel + self.num_params], op=dist.ReduceOp.SUM,
+                        group=self.group)
+        norms = torch.full((max(counts),), math.nan, dtype=torch.float32, device=device)
+        if core_norms:
+            norms[:counts[self.rank]] = torch.stack(core_norms).float()
+        gathered = [torch.empty_like(norms) for _ in range(self.world_size)]
+        dist.all_gather(gathered, norms, group=self.group)
+        if self.rank != 0:
+            self.sums = []
+            return None
+        self.sums = [v if u else None for v, u in zip(self.views, (flags > 0).tolist())]
+        return [n for r, g in enumerate(gathered) for n in g[:counts[r]]]
+
+
+__all__ = ["FlatSums", "distributed"]
