@@ -21,22 +21,16 @@ The clipping settings arrive parsed: `PCCASRTask.check_args` builds the run's
 (`PCCTrainerOptions.clip_config`), and every epoch reads it from there.
 
 `run` (every clip mode, `global`/`none` included) is espnet2's `Trainer.run` with three
-additions around it, none inside its loop:
+additions around it, none inside its loop, each in its own module:
 
-- **Checkpoints are never half-written.** While it runs, the `torch` that espnet2's trainer
-  and `average_nbest_models` modules see is `torch` with an atomic `save`: `checkpoint.pth`,
-  `<N>epoch.pth` and the averaged models are written under a hidden temp name beside the
-  target, fsync'd and renamed (`espnet_pcc.fileio.atomic_path`).  A kill at any moment leaves
-  the previous complete file.  On `--resume`, what a kill between two of espnet2's end-of-epoch
-  writes left undone is completed first: `<N>epoch.pth` of the checkpoint's epoch N (the same
-  state dict as the checkpoint's `model`), the `latest.pth` and `*.best.pth` links; stale temp
-  files are removed.
+- **Checkpoints are never half-written**, and on `--resume` what a kill between two of
+  espnet2's end-of-epoch writes left undone is completed first (`espnet_pcc.checkpoints`).
 - **Resume after early stopping trains nothing.** espnet2 202511 checks `patience` only after
   an epoch, so a resumed early-stopped run trained one more epoch; now the check is also made
-  on the resumed state (with the resumed run's `patience`, as ESPnet's current trainer does).
-- **Progress on stderr**: one line per epoch, once its checkpoint is on disk (rank 0):
-  ``[progress] <output_dir> epoch N/M loss L valid_loss V S s/epoch ETA T`` (see
-  `format_progress`).
+  on the resumed state (with the resumed run's `patience`, as ESPnet's current trainer does;
+  `espnet_pcc.checkpoints.stopped_early`).
+- **Progress on stderr**: one line per epoch, once its checkpoint is on disk (rank 0;
+  `espnet_pcc.progress`).
 
 NOTE: `train_one_epoch` and `_step` mirror the loop of espnet2's
 `Trainer.train_one_epoch` (espnet2/train/trainer.py) in espnet 202511, the version
@@ -46,18 +40,13 @@ the non-finite skip, GradScaler, schedulers.  Re-read that loop when upgrading E
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import importlib
 import logging
 import math
-import os
-import re
-import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from espnet2.schedulers.abs_scheduler import AbsBatchStepScheduler, AbsScheduler
@@ -71,12 +60,14 @@ from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_pcc import accounting, registry
+from espnet_pcc.checkpoints import CHECKPOINT, atomic_torch_saves, complete_epoch_files, \
+    load_checkpoint, remove_temp_files, stopped_early
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
-from espnet_pcc.fileio import atomic_path
 from espnet_pcc.optim import CoreClippingOptimizer
+from espnet_pcc.progress import EpochProgress, format_progress
 
 
 @dataclasses.dataclass
@@ -149,191 +140,6 @@ def _weighted_mean(per_core: List[Tuple[Dict, torch.Tensor]]) -> Tuple[Dict, tor
     return {k: sum(s[k] * w for s, w in per_core) / total for k in keys}, total
 
 
-# ---------------------------------------------------------------------------------------------
-# Around espnet2's Trainer.run: atomic checkpoints, resume completion, early stop, progress.
-
-#: Every progress line starts with this (the recipes' stage script shows these lines).
-PROGRESS_PREFIX = "[progress] "
-
-CHECKPOINT = "checkpoint.pth"
-
-# The hidden temp files `atomic_path` writes beside a `.pth` target (fileio._temp_name).
-_TEMP_PTH = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp\.pth$")
-
-# The modules whose `torch.save` calls write the run's files.
-_SAVING_MODULES = tuple(importlib.import_module(name) for name in (
-    "espnet2.train.trainer", "espnet2.main_funcs.average_nbest_models"))
-
-
-class _AtomicSaveTorch:
-    """`torch` for espnet2's trainer modules during `PCCTrainer.run`: every attribute is
-    torch's own, except that `save` to a path writes atomically and then tells `on_saved`."""
-
-    def __init__(self, on_saved: Callable[[object, Path], None]):
-        self._on_saved = on_saved
-
-    def __getattr__(self, name: str):
-        return getattr(torch, name)
-
-    def save(self, obj, f, *args, **kwargs):
-        if not isinstance(f, (str, os.PathLike)):
-            return torch.save(obj, f, *args, **kwargs)
-        with atomic_path(f) as tmp:
-            torch.save(obj, tmp, *args, **kwargs)
-        self._on_saved(obj, Path(f))
-
-
-@contextlib.contextmanager
-def atomic_torch_saves(on_saved: Callable[[object, Path], None] = lambda obj, path: None):
-    """Within the block, espnet2's trainer and n-best averaging write every file atomically."""
-    replacement = _AtomicSaveTorch(on_saved)
-    saved = [(module, module.torch) for module in _SAVING_MODULES]
-    for module, _ in saved:
-        module.torch = replacement
-    try:
-        yield
-    finally:
-        for module, original in saved:
-            module.torch = original
-
-
-def _load_checkpoint(path: Path) -> dict:
-    """The checkpoint's states on CPU; memory-mapped, so the tensors are read only if used."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=False)  # pre-zip format
-
-
-def _relink(link: Path, target: str) -> None:
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(target)
-
-
-def complete_epoch_files(output_dir: Path, reporter: Reporter, model_state: dict,
-                         options: TrainerOptions) -> None:
-    """Redo what espnet2's `Trainer.run` does after writing `checkpoint.pth` at the end of the
-    checkpoint's epoch N, in case a kill came in between: write `<N>epoch.pth` (= the
-    checkpoint's `model`) if it is missing, point `latest.pth` and each
-    `<phase>.<key>.best.pth` whose best epoch is N at it, and remove the epoch files of epochs
-    before N that are neither among the n best nor N.  Idempotent."""
-    epoch = reporter.get_epoch()
-    if epoch < 1:
-        return
-    epoch_file = output_dir / f"{epoch}epoch.pth"
-    if not epoch_file.exists():
-        logging.warning(f"{epoch_file} is missing (the run stopped right after writing "
-                        f"{CHECKPOINT}); writing it from {CHECKPOINT}")
-        with atomic_path(epoch_file) as tmp:
-            torch.save(model_state, tmp)
-    _relink(output_dir / "latest.pth", epoch_file.name)
-    criteria = [c for c in options.best_model_criterion if reporter.has(c[0], c[1])]
-    for phase, key, mode in criteria:
-        if reporter.get_best_epoch(phase, key, mode) == epoch:
-            _relink(output_dir / f"{phase}.{key}.best.pth", epoch_file.name)
-    keep = options.keep_nbest_models  # as in espnet2: an int, a list, or [] for [1]
-    keep = keep if isinstance(keep, int) else max(keep or [1])
-    nbests = set().union(*[set(reporter.sort_epochs(phase, key, mode)[:keep])
-                           for phase, key, mode in criteria])
-    for e in range(1, epoch):
-        if e not in nbests:
-            (output_dir / f"{e}epoch.pth").unlink(missing_ok=True)
-
-
-def remove_temp_files(output_dir: Path) -> None:
-    """Delete the temp files of writes that a kill interrupted (never a complete file)."""
-    if output_dir.is_dir():
-        for path in output_dir.iterdir():
-            if _TEMP_PTH.match(path.name):
-                path.unlink(missing_ok=True)
-
-
-def stopped_early(reporter: Reporter, patience: Optional[int],
-                  criterion: Sequence[str], log: bool = False) -> bool:
-    """espnet2's early-stopping rule on the reporter's last epoch (False before any epoch)."""
-    if patience is None or reporter.get_epoch() < 1:
-        return False
-    key1, key2, mode = criterion
-    if not reporter.has(key1, key2):
-        return False
-    if log:
-        return reporter.check_early_stopping(patience, key1, key2, mode)
-    return reporter.get_epoch() - reporter.get_best_epoch(key1, key2, mode) > patience
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def _value(stats: dict, phase: str, key: str) -> str:
-    value = stats.get(phase, {}).get(key)
-    return "-" if value is None else f"{float(value):.3f}"
-
-
-def format_progress(output_dir, reporter: Reporter, max_epoch: int,
-                    seconds_per_epoch: Optional[float], eta: Optional[float],
-                    note: str = "") -> str:
-    """One progress line (no newline), e.g.::
-
-        [progress] exp/asr_pcc epoch 3/20 loss 45.210 valid_loss 50.372 12.3 s/epoch ETA 3m29s
-
-    `loss` / `valid_loss` are the epoch's mean train / validation loss ("-" if not
-    reported); seconds per epoch and the ETA are "-" when unknown (nothing trained in this
-    process); ETA = the mean seconds per epoch of this process × the epochs left.  A `note`
-    is appended after "; ": "early stop" (this epoch ends the run), or, on a resume that
-    trains nothing, "stopped early before: nothing to train" / "finished before: nothing to
-    train".
-    """
-    epoch = reporter.get_epoch()
-    stats = reporter.stats.get(epoch, {}) if epoch >= 1 else {}
-    speed = "-" if seconds_per_epoch is None else f"{seconds_per_epoch:.1f}"
-    line = (f"{PROGRESS_PREFIX}{output_dir} epoch {epoch}/{max_epoch} "
-            f"loss {_value(stats, 'train', 'loss')} valid_loss {_value(stats, 'valid', 'loss')} "
-            f"{speed} s/epoch ETA {'-' if eta is None else _duration(eta)}")
-    return f"{line}; {note}" if note else line
-
-
-class EpochProgress:
-    """Prints a progress line when an epoch's checkpoint is on disk (`on_saved` hook)."""
-
-    def __init__(self, output_dir, options, start_epoch: int, stream: Optional[TextIO] = None):
-        self.output_dir = output_dir
-        self.options = options
-        self.start_epoch = start_epoch
-        self.stream = stream
-        self.started = time.perf_counter()
-        self.last = self.started
-
-    def print(self, line: str) -> None:
-        print(line, file=self.stream or sys.stderr, flush=True)
-
-    def __call__(self, obj, path: Path) -> None:
-        if path.name != CHECKPOINT:
-            return
-        reporter = Reporter()
-        reporter.load_state_dict(obj["reporter"])
-        now = time.perf_counter()
-        epoch, max_epoch = reporter.get_epoch(), self.options.max_epoch
-        mean = (now - self.started) / max(1, epoch - self.start_epoch + 1)
-        note = ""
-        left = max_epoch - epoch
-        if stopped_early(reporter, self.options.patience, self.options.early_stopping_criterion):
-            note, left = "early stop", 0
-        self.print(format_progress(self.output_dir, reporter, max_epoch, now - self.last,
-                                   mean * left, note))
-        self.last = now
-
-
 class PCCTrainer(Trainer):
     """Trainer whose `train_one_epoch` clips per core (see the module docstring)."""
 
@@ -369,7 +175,7 @@ class PCCTrainer(Trainer):
         if trainer_options.resume and checkpoint.exists():
             # Read here as well as in espnet2's resume (memory-mapped: cheap) for the
             # reporter's epochs and the model state of the last epoch.
-            states = _load_checkpoint(checkpoint)
+            states = load_checkpoint(checkpoint)
             reporter.load_state_dict(states["reporter"])
             if writes_files:
                 complete_epoch_files(output_dir, reporter, states["model"], trainer_options)

@@ -16,8 +16,8 @@ import torch
 from asr_train_helpers import assert_resumed_equals_whole, train_args
 from espnet2.train.reporter import Reporter
 from espnet_pcc.bin import asr_train
-from espnet_pcc.trainer import PROGRESS_PREFIX, atomic_torch_saves, format_progress, \
-    remove_temp_files
+from espnet_pcc.checkpoints import atomic_torch_saves, remove_temp_files
+from espnet_pcc.progress import PROGRESS_PREFIX, format_progress
 
 # A child asr_train that, when KILL_DURING_SAVE names a file, SIGKILLs itself in the middle of
 # writing it: half of the bytes are on disk (under whatever name torch.save was given: the
