@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of one lent GPU machine, in one run (issue 15 item 3; bench/RESULTS.md "GPU"):
+# The GPU checks of one lent GPU machine, in one run (bench/RESULTS.md "GPU"):
 #   1. bench.run --device cuda: the 34 M librispeech_100 conformer at batch 32 (bench/cells.py
 #      gpu_cells), stock ESPnet vs global / per_core / adaptive_per_core / per_example, and the
 #      clipping work alone (bench/opcost.py) on the GPU;

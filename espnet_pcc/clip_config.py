@@ -49,15 +49,17 @@ class ClipConfig:
     utt2spk:    the utt2spk file of the training set (None: beside its first data file).
     """
 
+    # No defaults here: from_options fills every field from DEFAULT_CLIP_CONF, the one place
+    # that states them.
     mode: ClipMode
-    max_norm: Optional[float] = None
-    num_cores: int = 1
-    noise_multiplier: float = 0.0
-    delta: Optional[float] = None
-    target_quantile: Optional[float] = None
-    bound_lr: float = 0.2
-    core_by: str = "position"
-    utt2spk: Optional[str] = None
+    max_norm: Optional[float]
+    num_cores: int
+    noise_multiplier: float
+    delta: Optional[float]
+    target_quantile: Optional[float]
+    bound_lr: float
+    core_by: str
+    utt2spk: Optional[str]
 
     @classmethod
     def from_options(cls, clip: Any, clip_conf: Optional[Mapping[str, Any]]) -> "ClipConfig":
@@ -176,7 +178,7 @@ def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:
             raise ClipConfigError(f"clip_conf.max_norm is required for clip: {mode.value} "
                                   "(e.g. clip_conf: {max_norm: 1.0})")
         return None
-    if mode in (ClipMode.NONE, ClipMode.ADAPTIVE_PER_CORE):
+    if not mode.accepts_max_norm:
         why = "C = min_k ||g_k|| is chosen each step" if mode is ClipMode.ADAPTIVE_PER_CORE \
             else "nothing is clipped"
         raise ClipConfigError(f"clip_conf.max_norm={value!r} is not allowed for clip: "

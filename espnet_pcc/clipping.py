@@ -56,6 +56,12 @@ class ClipMode(str, enum.Enum):
         return self in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE)
 
     @property
+    def accepts_max_norm(self) -> bool:
+        """True where clip_conf.max_norm means something: C of the fixed-bound modes, and
+        global's override of --grad_clip."""
+        return self.has_fixed_bound or self is ClipMode.GLOBAL
+
+    @property
     def splits_micro_batches(self) -> bool:
         """True where clip_conf.num_cores may cut a micro-batch into several cores.  `none`
         with num_cores > 1 is the control of PCC: the same per-core forwards and average,

@@ -89,9 +89,10 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                        help="max_norm: C (per_core, per_example; global: overrides "
                        "--grad_clip); num_cores: cores per micro-batch; noise_multiplier: "
                        "sigma, noise sigma*C on the sum of clipped cores; delta: of the "
-                       "reported (epsilon, delta), default 1/N; target_quantile, bound_lr, "
+                       "reported (epsilon, delta) (None: 1/N); target_quantile, bound_lr, "
                        "initial_bound: C follows a quantile of the core norms; core_by: "
-                       "position | speaker; utt2spk: for core_by speaker")
+                       "position | speaker; utt2spk: for core_by speaker.  Defaults: "
+                       + ", ".join(f"{k}={v}" for k, v in DEFAULT_CLIP_CONF.items()))
     group.add_argument("--clip_wrapper", type=str, default=registry.PER_CORE_CLIP,
                        help="the optimizer wrapper of the per-core modes: a name registered "
                        f"in the {registry.OPTIMIZERS} entry-point group")
@@ -112,11 +113,14 @@ def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
 
 def epsilon_spent(config: ClipConfig, steps: int, steps_per_epoch: int) -> float:
     """The epsilon at `config.delta` after `steps` noisy steps (espnet_pcc.accounting:
-    Poisson approximation with q = 1/steps_per_epoch, utterance-level).  PCCASRTask sets
-    delta (default 1/N); a trainer driven without it falls back to 1e-5."""
+    Poisson approximation with q = 1/steps_per_epoch, utterance-level).  delta has one
+    default, 1/N, which PCCASRTask.check_args sets from the training shape file."""
+    if config.delta is None:
+        raise ValueError("clip_config.delta is not set: PCCASRTask.check_args sets it to 1/N "
+                         "from the training shape file, or set clip_conf.delta")
     return accounting.epsilon(config.noise_multiplier,
                               accounting.sampling_rate(max(steps_per_epoch, 1)), steps,
-                              config.delta if config.delta is not None else 1e-5)
+                              config.delta)
 
 
 def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:

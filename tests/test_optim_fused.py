@@ -1,4 +1,4 @@
-"""The fused accumulation of PerCoreClipOptimizer (issue 15) against the reference.
+"""The fused accumulation of PerCoreClipOptimizer against the reference.
 
 One process: a parameter's first gradient of the step becomes its sum (no copy), the
 APCC reference core is kept as it is, bf16 gradients are summed in float32, parameters

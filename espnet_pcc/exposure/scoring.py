@@ -56,18 +56,6 @@ def _resolve_paths(conf: Dict[str, Any], config_file: Path) -> None:
         conf["bpemodel"] = found
 
 
-def _task_class():
-    """espnet_pcc's PCCASRTask when importable (it knows `clip`/`clip_conf`), else ASRTask."""
-    try:
-        from espnet_pcc.tasks.asr import PCCASRTask
-
-        return PCCASRTask
-    except Exception:  # the task is optional for scoring: build_model is ASRTask's
-        from espnet2.tasks.asr import ASRTask
-
-        return ASRTask
-
-
 def _mismatch(own: Dict[str, Any], state: Dict[str, Any]) -> List[str]:
     """How a checkpoint's state_dict differs from the model's: one phrase per kind, with an
     example each (empty when they fit)."""
@@ -111,7 +99,9 @@ def load_asr_model(config_file: Union[str, Path], model_file: Union[str, Path], 
     _resolve_paths(conf, config_file)
     args = argparse.Namespace(**conf)
     try:
-        model = _task_class().build_model(args)
+        from espnet_pcc.tasks.asr import PCCASRTask  # knows clip / clip_conf in a config
+
+        model = PCCASRTask.build_model(args)
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ExposureError(f"cannot build a model from {config_file}: {e}") from e
     try:
