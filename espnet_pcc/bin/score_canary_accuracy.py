@@ -36,11 +36,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from espnet_pcc import fileio, kaldi_dir
-    from espnet_pcc.canary.generate import read_manifest
-    from espnet_pcc.study.accuracy import UTTERANCE_COLUMNS, score_utterances, summarise
+    from espnet_pcc.study.accuracy import UTTERANCES_TSV
+    from espnet_pcc.canary.canary_dir import read_canary_dir
+    from espnet_pcc.study.accuracy import score_utterances, summarise, write_utterances_tsv
 
-    manifest = read_manifest(args.canary_dir)
-    known = {u["id"]: u for u in manifest["canaries"] + manifest["references"]}
+    found = read_canary_dir(args.canary_dir)
+    known = {u["id"]: u for u in found.entries("canaries") + found.entries("references")}
     hyps = {}
     for path in args.hyp_text:
         if not path.is_file():
@@ -56,9 +57,9 @@ def _run(args: argparse.Namespace) -> None:
     # Every canary, and every reference when references were decoded, is scored, a missing
     # hypothesis as empty: dropping it would raise the accuracy of whichever side the decoder
     # lost utterances from.
-    kinds = ["canaries"] + (["references"] if any(u["id"] in hyps for u in manifest["references"])
-                            else [])
-    refs = {u["id"]: u["text"] for kind in kinds for u in manifest[kind]}
+    kinds = ["canaries"] + (["references"] if any(u["id"] in hyps
+                                                  for u in found.entries("references")) else [])
+    refs = {u["id"]: u["text"] for kind in kinds for u in found.entries(kind)}
     missing = len(set(refs) - set(hyps))
     if missing:
         logging.warning(f"{missing} of the {len(refs)} {' and '.join(kinds)} have no hypothesis "
@@ -66,10 +67,7 @@ def _run(args: argparse.Namespace) -> None:
     rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in refs})
     summary = summarise(rows)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["\t".join(UTTERANCE_COLUMNS)]
-    lines += [f"{r.utt_id}\t{r.repeat_count}\t{r.cer:.6f}\t{r.wer:.6f}\t{r.exact}\t{r.ref}\t{r.hyp}"
-              for r in rows]
-    fileio.atomic_write_text(args.output_dir / "utterances.tsv", "\n".join(lines) + "\n")
+    write_utterances_tsv(args.output_dir / UTTERANCES_TSV, rows)
     fileio.atomic_write_json(args.output_dir / "summary.json", {
         "format": SUMMARY_FORMAT,
         "canary_dir": str(args.canary_dir),

@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.errors import UserError
-from espnet_pcc.canary.generate import read_manifest
+from espnet_pcc.canary.canary_dir import CanaryDir, read_canary_dir
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +53,9 @@ def canary_of(utt_id: str) -> Optional[str]:
     return match.group("canary") if match else None
 
 
-def canary_repeats(canary_dir: Path, manifest: Dict[str, Any], like: kaldi_dir.KaldiDir) -> kaldi_dir.KaldiDir:
+def canary_repeats(found: CanaryDir, like: kaldi_dir.KaldiDir) -> kaldi_dir.KaldiDir:
     """The repeated canaries as a data dir shaped like ``like`` (same optional files)."""
-    canaries = kaldi_dir.read(Path(canary_dir) / "canaries")
-    counts = {c["id"]: int(c["repeat_count"]) for c in manifest["canaries"]}
-    info = {c["id"]: c for c in manifest["canaries"]}
-    if set(counts) != set(canaries.utt2spk):
-        raise InsertError(f"{canary_dir}: manifest and canaries/ list different canaries")
+    canaries, counts, info = found.canaries, found.repeat_counts, found.canary_info
     width = max(2, len(str(max(counts.values()))))
     add = kaldi_dir.KaldiDir(wav_scp={}, text={}, utt2spk={},
                              segments={} if like.segments is not None else None,
@@ -88,7 +84,7 @@ def insert(train_dir: Path, canary_dir: Path, output_dir: Path) -> Dict[str, int
     train_dir, canary_dir, output_dir = Path(train_dir), Path(canary_dir), Path(output_dir)
     if output_dir.resolve() == train_dir.resolve():
         raise InsertError(f"output_dir must differ from train_dir ({train_dir} is never modified)")
-    manifest = read_manifest(canary_dir)
+    found = read_canary_dir(canary_dir)
     train = kaldi_dir.read(train_dir)
     for k in [k for k in train.extra if k not in ("utt2dur", "utt2num_samples")]:
         logger.warning("%s/%s not carried over (no value for canaries)", train_dir, k)
@@ -96,13 +92,13 @@ def insert(train_dir: Path, canary_dir: Path, output_dir: Path) -> Dict[str, int
     for f in kaldi_dir.FEATURE_FILES:
         if (train_dir / f).exists():
             logger.warning("%s/%s not carried over (features are recomputed)", train_dir, f)
-    add = canary_repeats(canary_dir, manifest, train)
+    add = canary_repeats(found, train)
     merged = kaldi_dir.merge(train, add, name=f"inserting {canary_dir} into {train_dir}")
     stamp = {
         "train_dir": str(train_dir.resolve()),
         "canary_dir": str(canary_dir.resolve()),
         "num_train_utts": len(train),
-        "num_canaries": len(manifest["canaries"]),
+        "num_canaries": len(found.repeat_counts),
         "num_inserted_utts": len(add),
     }
     if output_dir.exists() and not (output_dir / STAMP).is_file():
@@ -120,7 +116,7 @@ def insert(train_dir: Path, canary_dir: Path, output_dir: Path) -> Dict[str, int
         fileio.atomic_write_text(tmp / STAMP, stamp_text)
     logger.info(
         "%s: %d training + %d canary utterances (%d canaries)",
-        output_dir, len(train), len(add), len(manifest["canaries"]),
+        output_dir, len(train), len(add), len(found.repeat_counts),
     )
     return counts
 

@@ -27,7 +27,8 @@ import numpy as np
 
 from espnet_pcc.errors import UserError
 from espnet_pcc.exposure.schema import (
-    EXTRAPOLATED_EXPOSURE, RANK_EXPOSURE, REPEAT_COUNT, REPEAT_COUNTS, SUMMARY_FORMAT,
+    CANARY_ID, EXTRAPOLATED_EXPOSURE, RANK, RANK_EXPOSURE, REPEAT_COUNT, REPEAT_COUNTS, SCORE,
+    SUMMARY_FORMAT,
 )
 
 ArrayLike = Union[Sequence[float], np.ndarray]
@@ -157,7 +158,7 @@ def compute_exposures(
     exposures = {RANK_EXPOSURE: rank_exposure(s, refs, include_canary),
                  EXTRAPOLATED_EXPOSURE: extrapolated_exposure(s, params)}
     per = [
-        {"id": i, REPEAT_COUNT: int(counts[k]), "score": float(s[k]), "rank": int(rk[k]),
+        {CANARY_ID: i, REPEAT_COUNT: int(counts[k]), SCORE: float(s[k]), RANK: int(rk[k]),
          **{name: float(values[k]) for name, values in exposures.items()}}
         for k, i in enumerate(ids)
     ]

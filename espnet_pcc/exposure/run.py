@@ -7,8 +7,7 @@ temp dir and renamed, so it is complete or absent)::
 
     scores.tsv       utt_id  kind(canary|reference)  repeat_count  num_tokens  nll_sum  score
     exposure.tsv     canary_id  repeat_count  score  rank  rank_exposure  extrapolated_exposure  text
-    exposure.json    {"canaries": [{"id", "text", "repeat_count", "score", "num_tokens", "rank",
-                                    "rank_exposure", "extrapolated_exposure"}, ...]}
+    exposure.json    {"canaries": [...]}: one entry per canary (:mod:`~espnet_pcc.exposure.schema`)
     summary.tsv      the per-repeat-count table (:func:`~espnet_pcc.exposure.schema.summary_tsv`)
     summary.json     the summary (layout in :mod:`espnet_pcc.exposure.schema`)
 """
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from espnet_pcc import fileio, kaldi_dir
-from espnet_pcc.canary.generate import read_manifest
+from espnet_pcc.canary.canary_dir import read_canary_dir as canary_dir_reader
 from espnet_pcc.exposure import schema
 from espnet_pcc.exposure.metric import ExposureError, compute_exposures
 from espnet_pcc.exposure.scoring import Scorer, load_asr_model, set_num_threads
@@ -31,19 +30,13 @@ PathLike = Union[str, Path]
 
 
 def read_canary_dir(canary_dir: Path) -> Tuple[kaldi_dir.KaldiDir, kaldi_dir.KaldiDir, Dict[str, int]]:
-    """``(canaries, references, {canary id: repeat count})``, checked before any model loads."""
-    manifest = read_manifest(canary_dir)
-    can = kaldi_dir.read(canary_dir / "canaries")
-    ref = kaldi_dir.read(canary_dir / "references")
-    clash = set(can.utt2spk) & set(ref.utt2spk)
-    if clash:
-        raise ExposureError(f"canary/reference id collision: {sorted(clash)[0]!r} is in both")
-    if len(ref) < 2:
-        raise ExposureError(f"need >= 2 references, got {len(ref)} in {canary_dir}/references")
-    counts = {c["id"]: int(c["repeat_count"]) for c in manifest["canaries"]}
-    if set(counts) != set(can.utt2spk):
-        raise ExposureError(f"{canary_dir}: manifest and canaries/ list different canaries")
-    return can, ref, counts
+    """``(canaries, references, {canary id: repeat count})``, checked before any model loads
+    (`espnet_pcc.canary.canary_dir`; exposure also needs two references at least)."""
+    found = canary_dir_reader(canary_dir)
+    if len(found.references) < 2:
+        raise ExposureError(f"need >= 2 references, got {len(found.references)} in "
+                            f"{canary_dir}/references")
+    return found.canaries, found.references, found.repeat_counts
 
 
 def scores_tsv(utt_ids: Sequence[str], counts: Mapping[str, int],
@@ -120,8 +113,8 @@ def score_exposure(
     per, summary = compute_exposures(
         {u: score[u] for u in can.utt2spk}, counts, [score[u] for u in ref.utt_ids], include_canary)
     for p in per:
-        p["text"] = can.text[p["id"]]
-        p["num_tokens"] = raw[p["id"]][1]
+        p[schema.CANARY_TEXT] = can.text[p[schema.CANARY_ID]]
+        p[schema.NUM_TOKENS] = raw[p[schema.CANARY_ID]][1]
     summary.update({
         "score": scorer.kind,
         "asr_train_config": str(asr_train_config),

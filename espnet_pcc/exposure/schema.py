@@ -18,6 +18,11 @@ stage-9 report)::
          "extrapolated_exposure": {"mean", "std", "max"},
          "score": {"mean", "std"}}, ...]}
 
+``exposure.json`` (same writer; read by :func:`read_exposure_json` alone)::
+
+    {"canaries": [{"id", "text", "repeat_count", "score", "num_tokens", "rank",
+                   "rank_exposure", "extrapolated_exposure"}, ...]}   # CANARY_KEYS
+
 Non-finite numbers are written as JSON ``Infinity``/``NaN`` (Python's json reads them back).
 This module is plain Python, so a reader of summaries imports no numpy, torch or ESPnet.
 """
@@ -36,6 +41,10 @@ REPEAT_COUNTS, REPEAT_COUNT = "repeat_counts", "repeat_count"
 #: The two exposure measures, each summarised per group as {"mean", "std", "max"}.
 RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE = "rank_exposure", "extrapolated_exposure"
 MEASURES = (RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE)
+#: The keys of one canary in exposure.json.
+CANARY_ID, CANARY_TEXT, SCORE, NUM_TOKENS, RANK = "id", "text", "score", "num_tokens", "rank"
+CANARY_KEYS = (CANARY_ID, CANARY_TEXT, REPEAT_COUNT, SCORE, NUM_TOKENS, RANK, RANK_EXPOSURE,
+               EXTRAPOLATED_EXPOSURE)
 #: Top-level numbers that say how to read the exposures (range, chance level, likelihood).
 SUMMARY_SCALARS = ("num_references", "rank_exposure_cap", "chance_rank_exposure", "score")
 
@@ -82,3 +91,22 @@ def summary_tsv(summary: Mapping[str, Any]) -> str:
 def mean_per_repeat_count(summary: Mapping[str, Any], measure: str) -> Dict[int, float]:
     """``{repeat count: mean of measure}`` for one of :data:`MEASURES`."""
     return {int(g[REPEAT_COUNT]): float(g[measure]["mean"]) for g in summary[REPEAT_COUNTS]}
+
+
+def read_exposure_json(path, keys: Sequence[str] = CANARY_KEYS) -> List[Dict[str, Any]]:
+    """The per-canary entries of an ``exposure.json``; a missing file, or an entry without
+    one of ``keys`` (the ones the caller reads), is a one-line error."""
+    import json
+    from pathlib import Path
+
+    from espnet_pcc.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} missing (produced by stage 8, exposure)")
+    canaries = json.loads(path.read_text())["canaries"]
+    for c in canaries:
+        missing = [k for k in keys if k not in c]
+        if missing:
+            raise UserError(f"{path}: canary {c.get(CANARY_ID)!r} lacks {', '.join(missing)}")
+    return canaries

@@ -18,8 +18,10 @@ interval over them (:func:`espnet_pcc.study.stats.bootstrap_interval`).
 """
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Tuple
 
 import jiwer
@@ -27,7 +29,10 @@ import jiwer
 from espnet_pcc.recipe.scoring import tokens
 from espnet_pcc.study.stats import Interval, bootstrap_interval
 
-#: Columns of ``utterances.tsv`` written by :func:`espnet_pcc.bin.score_canary_accuracy`.
+#: ``utterances.tsv`` (written by :func:`espnet_pcc.bin.score_canary_accuracy` through
+#: :func:`write_utterances_tsv`, read by :func:`read_utterances_tsv` alone): one row per
+#: scored utterance, these columns, tab-separated, with a header line.
+UTTERANCES_TSV = "utterances.tsv"
 UTTERANCE_COLUMNS = ("utt_id", "repeat_count", "cer", "wer", "exact", "ref", "hyp")
 METRICS = ("cer", "wer", "exact")
 
@@ -93,3 +98,32 @@ def summarise(rows: Iterable[UtteranceAccuracy]) -> Dict[int, Dict[str, Interval
         count: {m: bootstrap_interval([getattr(r, m) for r in group]) for m in METRICS}
         for count, group in by_repeat_count(rows).items()
     }
+
+
+def write_utterances_tsv(path: Path, rows: Iterable[UtteranceAccuracy]) -> None:
+    """``utterances.tsv`` of :data:`UTTERANCE_COLUMNS`, written atomically."""
+    from espnet_pcc import fileio
+
+    lines = ["\t".join(UTTERANCE_COLUMNS)]
+    lines += [f"{r.utt_id}\t{r.repeat_count}\t{r.cer:.6f}\t{r.wer:.6f}\t{r.exact}\t{r.ref}\t{r.hyp}"
+              for r in rows]
+    fileio.atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_utterances_tsv(path: Path) -> List[UtteranceAccuracy]:
+    """The rows of an ``utterances.tsv``; a missing or malformed file is a one-line error."""
+    from espnet_pcc.errors import UserError
+
+    if not Path(path).is_file():
+        raise UserError(f"{path} missing (produced by stage 7, canary accuracy)")
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if tuple(reader.fieldnames or ()) != UTTERANCE_COLUMNS:
+            raise UserError(f"{path}: columns {reader.fieldnames}, expected "
+                            f"{list(UTTERANCE_COLUMNS)}")
+        try:
+            return [UtteranceAccuracy(r["utt_id"], int(r["repeat_count"]), float(r["cer"]),
+                                      float(r["wer"]), int(r["exact"]), r["ref"] or "",
+                                      r["hyp"] or "") for r in reader]
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{path}: malformed row ({e})") from None

@@ -35,12 +35,6 @@ def arm_of(tag: str) -> Tuple[str, int]:
     return name.rsplit("_", 1)[-1], seed
 
 
-def _canaries(path: Path) -> List[dict]:
-    if not path.is_file():
-        raise RawDataError(f"{path} missing (produced by stage 8, exposure)")
-    return json.loads(path.read_text())["canaries"]
-
-
 def _num_references(exposure_dir: Path) -> int:
     summary = exposure_dir / schema.SUMMARY_JSON
     if not summary.is_file():
@@ -54,14 +48,15 @@ def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Pat
     cer, _, counts = read_accuracy_tsv(accuracy_tsv)
     references = [cer[u] for u, c in counts.items() if c == 0]
     rows = []
-    for c in _canaries(exposure_dir / schema.EXPOSURE_JSON):
-        if c["id"] not in cer:
-            raise RawDataError(f"{accuracy_tsv}: no CER of canary {c['id']}")
+    for c in schema.read_exposure_json(exposure_dir / schema.EXPOSURE_JSON):
+        canary = c[schema.CANARY_ID]
+        if canary not in cer:
+            raise RawDataError(f"{accuracy_tsv}: no CER of canary {canary}")
         rows.append(CanaryScore(
-            arm=arm, sampler=sampler, seed=seed, epoch=epoch, canary=c["id"],
-            repeat_count=int(c[schema.REPEAT_COUNT]), score=float(c["score"]),
-            rank=int(c["rank"]), rank_exposure=float(c[schema.RANK_EXPOSURE]),
-            extrapolated_exposure=float(c[schema.EXTRAPOLATED_EXPOSURE]), cer=cer[c["id"]]))
+            arm=arm, sampler=sampler, seed=seed, epoch=epoch, canary=canary,
+            repeat_count=int(c[schema.REPEAT_COUNT]), score=float(c[schema.SCORE]),
+            rank=int(c[schema.RANK]), rank_exposure=float(c[schema.RANK_EXPOSURE]),
+            extrapolated_exposure=float(c[schema.EXTRAPOLATED_EXPOSURE]), cer=cer[canary]))
     ref_cer = sum(references) / len(references) if references else math.nan
     return rows, ref_cer, _num_references(exposure_dir)
 

@@ -23,8 +23,6 @@ highest of those models' best scored-epoch losses).
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from collections import defaultdict
@@ -39,7 +37,7 @@ from espnet_pcc.errors import UserError
 from espnet_pcc.exposure import schema
 from espnet_pcc.recipe.report import ModelResult, epsilon_cell
 from espnet_pcc.study import stats
-from espnet_pcc.study.accuracy import error_counts
+from espnet_pcc.study.accuracy import error_counts, read_utterances_tsv
 
 _SEED_RE = re.compile(r"^(.*)_seed(\d+)$")
 POOLED = "pooled"
@@ -99,24 +97,19 @@ def read_exposure_json(path: Path) -> Tuple[Dict[str, float], Dict[str, float], 
     """(rank exposure, extrapolated exposure, repeat count) per canary id."""
     if not path.is_file():
         raise StudyReportError(f"{path} missing (produced by stage 8, exposure)")
-    canaries = json.loads(path.read_text())["canaries"]
-    rank = {c["id"]: float(c[schema.RANK_EXPOSURE]) for c in canaries}
-    extra = {c["id"]: float(c[schema.EXTRAPOLATED_EXPOSURE]) for c in canaries}
-    counts = {c["id"]: int(c[schema.REPEAT_COUNT]) for c in canaries}
+    canaries = schema.read_exposure_json(path, (schema.CANARY_ID, schema.REPEAT_COUNT,
+                                                schema.RANK_EXPOSURE, schema.EXTRAPOLATED_EXPOSURE))
+    rank = {c[schema.CANARY_ID]: float(c[schema.RANK_EXPOSURE]) for c in canaries}
+    extra = {c[schema.CANARY_ID]: float(c[schema.EXTRAPOLATED_EXPOSURE]) for c in canaries}
+    counts = {c[schema.CANARY_ID]: int(c[schema.REPEAT_COUNT]) for c in canaries}
     return rank, extra, counts
 
 
 def read_accuracy_tsv(path: Path) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, int]]:
     """(CER, exact, repeat count) per utterance id from score_canary_accuracy's utterances.tsv."""
-    if not path.is_file():
-        raise StudyReportError(f"{path} missing (produced by stage 7, canary accuracy)")
-    cer, exact, counts = {}, {}, {}
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            cer[row["utt_id"]] = float(row["cer"])
-            exact[row["utt_id"]] = float(row["exact"])
-            counts[row["utt_id"]] = int(row["repeat_count"])
-    return cer, exact, counts
+    rows = read_utterances_tsv(path)
+    return ({r.utt_id: r.cer for r in rows}, {r.utt_id: float(r.exact) for r in rows},
+            {r.utt_id: r.repeat_count for r in rows})
 
 
 def load_checkpoint(exposure_dir: Path, accuracy_dir: Optional[Path],

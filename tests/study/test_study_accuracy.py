@@ -1,6 +1,7 @@
 """Canary transcription accuracy: per-utterance CER/WER/exact by hand."""
 import pytest
 
+from espnet_pcc import kaldi_dir
 from espnet_pcc.study import accuracy
 
 
@@ -39,6 +40,12 @@ def _canary_dir(tmp_path):
         "format": MANIFEST_FORMAT,
         "canaries": [{"id": "canary-x16-0", "text": "GOOD DAY", "repeat_count": 16}],
         "references": [{"id": "canaryref-0", "text": "NO WAY", "repeat_count": 0}]}))
+    # The Kaldi dirs the one canary-dir reader checks against the manifest.
+    for sub, utt, text in (("canaries", "canary-x16-0", "GOOD DAY"),
+                           ("references", "canaryref-0", "NO WAY")):
+        (d / sub).mkdir()
+        kaldi_dir.write_files(kaldi_dir.KaldiDir(wav_scp={utt: f"{utt}.wav"}, text={utt: text},
+                                                 utt2spk={utt: utt}), d / sub)
     return d
 
 

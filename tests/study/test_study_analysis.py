@@ -140,7 +140,8 @@ def _model_dir(root, tag, sampler, losses, exposures, cer):
     for (exp_dir, dec), x in zip(checkpoints + [("exposure", "decode_x_final")], exposures):
         (d / exp_dir).mkdir()
         (d / exp_dir / "exposure.json").write_text(json.dumps({"canaries": [
-            {"id": "c1", "repeat_count": 4, "score": 1.5, "rank": 3, "rank_exposure": x,
+            {"id": "c1", "text": "A", "num_tokens": 1, "repeat_count": 4, "score": 1.5, "rank": 3,
+             "rank_exposure": x,
              "extrapolated_exposure": x + 1}]}))
         (d / exp_dir / "summary.json").write_text(json.dumps({"num_references": 1000}))
         acc = d / dec / "canary_accuracy"
