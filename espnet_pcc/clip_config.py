@@ -14,8 +14,8 @@ from espnet_pcc.errors import UserError
 
 DEFAULT_CLIP = ClipMode.GLOBAL.value
 DEFAULT_CLIP_CONF = {"max_norm": None, "num_cores": 1, "noise_multiplier": 0.0, "delta": None,
-                     "target_quantile": None, "bound_lr": 0.2, "initial_bound": None,
-                     "core_by": "position", "utt2spk": None}
+                     "noise_seed": None, "target_quantile": None, "bound_lr": 0.2,
+                     "initial_bound": None, "core_by": "position", "utt2spk": None}
 
 #: How a micro-batch is cut into cores (clip_conf.core_by).
 CORE_BY = ("position", "speaker")
@@ -41,6 +41,10 @@ class ClipConfig:
                 to the sum of the clipped cores (per_core and per_example only: APCC's
                 data-dependent bound has no fixed sensitivity).
     delta:      the delta of the (epsilon, delta) reported with noise (None: 1/N).
+    noise_seed: None (the default): the noise is seeded from the operating system's CSPRNG,
+                kept in the checkpoint for an exact resume and never written to config.yaml
+                or the logs; an integer makes the noise reproducible from the config
+                (tests only: anyone with the config and two checkpoints can subtract it).
     target_quantile, bound_lr: the quantile-adaptive bound (Andrew et al. 2021): after
                 each step C <- C·exp(-bound_lr·(b - target_quantile)), b the fraction
                 of the step's cores with norm <= C (per_core, per_example).
@@ -56,6 +60,7 @@ class ClipConfig:
     num_cores: int
     noise_multiplier: float
     delta: Optional[float]
+    noise_seed: Optional[int]
     target_quantile: Optional[float]
     bound_lr: float
     core_by: str
@@ -101,14 +106,22 @@ class ClipConfig:
             delta = _positive("delta", delta)
             if delta >= 1:
                 raise ClipConfigError(f"clip_conf.delta must be in (0, 1), got {delta!r}")
+        noise_seed = conf["noise_seed"]
+        if noise_seed is not None:
+            if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or noise_seed < 0:
+                raise ClipConfigError(f"clip_conf.noise_seed must be an integer >= 0 or null, "
+                                      f"got {noise_seed!r}")
+            if sigma == 0:
+                raise ClipConfigError(f"clip_conf.noise_seed={noise_seed} has no effect without "
+                                      "clip_conf.noise_multiplier")
         core_by = _core_by(conf["core_by"], mode)
         utt2spk = conf["utt2spk"]
         if utt2spk is not None and core_by != "speaker":
             raise ClipConfigError(f"clip_conf.utt2spk={utt2spk!r} is only read with "
                                   "core_by: speaker")
         num_cores = _num_cores(conf["num_cores"], mode)
-        return cls(mode, max_norm, num_cores, sigma, delta, quantile, bound_lr, core_by,
-                   None if utt2spk is None else str(utt2spk))
+        return cls(mode, max_norm, num_cores, sigma, delta, noise_seed, quantile, bound_lr,
+                   core_by, None if utt2spk is None else str(utt2spk))
 
     @property
     def wraps_optimizer(self) -> bool:

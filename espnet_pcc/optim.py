@@ -17,15 +17,17 @@ added as g_k·r/‖g_k‖ for a reference norm r and the common C/(K·r) is appl
 
 Mixed precision: `loss_scale` S multiplies every gradient; norms are ‖S·g_k‖/S, so
 the sum stays in scaled units and the usual `GradScaler.unscale_`/`step`/`update`
-sequence works on the result.  A non-finite core (on any rank) turns the whole update
-into NaN, so that the step is skipped on every rank (and, with AMP, the scaler backs
-off) exactly as ESPnet does.
+sequence works on the result.  Without noise, a non-finite core (on any rank) turns the
+whole update into NaN, so that the step is skipped on every rank (and, with AMP, the
+scaler backs off) exactly as ESPnet does.  With noise it adds 0 instead and the step
+goes on (a skip would be a release decided by one utterance, without noise).
 
 Noise (clip_conf.noise_multiplier σ): N(0, σ²C²) per coordinate is added to the sum of
 the clipped cores before the average, once per step: in one process to Σ, under DDP by
 rank 0 alone into the buffer that the all-reduce sums.  It is drawn from a generator
 seeded with (noise_seed, step number), so a resumed run draws what the uninterrupted
-one drew, and 1 process and N ranks draw the same values.
+one drew, and 1 process and N ranks draw the same values.  The task draws noise_seed
+from the OS (`secrets`) unless clip_conf.noise_seed gives one; the checkpoint keeps it.
 
 Quantile-adaptive bound (clip_conf.target_quantile γ, bound_lr η; Andrew et al. 2021,
 "Differentially private learning with adaptive clipping", without their noise on the
@@ -35,10 +37,12 @@ ranks hold the same C.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Protocol, Union, runtime_checkable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -133,8 +137,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         process_group: DDP group to reduce over (keyword-only); None = the default group
             when torch.distributed is initialised, else no communication.
         noise_seed: Seeds the noise of every step together with the step number
-            (keyword-only; the task passes the training ``--seed``).  torch's generator is
-            not a cryptographically secure one (cf. Opacus' ``secure_mode``).
+            (keyword-only; the task passes a secret one, or clip_conf.noise_seed).  torch's
+            generator is not a cryptographically secure one (cf. Opacus' ``secure_mode``).
 
     Raises:
         TypeError: ``clip_config`` is not a :class:`ClipConfig`.
@@ -219,8 +223,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             pending = {"sums": [None if s is None else s.clone() for s in self._sums.sums],
                        "core_norms": torch.stack(self._core_norms), "ref": self._ref,
                        "divisor": self._divisor}
+        # The noise's seed, secret unless clip_conf.noise_seed gave it: a resume draws the
+        # noise the uninterrupted run would have drawn.  (So checkpoint.pth is as private as
+        # the training data; the released model files hold no optimizer state.)
         state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending,
-                        "steps": self.steps}
+                        "steps": self.steps, "noise_seed": self.noise_seed}
         return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -231,6 +238,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._reset_accumulation()
         if pcc is not None:
             self.steps = int(pcc.get("steps", 0))
+            if pcc.get("noise_seed") is not None:
+                self.noise_seed = int(pcc["noise_seed"])
             if self.clip_config.adaptive_bound and pcc.get("max_norm") is not None:
                 self._bound = float(pcc["max_norm"])  # where the adaptive bound had got to
         pending = None if pcc is None else pcc.get("pending")
@@ -298,7 +307,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         grads = [params[i].grad for i in used]
         norm = grad_norm(grads).to(params[0].device) / loss_scale
         self._loss_scale = loss_scale
-        sums.add(used, grads, self._factor(norm))
+        # With noise, whether the step is taken must not depend on one core: a non-finite
+        # core adds 0 (it is counted, and reported as nonfinite_cores) and the step goes on
+        # with its noise.  Without noise it poisons the step, which every rank skips.
+        if not (self.clip_config.noise_multiplier > 0 and not bool(torch.isfinite(norm))):
+            sums.add(used, grads, self._factor(norm))
         self._core_norms.append(norm)
         for p in params:
             p.grad = None
@@ -394,15 +407,16 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         return decode_statistics(combined, self.mode), sums, used, noise_scale
 
     def _scale_of(self, stats: StepStatistics):
-        """(C of the step, the factor that turns Σ into u); NaN where a core is non-finite,
-        so that every rank skips the step."""
+        """(C of the step, the factor that turns Σ into u); NaN where a core is non-finite
+        and there is no noise, so that every rank skips the step."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
             bound = stats.norm_min
             scale = bound / (stats.num_cores * self._ref.item())
         else:
             bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
             scale = self._divisor / stats.num_cores
-        return bound, math.nan if stats.nonfinite else scale
+        skip = stats.nonfinite and not self.clip_config.noise_multiplier > 0
+        return bound, math.nan if skip else scale
 
     def _write_update(self, params: List[torch.nn.Parameter], sums: Sums, used: List[bool],
                       scale: float) -> None:
@@ -433,12 +447,23 @@ def step_noise(params: List[torch.nn.Parameter], seed: int, step: int,
                device: torch.device) -> Iterator[torch.Tensor]:
     """Standard normal noise shaped like each parameter, for step `step` of a run.
 
-    A generator seeded with (seed, step) alone: a resumed run and every DDP layout draw
-    the same values for the same step.  One parameter at a time, so that no more than
-    one parameter's worth of noise is alive.
+    Drawn from (seed, step) alone: a resumed run and every DDP layout draw the same values
+    for the same step.  One parameter at a time, so that no more than one parameter's worth
+    of noise is alive.  The whole seed counts: on the CPU a PCG64 generator seeded with
+    ``SeedSequence([seed, step])`` (numpy), on an accelerator torch's Philox generator
+    seeded with 64 bits hashed from both.  (torch's CPU generator, mt19937, keeps only the
+    low 32 bits of its seed: seeded with (seed, step) packed into 64 bits it drew the same
+    noise for every seed.)  Neither generator is cryptographically secure.
     """
+    device = torch.device(device)
+    if device.type == "cpu":
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step])))
+        for p in params:
+            yield torch.from_numpy(rng.standard_normal(tuple(p.shape), dtype=np.float32))
+        return
+    digest = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
     generator = torch.Generator(device=device)
-    generator.manual_seed(((seed & 0xFFFFFFFF) << 32) | (step & 0xFFFFFFFF))
+    generator.manual_seed(int.from_bytes(digest, "little"))
     for p in params:
         yield torch.randn(p.shape, generator=generator, device=device, dtype=torch.float32)
 

@@ -100,6 +100,10 @@ BAD = [
       "target_quantile=1.5"], "clip_conf.target_quantile must be in [0, 1], got 1.5"),
     (["--clip", "adaptive_per_core", "--clip_conf", "noise_multiplier=1"],
      "noise_multiplier=1 is not allowed with clip: adaptive_per_core"),
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1",
+      "--use_amp", "true"], "noise_multiplier=1 with --use_amp"),
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_seed=3"],
+     "noise_seed=3 has no effect without clip_conf.noise_multiplier"),
     (["--batch_sampler", "shuffled", "--clip", "per_core", "--clip_conf", "max_norm=1",
       "--clip_conf", "core_by=speaker"], "--batch_sampler shuffled with clip_conf.core_by=speaker"),
     (["--batch_sampler", "shuffled", "--multiple_iterator", "true"],
@@ -328,6 +332,37 @@ def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
     assert train_stats(out, 1)["dp_epsilon"] < train_stats(out, 2)["dp_epsilon"]
     saved = torch.load(out / "checkpoint.pth", weights_only=False)
     assert saved["optimizers"][0]["pcc"]["steps"] == 4  # numbers the noise after --resume
+
+
+def test_noise_is_secret_by_default_and_resumes_exactly(corpus, tmp_path):
+    """Two fresh noisy runs of one config draw different noise (the seed comes from the OS,
+    not from config.yaml's --seed); a resume draws what the uninterrupted run drew (the seed
+    is in the checkpoint); clip_conf.noise_seed makes the noise reproducible."""
+    conf = {"clip": "per_core", "max_epoch": 2, "batch_size": 2, "accum_grad": 3,
+            "clip_conf": {"max_norm": 1.0, "noise_multiplier": 1.0}}
+    first, second, stopped = tmp_path / "first", tmp_path / "second", tmp_path / "stopped"
+    asr_train.main(train_args(corpus, first, conf))
+    asr_train.main(train_args(corpus, second, conf))
+    a, b = final_params(first), final_params(second)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    seeds = [torch.load(d / "checkpoint.pth", weights_only=False)["optimizers"][0]["pcc"]
+             ["noise_seed"] for d in (first, second)]
+    assert seeds[0] != seeds[1]
+    config_text = (first / "config.yaml").read_text()
+    assert str(seeds[0]) not in config_text
+    assert yaml.safe_load(config_text)["clip_conf"].get("noise_seed") is None
+    # Interrupted after epoch 1 of a run whose secret is the first run's; the resuming
+    # process draws another secret, and must use the checkpoint's.
+    with mock.patch("secrets.randbits", side_effect=[seeds[0], 12345]):
+        asr_train.main(train_args(corpus, stopped, dict(conf, max_epoch=1)))
+        asr_train.main(train_args(corpus, stopped, conf, extra=["--resume", "true"]))
+    assert_resumed_equals_whole(first, stopped)
+    fixed = dict(conf, clip_conf=dict(conf["clip_conf"], noise_seed=7))
+    again = [tmp_path / "fixed1", tmp_path / "fixed2"]
+    for d in again:
+        asr_train.main(train_args(corpus, d, fixed))
+    x, y = (final_params(d) for d in again)
+    assert all(torch.equal(x[k], y[k]) for k in x)
 
 
 def test_quantile_bound_moves_per_step_and_resumes_from_the_checkpoint(corpus, tmp_path):

@@ -286,6 +286,55 @@ def test_noise_with_a_loss_scale_gives_the_same_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_every_bit_of_the_noise_seed_changes_the_noise():
+    """The seed is not cut to 32 bits (torch's CPU generator keeps only those of its seed)."""
+    params = [torch.nn.Parameter(torch.zeros(4, 3)), torch.nn.Parameter(torch.zeros(2))]
+    cpu = torch.device("cpu")
+
+    def draw(seed, step=0):
+        return torch.cat([z.flatten() for z in step_noise(params, seed, step, cpu)])
+
+    base = draw(1)
+    for other in (2, 1 + 2 ** 32, 1 + 2 ** 40, 1 + 2 ** 100):
+        assert not torch.allclose(base, draw(other)), other
+    assert not torch.allclose(base, draw(1, step=1))
+    assert torch.equal(base, draw(1))
+
+
+def test_with_noise_a_nonfinite_core_adds_zero_and_the_step_goes_on():
+    """The update of K cores, one of them non-finite: (the clipped finite cores + noise)/K,
+    as if that core's gradient were 0; without noise the same step is skipped."""
+    cores = core_inputs(3)
+    bad = (cores[1][0] * math.inf, cores[1][1])
+    model = make_model()
+    noisy, reduction = step_update(model, noisy_wrap(model, 1.0), [cores[0], bad, cores[2]])
+    assert reduction.nonfinite_cores == 1 and reduction.num_cores == 3
+    assert all(torch.isfinite(u).all() for u in noisy)
+    # The same step with the bad core's loss times 0 (a zero gradient, clip factor 1).
+    zero_model = make_model()
+    opt = noisy_wrap(zero_model, 1.0)
+    for k, (x, y) in enumerate(cores):
+        (core_loss(zero_model, x, y) * (0.0 if k == 1 else 1.0)).backward()
+        opt.add_core()
+    opt.reduce_cores()
+    expected = [p.grad for p in zero_model.parameters() if p.grad is not None]
+    for a, b in zip(noisy, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # Without noise the non-finite core still skips the step (NaN update).
+    plain = make_model()
+    skipped, reduction = step_update(plain, noisy_wrap(plain, 0.0), [cores[0], bad, cores[2]])
+    assert reduction.nonfinite_cores == 1 and all(torch.isnan(u).all() for u in skipped)
+
+
+def test_the_noise_seed_is_in_the_checkpoint():
+    model = make_model()
+    opt = noisy_wrap(model, 1.0, seed=123456789)
+    assert opt.state_dict()["pcc"]["noise_seed"] == 123456789
+    other = noisy_wrap(model, 1.0, seed=1)
+    other.load_state_dict(opt.state_dict())
+    assert other.noise_seed == 123456789
+
+
 # -- quantile-adaptive bound (clip_conf.target_quantile) -----------------------------------
 def test_next_quantile_bound_is_andrew_et_al_geometric_update():
     assert next_quantile_bound(2.0, 0.5, 0.5, 0.2) == 2.0

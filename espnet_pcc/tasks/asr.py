@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import secrets
 import sys
 from typing import Dict, List, Optional, Sequence
 
@@ -147,6 +148,12 @@ class PCCASRTask(ASRTask):
             if getattr(args, "use_deepspeed", False):
                 raise ClipConfigError(f"clip: {config.mode.value} does not support "
                                       "--use_deepspeed; use plain DDP")
+            if config.noise_multiplier > 0 and getattr(args, "use_amp", False):
+                raise ClipConfigError(
+                    f"clip_conf.noise_multiplier={config.noise_multiplier:g} with --use_amp: "
+                    "with noise a non-finite core is dropped and the step goes on, but under "
+                    "AMP a non-finite core is the loss scaler's overflow signal; train noisy "
+                    "runs without --use_amp")
             if getattr(args, "num_optimizers", 1) != 1:
                 raise ClipConfigError(f"clip: {config.mode.value} supports one optimizer")
         if args.batch_sampler != "espnet":
@@ -226,8 +233,11 @@ class PCCASRTask(ASRTask):
         logging.info(f"clip: {config.mode.value} (clip_conf {args.clip_conf}); "
                      f"--grad_clip {args.grad_clip} is not used")
         wrapper = registry.load(registry.OPTIMIZERS, args.clip_wrapper)
-        # The training seed also seeds the noise of every step (clip_conf.noise_multiplier).
-        return [wrapper(optimizers[0], clip_config=config, noise_seed=args.seed)]
+        # The noise's seed: secret unless clip_conf.noise_seed opts in to reproducible noise.
+        # Not --seed, which config.yaml publishes; the checkpoint keeps it for --resume.
+        noise_seed = config.noise_seed if config.noise_seed is not None \
+            else secrets.randbits(128)
+        return [wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed)]
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None,
