@@ -139,5 +139,29 @@ def canary_copies(utt_ids: Iterable[str]) -> Dict[str, List[str]]:
     return {c: sorted(g) for c, g in sorted(groups.items()) if len(g) > 1}
 
 
-__all__ = ["BATCH_SAMPLERS", "Colocation", "ShuffledBatchSampler", "canary_copies",
+def colocation_by_sampler(shape_files: Sequence[str], batch_size: int,
+                          fold_lengths: Sequence[int], num_cores: int, seeds: Sequence[int],
+                          epochs: Sequence[int]) -> Dict[str, Colocation]:
+    """How often two copies of a canary share a batch and a position core, per sampler, over
+    the training runs' epochs: ESPnet's ``folded`` batches (built once, the same for every
+    seed and epoch) and ``shuffled`` ones (seed + epoch, as ESPnet's iterator asks)."""
+    from espnet2.samplers.build_batch_sampler import build_batch_sampler
+
+    from espnet_pcc.speaker_cores import read_utt_lengths
+
+    utts = read_utt_lengths(shape_files[0])
+    copies = canary_copies(utts)
+    folded = [list(b) for b in build_batch_sampler(
+        type="folded", batch_size=batch_size, batch_bins=0, shape_files=list(shape_files),
+        fold_lengths=list(fold_lengths), sort_in_batch="descending",
+        sort_batch="descending")]
+    shuffled = ShuffledBatchSampler(utts, batch_size)
+    return {
+        "espnet": copy_colocation([folded], copies, num_cores),
+        "shuffled": copy_colocation([shuffled.generate(s + e) for s in seeds for e in epochs],
+                                    copies, num_cores),
+    }
+
+
+__all__ = ["BATCH_SAMPLERS", "colocation_by_sampler", "Colocation", "ShuffledBatchSampler", "canary_copies",
            "copy_colocation", "position_core"]

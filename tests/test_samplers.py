@@ -91,3 +91,17 @@ def test_espnets_sorted_batches_keep_copies_together_and_the_shuffle_spreads_the
     chance = 16 / len(lengths)
     assert shuffled_result.same_batch < 3 * chance
     assert shuffled_result.same_core < shuffled_result.same_batch
+
+
+def test_colocation_by_sampler_on_a_shape_file(tmp_path):
+    from espnet_pcc.samplers import colocation_by_sampler
+
+    rng = np.random.default_rng(1)
+    lengths = {f"utt{i:04d}": int(rng.integers(16000, 64000)) for i in range(300)}
+    for c in range(10):
+        lengths.update({repeat_id(f"canary{c}", k): 40000 + c for k in range(1, 5)})
+    shape = tmp_path / "speech_shape"
+    shape.write_text("".join(f"{u} {n}\n" for u, n in lengths.items()))
+    found = colocation_by_sampler([str(shape)], 16, [80000], 4, seeds=[0, 1], epochs=[1, 2])
+    assert found["espnet"].pairs == 60 and found["shuffled"].pairs == 4 * 60
+    assert found["espnet"].same_batch > 0.7 > found["shuffled"].same_batch

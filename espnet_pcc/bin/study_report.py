@@ -49,7 +49,8 @@ def _run(args: argparse.Namespace) -> None:
     png = os.path.relpath(args.output_png.resolve(), args.output_md.resolve().parent)
     provenance = "\n\n".join(x for x in (args.notes, f"![study]({png})") if x)
     md = results.render_markdown(primary, study.test_sets, args.title, provenance,
-                                 rebuild_command(args), exploratory=others)
+                                 rebuild_command(args), exploratory=others,
+                                 colocation=raw.read_colocation(args.raw_dir))
     results.plot(primary, args.output_png, args.title)
     atomic_write_text(args.output_md, md)
     print(results.verdict(primary.primary))

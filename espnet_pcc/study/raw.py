@@ -15,6 +15,10 @@ line, written by :func:`write_raw` and read by :func:`read_raw` alone:
 ``meta.json``     {"format", "test_sets", "made_by"}: the layout version, the test sets of
                   the ``wer_``/``cer_`` columns, the command that wrote the files
 
+``colocation.json`` (optional; :func:`write_colocation` / :func:`read_colocation`)
+                  {"format", "num_cores", "samplers": {sampler: {"pairs", "same_batch",
+                  "same_core"}}}: how often two copies of a canary share a batch and a core
+
 Values are written with Python's ``repr`` (round-trip exact); NaN and inf as ``nan``/``inf``.
 """
 from __future__ import annotations
@@ -146,5 +150,24 @@ def read_raw(directory: Path) -> RawStudy:
                     made_by=meta.get("made_by", ""))
 
 
-__all__ = ["CANARIES_TSV", "FINAL", "FORMAT", "META_JSON", "RUNS_TSV", "CanaryScore",
+COLOCATION_JSON = "colocation.json"
+
+
+def write_colocation(directory: Path, num_cores: int, by_sampler: Dict[str, dict]) -> None:
+    fileio.atomic_write_json(Path(directory) / COLOCATION_JSON, {
+        "format": FORMAT, "num_cores": num_cores, "samplers": by_sampler})
+
+
+def read_colocation(directory: Path):
+    """(num_cores, {sampler: {"pairs", "same_batch", "same_core"}}), or None without the file."""
+    path = Path(directory) / COLOCATION_JSON
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if data.get("format") != FORMAT:
+        raise RawDataError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+    return int(data["num_cores"]), dict(data["samplers"])
+
+
+__all__ = ["COLOCATION_JSON", "read_colocation", "write_colocation", "CANARIES_TSV", "FINAL", "FORMAT", "META_JSON", "RUNS_TSV", "CanaryScore",
            "RawDataError", "RawStudy", "RunEpoch", "read_raw", "write_raw"]

@@ -51,9 +51,22 @@ def verdict(c: Contrast, alpha: float = 0.05, adjusted: bool = False) -> str:
             f"Δ = {d.value:.2f}, 95 % CI {d.low:.2f} to {d.high:.2f} ({p_text}).")
 
 
+def colocation_lines(colocation) -> List[str]:
+    """The co-located copies of canaries per sampler (``raw.read_colocation``), or nothing."""
+    if colocation is None:
+        return []
+    num_cores, by_sampler = colocation
+    rows = [[name, str(c["pairs"]), f"{100 * c['same_batch']:.1f} %",
+             f"{100 * c['same_core']:.1f} %"] for name, c in sorted(by_sampler.items())]
+    return ["Where the copies of a canary sit (`study_colocation`: every pair of copies of a "
+            f"canary, {num_cores} position cores per batch; ESPnet's folded batches are built "
+            "once, the shuffled ones for every seed and epoch):", "",
+            table(["sampler", "pairs of copies", "in one batch", "in one core"], rows), ""]
+
+
 def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
                     provenance: str, rebuild: str,
-                    exploratory: Sequence[Analysis] = ()) -> str:
+                    exploratory: Sequence[Analysis] = (), colocation=None) -> str:
     a = primary
     out = [f"# {title}", "", provenance, "",
            "The plan (arms, seeds, endpoints, analysis) was committed before the first run: "
@@ -90,6 +103,7 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
     out += _arms_section(a, test_sets)
     out += ["## Exploratory (not pre-registered as endpoints; no p here is a finding)", ""]
     out += _exploratory(a)
+    out += colocation_lines(colocation)
     for other in exploratory:
         out += [f"### The same analysis on {other.sampler} batches (exploratory)", "",
                 f"L* = {other.level:.3f} for these runs.", "",

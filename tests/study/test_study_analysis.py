@@ -100,6 +100,9 @@ def test_report_rebuilds_from_the_raw_data_alone(tmp_path, capsys):
     study.runs += sorted_runs.runs
     study.canaries += sorted_runs.canaries
     raw.write_raw(tmp_path / "raw", study)
+    raw.write_colocation(tmp_path / "raw", 4, {
+        "espnet": {"pairs": 10, "same_batch": 0.7, "same_core": 0.2},
+        "shuffled": {"pairs": 60, "same_batch": 0.01, "same_core": 0.002}})
     args = ["--raw_dir", str(tmp_path / "raw"), "--output_md", str(tmp_path / "RESULTS.md"),
             "--output_png", str(tmp_path / "plot.png")]
     study_report.main(args)
@@ -109,6 +112,7 @@ def test_report_rebuilds_from_the_raw_data_alone(tmp_path, capsys):
     assert "≤ 0.008" in md  # the floor of 252 relabellings, not a made-up precision
     assert "The same analysis on espnet batches (exploratory)" in md
     assert "python -m espnet_pcc.bin.study_report --raw_dir" in md
+    assert "|espnet|10|70.0 %|20.0 %|" in md
     assert (tmp_path / "plot.png").stat().st_size > 0
     first = md
     study_report.main(args)  # deterministic

@@ -87,6 +87,11 @@ if [ -n "${study_tags:-}" ]; then
         --score_epochs 1 2 3 4 5 6 --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
         --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
         --output_dir study/raw --merge true
+    python3 -m espnet_pcc.bin.study_colocation \
+        --shape_file "${expdir}/asr_stats_raw_char/train/speech_shape" \
+        --shape_file "${expdir}/asr_stats_raw_char/train/text_shape.char" \
+        --batch_size 16 --fold_length 80000 150 --num_cores 4 --seeds 0 1 2 3 4 \
+        --epochs 1 2 3 4 5 6 --output_dir study/raw
     if grep -q "shuffled" study/raw/runs.tsv; then
         python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
             --output_png study/pcc_comparison.png --notes "${study_notes}"
