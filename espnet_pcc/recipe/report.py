@@ -98,10 +98,11 @@ def cores_per_step(cfg: dict) -> int:
 
 
 def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
-    """Per-epoch stats from ESPnet's "Nepoch results:" lines, in epoch order (see
-    :func:`train_log_by_epoch`)."""
+    """Per-epoch stats from ESPnet's "Nepoch results:" lines: item N-1 is epoch N (see
+    :func:`train_log_by_epoch`).  An epoch the log lacks (a log restarted by a resume on
+    another host) is an empty dict, so that the later epochs keep their numbers."""
     by_epoch = train_log_by_epoch(path)
-    return [by_epoch[k] for k in sorted(by_epoch)]
+    return [by_epoch.get(k, {}) for k in range(1, max(by_epoch, default=0) + 1)]
 
 
 def train_log_by_epoch(path: Path) -> Dict[int, Dict[str, Dict[str, float]]]:

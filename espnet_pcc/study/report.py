@@ -379,9 +379,11 @@ class Study:
         a weak sweep point does not push the main comparison back to early epochs)."""
         levels: Dict[str, float] = {}
         rows: Dict[str, List[List[str]]] = {"rank_exposure": [], "cer": []}
+        unreached: List[str] = []
         for mode in self.modes[1:]:
             level = equal_utility_level(self.pair_models(mode), self.score_epochs)
-            if level is None:
+            if level is None:  # a model with no finite scored-epoch loss: said, not dropped
+                unreached.append(mode.config)
                 continue
             levels[mode.config] = level
 
@@ -396,15 +398,17 @@ class Study:
                     continue
                 rows[measure] += [[r[0], f"{level:.2f}"] + r[1:] for r in self.paired_rows(
                     "", scale=scale, values=values_at(measure), modes=[mode])]
+        missing = ([f"Not compared at equal loss (a model without a finite validation loss "
+                    f"at a scored epoch): {', '.join(unreached)}."] if unreached else [])
         if not levels:
-            return levels, ""
+            return levels, "\n".join(missing)
         head = self.PAIRED_HEAD[:1] + ["L"] + self.PAIRED_HEAD[1:]
         parts = ["L: the validation loss that every model of the comparison (the mode and the "
                  "baseline, on their common seeds) reaches at a scored epoch.", "",
                  "Rank exposure at L:", "", _table(head, rows["rank_exposure"])]
         if self.canary_accuracy:
             parts += ["", "Canary CER (%) at L:", "", _table(head, rows["cer"])]
-        return levels, "\n".join(parts)
+        return levels, "\n".join(parts + ([""] + missing if missing else []))
 
 
 def build(results: Sequence[ModelResult], expdir: Path, decode_tag: str,

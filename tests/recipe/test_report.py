@@ -50,6 +50,14 @@ def make_model(exp: Path, tag: str, clip: str, clip_conf: dict, means: dict, wer
          "extrapolated_exposure": m + 1} for c, m in means.items() for i in range(2)]}))
 
 
+def test_parse_train_log_keeps_epoch_numbers_where_the_log_lacks_epochs(tmp_path: Path):
+    # A log with epochs 1 and 3 only (2 was logged elsewhere): epoch 3 stays at index 2.
+    (tmp_path / "train.log").write_text(
+        "x INFO: 1epoch results: [valid] loss=9.0\nx INFO: 3epoch results: [valid] loss=7.0\n")
+    epochs = parse_train_log(tmp_path / "train.log")
+    assert [e.get("valid", {}).get("loss") for e in epochs] == [9.0, None, 7.0]
+
+
 def test_parse_train_log_last_line_of_an_epoch_wins(tmp_path: Path):
     (tmp_path / "train.log").write_text(LOG)
     epochs = parse_train_log(tmp_path / "train.log")
