@@ -47,6 +47,10 @@ def _run(args: argparse.Namespace) -> None:
         if not path.is_file():
             raise UserError(f"hypotheses {path} missing (produced by stage 6)")
         table = kaldi_dir.read_table(path, allow_empty_value=True)
+        if not table:
+            # A decode that wrote nothing: its utterances then count as empty only if they
+            # are canaries (references are scored when some reference was decoded).
+            logging.warning(f"{path} lists no hypothesis")
         unknown = sorted(set(table) - set(known))
         if unknown:
             raise UserError(f"{path}: {len(unknown)} utterances not in {args.canary_dir}/manifest.json, "
