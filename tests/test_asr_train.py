@@ -379,6 +379,16 @@ def test_quantile_bound_moves_per_step_and_resumes_from_the_checkpoint(corpus, t
     assert saved["optimizers"][0]["pcc"]["max_norm"] == pytest.approx(1e-4 * math.exp(0.5))
 
 
+def test_noise_without_a_shape_file_needs_an_explicit_delta():
+    args = PCCASRTask.get_parser().parse_args([])
+    args.clip, args.clip_conf = "per_core", {"max_norm": 1.0, "noise_multiplier": 1.0}
+    args.train_shape_file = []
+    with pytest.raises(ClipConfigError, match="delta = 1/N needs the training utterances"):
+        PCCASRTask.check_args(args)
+    args.clip_conf["delta"] = 1e-6
+    assert PCCASRTask.check_args(args).clip_config.delta == 1e-6
+
+
 def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsys):
     out = tmp_path / "bad"
     args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {

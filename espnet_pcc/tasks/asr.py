@@ -136,6 +136,10 @@ class PCCASRTask(ASRTask):
                 raise ClipConfigError(f"clip_conf.noise_multiplier: {args.train_shape_file[0]} "
                                       "lists no training utterance (delta = 1/N)")
             config = dataclasses.replace(config, delta=default_delta(num_utterances))
+        elif config.noise_multiplier > 0 and config.delta is None and not args.collect_stats:
+            raise ClipConfigError("clip_conf.noise_multiplier without --train_shape_file: "
+                                  "delta = 1/N needs the training utterances; set "
+                                  "clip_conf.delta")
         if config.wraps_optimizer:
             wrappers = registry.available(registry.OPTIMIZERS)
             if args.clip_wrapper not in wrappers:
