@@ -7,8 +7,9 @@ Usage::
         --output_dir exp/asr_x/decode_asr/canary_accuracy
 
 Every ``--hyp_text`` is a Kaldi text of hypotheses of canaries and/or references listed in
-``<canary_dir>/manifest.json``.  Every canary, and every reference when references were decoded,
-is scored against its manifest text; one without a hypothesis is scored as an empty one.
+``<canary_dir>/manifest.json``.  Every canary, and every reference of ``--reference_dir`` (the
+sample decoded; default: the references with a hypothesis), is scored against its manifest
+text; one without a hypothesis is scored as an empty one.
 Writes ``utterances.tsv`` (one row per utterance: id, repeat count (0 = reference), CER, WER,
 exact) and ``summary.json`` (per repeat count: mean CER / WER / exact-match fraction with 95 %
 bootstrap intervals over the utterances), and prints the summary.
@@ -31,6 +32,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp_text", type=Path, nargs="+", required=True,
                    help="Kaldi texts of decoded canaries / references")
     p.add_argument("--output_dir", type=Path, required=True)
+    p.add_argument("--reference_dir", type=Path, default=None,
+                   help="the data dir of the references decoded (a sample of the canary dir's): "
+                   "each is scored, a missing hypothesis as empty; default: the references "
+                   "with a hypothesis")
     return p
 
 
@@ -48,8 +53,6 @@ def _run(args: argparse.Namespace) -> None:
             raise UserError(f"hypotheses {path} missing (produced by stage 6)")
         table = kaldi_dir.read_table(path, allow_empty_value=True)
         if not table:
-            # A decode that wrote nothing: its utterances then count as empty only if they
-            # are canaries (references are scored when some reference was decoded).
             logging.warning(f"{path} lists no hypothesis")
         unknown = sorted(set(table) - set(known))
         if unknown:
@@ -58,16 +61,24 @@ def _run(args: argparse.Namespace) -> None:
         hyps.update(table)
     if not hyps:
         raise UserError(f"no hypotheses in {' '.join(map(str, args.hyp_text))}")
-    # Every canary, and every reference when references were decoded, is scored, a missing
-    # hypothesis as empty: dropping it would raise the accuracy of whichever side the decoder
-    # lost utterances from.
-    kinds = ["canaries"] + (["references"] if any(u["id"] in hyps
-                                                  for u in found.entries("references")) else [])
-    refs = {u["id"]: u["text"] for kind in kinds for u in found.entries(kind)}
+    # Every canary is scored, a missing hypothesis as empty: dropping it would raise the
+    # canaries' accuracy.  The references decoded are a sample (--num_decoded_references):
+    # those of --reference_dir when it is given (a missing hypothesis as empty), else those
+    # with a hypothesis.
+    refs = {u["id"]: u["text"] for u in found.entries("canaries")}
+    if args.reference_dir is not None:
+        sample = set(kaldi_dir.read(args.reference_dir).utt2spk)
+        unknown = sorted(sample - {u["id"] for u in found.entries("references")})
+        if unknown:
+            raise UserError(f"{args.reference_dir}: {len(unknown)} utterances are not references "
+                            f"of {args.canary_dir}, e.g. {unknown[0]}")
+    else:
+        sample = set(hyps)
+    refs.update({u["id"]: u["text"] for u in found.entries("references") if u["id"] in sample})
     missing = len(set(refs) - set(hyps))
     if missing:
-        logging.warning(f"{missing} of the {len(refs)} {' and '.join(kinds)} have no hypothesis "
-                        "in the decoded texts: scored as empty")
+        logging.warning(f"{missing} of the {len(refs)} canaries and decoded references have no "
+                        "hypothesis in the decoded texts: scored as empty")
     rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in refs})
     summary = summarise(rows)
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,35 @@ def test_cli_scores_a_missing_hypothesis_as_empty(tmp_path, caplog):
     assert [r.split("\t")[:5] for r in rows] == [
         ["canary-x16-0", "16", "1.000000", "1.000000", "0"],
         ["canaryref-0", "0", "0.000000", "0.000000", "1"]]
-    assert "1 of the 2 canaries and references have no hypothesis" in caplog.text
+    assert "1 of the 2 canaries and decoded references have no hypothesis" in caplog.text
+
+
+def test_cli_scores_the_decoded_reference_sample(tmp_path):
+    """References are a decoded sample: one outside it is not scored; one of the sample
+    without a hypothesis counts as empty (--reference_dir)."""
+    import json
+
+    from espnet_pcc import kaldi_dir
+    from espnet_pcc.bin import score_canary_accuracy as cli
+
+    d = _canary_dir(tmp_path)
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["references"].append({"id": "canaryref-1", "text": "NOT DECODED", "repeat_count": 0})
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "hyp").write_text("canary-x16-0 GOOD DAY\ncanaryref-0 NO WAY\n")
+    out = tmp_path / "out"
+    cli.main(["--canary_dir", str(d), "--hyp_text", str(tmp_path / "hyp"), "--output_dir", str(out)])
+    ids = [r.split("\t")[0] for r in (out / "utterances.tsv").read_text().splitlines()[1:]]
+    assert ids == ["canary-x16-0", "canaryref-0"]
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    kaldi_dir.write_files(kaldi_dir.KaldiDir(wav_scp={"canaryref-1": "x.wav"},
+                                             text={"canaryref-1": "NOT DECODED"},
+                                             utt2spk={"canaryref-1": "canaryref-1"}), sample)
+    cli.main(["--canary_dir", str(d), "--hyp_text", str(tmp_path / "hyp"), "--output_dir", str(out),
+              "--reference_dir", str(sample)])
+    rows = [r.split("\t")[:3] for r in (out / "utterances.tsv").read_text().splitlines()[1:]]
+    assert rows == [["canary-x16-0", "16", "0.000000"], ["canaryref-1", "0", "1.000000"]]
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
