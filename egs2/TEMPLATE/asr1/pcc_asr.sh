@@ -168,7 +168,7 @@ corpus_stamp() {
     done | LC_ALL=C sort | md5sum | cut -c1-32
 }
 # The training progress lines of espnet_pcc's asr_train (one per epoch) start with this
-# (espnet_pcc.trainer.PROGRESS_PREFIX, "[progress] "), as a sed pattern.
+# (espnet_pcc.progress.PROGRESS_PREFIX, "[progress] "), as a sed pattern.
 progress_re='\[progress\] '
 # run_logged [--cmd JOBCMD] [--gpu N] [--append] [--progress] [--what TEXT] LOG CMD...
 # The one way this script runs a command: its output goes to LOG (under exp/); on failure the
@@ -703,7 +703,9 @@ if run_stage 7; then
         local hyps=(--hyp_text "${decode_dir}/canaries/text")
         key="$(cat "${decode_dir}/canaries/.done") $(stamp "${canary_dir}/manifest.json")"
         if [[ " ${canary_sets} " == *" references "* ]]; then
-            hyps+=("${decode_dir}/references/text"); key+=" $(cat "${decode_dir}/references/.done")"
+            # The references decoded are a sample: each of it is scored, a lost one as empty.
+            hyps+=("${decode_dir}/references/text" --reference_dir "${refs_sample_dir}")
+            key+=" $(cat "${decode_dir}/references/.done")"
         fi
         is_done "${decode_dir}/canary_accuracy" "${key}" && return 0
         run_logged "${decode_dir}/canary_accuracy.log" ${python} -m espnet_pcc.bin.score_canary_accuracy \
