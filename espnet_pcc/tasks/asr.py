@@ -268,5 +268,8 @@ class PCCASRTask(ASRTask):
             # espnet2 leaves the process group to the interpreter's exit, where a torchrun
             # worker of a multi-node (c10d rendezvous) job can abort in gloo's teardown
             # ("terminate called without an active exception") after a finished run, failing
-            # the job; and the other node's agent then waits for its exit barrier.
+            # the job; and the other node's agent then waits for its exit barrier.  The
+            # barrier first: rank 0 still averages and writes models after the last epoch,
+            # and a peer that tore gloo down meanwhile aborted the same way (seen under load).
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
