@@ -9,7 +9,10 @@ options.
 With `clip_conf: {core_by: speaker}`, `check_args` also reads the training set's
 utt2spk (one-line error if it is missing or lacks an utterance) and the training
 iterator is built on `SpeakerCoreSampler` (espnet_pcc.speaker_cores): one speaker per
-core, no speaker twice in a step.  Validation keeps ESPnet's sampler.
+core, no speaker twice in a step.  With `--batch_sampler shuffled` it is built on
+`ShuffledBatchSampler` (espnet_pcc.samplers): new batches every epoch.  Validation keeps
+ESPnet's sampler.  `--clip_wrapper` names the registered optimizer wrapper (default
+per_core_clip); the noise's seed is drawn from the OS unless clip_conf.noise_seed gives one.
 """
 from __future__ import annotations
 
