@@ -24,7 +24,8 @@ import yaml
 from espnet_pcc.exposure import schema
 from espnet_pcc.recipe.report import train_log_by_epoch
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
-from espnet_pcc.study.report import read_accuracy_tsv, split_tag
+from espnet_pcc.study.accuracy import read_utterances_tsv
+from espnet_pcc.study.report import split_tag
 
 
 def arm_of(tag: str) -> Tuple[str, int]:
@@ -45,8 +46,9 @@ def _num_references(exposure_dir: Path) -> int:
 def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Path,
                 accuracy_tsv: Path) -> Tuple[List[CanaryScore], float, int]:
     """The canary rows of one scored checkpoint, its references' mean CER, and |R|."""
-    cer, _, counts = read_accuracy_tsv(accuracy_tsv)
-    references = [cer[u] for u, c in counts.items() if c == 0]
+    scored = read_utterances_tsv(accuracy_tsv)
+    cer = {r.utt_id: r.cer for r in scored}
+    references = [r.cer for r in scored if r.repeat_count == 0]
     rows = []
     for c in schema.read_exposure_json(exposure_dir / schema.EXPOSURE_JSON):
         canary = c[schema.CANARY_ID]
