@@ -1,64 +1,124 @@
 """The (epsilon, delta) of noisy per-core clipping, from dp-accounting's RDP accountant.
 
-What is accounted (README "Privacy: noise and accounting" states it for users):
+What is accounted (README "Privacy" states it for users):
 
-- **Unit: one utterance**, add-or-remove adjacency.  An utterance lies in one core of a
-  step, so adding or removing it changes one core's mean gradient g_k; after clipping,
-  ‖f_k·g_k‖ <= C, so the sum of the clipped cores moves by at most C.  Noise of standard
-  deviation σ·C on that sum is the Gaussian mechanism with noise multiplier σ, the same
-  sensitivity argument as DP-SGD with per-example clipping (a core is a group that the
-  utterance belongs to).  per_example is the case of one utterance per core.
-- **Sampling: the usual approximation, named as such.**  ESPnet's batch samplers shuffle
-  the data and walk through it without replacement, one epoch after another; the
-  accountant assumes Poisson sampling with rate q = 1 / (optimizer steps per epoch), the
-  expected share of the data in one step.  This is what DP-SGD papers and libraries
-  report for shuffled batches; it is not a proof for shuffling (Chua et al. 2024, "How
-  private are DP-SGD implementations?", show the two can differ).
-- **Speaker cores** (clip_conf.core_by: speaker) bound each speaker's influence on a
-  step to C, but a speaker appears in several steps of an epoch: the number reported is
-  still per utterance, not per speaker.
-- The quantile-adaptive bound is not combined with noise (ClipConfig rejects it): its
-  update reads the exact fraction of clipped cores.
+- **Unit and adjacency.**  Add or remove one *unit*: an utterance; a recording when the
+  training set holds speed-perturbed copies (``sp<f>-`` ids: all copies of a recording are one
+  unit); a speaker with ``clip_conf.core_by: speaker`` (user-level DP).  N counts units.
+- **Sensitivity** (`sensitivity`, in units of C).  Noise of standard deviation σ·C is added
+  to the sum of the clipped cores.  With the Poisson sampler (`espnet_pcc.poisson`) a unit lies
+  in one core, drawn for it alone, so adding or removing it changes that core only: from one
+  vector of norm <= C to another, 2C, when the core can hold other units (per_core, APCC's
+  relatives, the control); with per_example each of the unit's at most m utterances is a core
+  of its own, m·C (C for utterance units).  The accountant's noise multiplier is
+  σ / sensitivity.  Position cores of fixed batches are not accounted: one utterance more
+  re-cuts every later shard of its micro-batch, and ESPnet's batch plan depends on the whole
+  data set; `espnet_pcc.tasks.asr` rejects noise with them.
+- **Sampling.**  Poisson sampling with the sampler's q (`espnet_pcc.poisson.PoissonPlan`):
+  each unit joins each step independently, the batches are secret, and the average is over
+  the *expected* number of cores, so the denominator does not depend on the data.  With any
+  other sampler (per_example only) the bound is the one that holds *without amplification*:
+  each unit takes part once per epoch with all its copies in the worst case in one step
+  (sensitivity m·C), epochs composed; reported under its own name.
+- **delta** defaults to 0.01 / N (`default_delta`): the expected number of units whose
+  guarantee may fail is 1 %, below the weak delta = 1/N.
+- The quantile-adaptive bound and APCC are not combined with noise (ClipConfig rejects it):
+  their bounds read the data.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import dp_accounting
 from dp_accounting import rdp
 
+from espnet_pcc.clipping import ClipMode
 
-def sampling_rate(steps_per_epoch: int) -> float:
-    """q of the Poisson approximation: the expected share of the data in one step."""
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    return 1.0 / steps_per_epoch
+#: default_delta = DELTA_SHARE / N
+DELTA_SHARE = 0.01
 
 
-def default_delta(num_utterances: int) -> float:
-    """delta = 1/N, N the training utterances (the issue's and common default)."""
-    if num_utterances < 1:
-        raise ValueError(f"num_utterances must be >= 1, got {num_utterances}")
-    return 1.0 / num_utterances
+def default_delta(num_units: int) -> float:
+    """delta = 0.01 / N, N the privacy units (module docstring)."""
+    if num_units < 1:
+        raise ValueError(f"num_units must be >= 1, got {num_units}")
+    return DELTA_SHARE / num_units
+
+
+def sensitivity(mode: ClipMode, max_per_unit: int = 1) -> int:
+    """How far one unit moves the sum of the clipped cores, in units of C, when it lies in
+    one hashed core (per_example: each of its at most `max_per_unit` utterances in a core of
+    its own)."""
+    if max_per_unit < 1:
+        raise ValueError(f"max_per_unit must be >= 1, got {max_per_unit}")
+    return max_per_unit if mode is ClipMode.PER_EXAMPLE else 2
 
 
 def dp_event(noise_multiplier: float, sampling_rate: float,
              steps: int) -> dp_accounting.DpEvent:
-    """`steps` Poisson-sampled Gaussian mechanisms of noise multiplier σ."""
-    return dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(
-            sampling_rate, dp_accounting.GaussianDpEvent(noise_multiplier)), steps)
+    """`steps` Poisson-sampled Gaussian mechanisms of noise multiplier σ (q = 1: plain)."""
+    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
+    if sampling_rate < 1:
+        gaussian = dp_accounting.PoissonSampledDpEvent(sampling_rate, gaussian)
+    return dp_accounting.SelfComposedDpEvent(gaussian, steps)
 
 
-def epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float) -> float:
-    """epsilon at `delta` after `steps` noisy steps (RDP accountant, dp-accounting).
+def epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: float,
+            sensitivity: float = 1.0) -> float:
+    """epsilon at `delta` after `steps` noisy steps (RDP accountant, dp-accounting), the
+    noise σ·C and one unit moving the sum by `sensitivity`·C: noise multiplier σ/sensitivity.
 
     +inf without noise; 0 before any step.
     """
+    if not 0 < sampling_rate <= 1:
+        raise ValueError(f"sampling_rate must be in (0, 1], got {sampling_rate}")
+    if sensitivity <= 0:
+        raise ValueError(f"sensitivity must be > 0, got {sensitivity}")
     if steps == 0:
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
     accountant = rdp.RdpAccountant()
-    accountant.compose(dp_event(noise_multiplier, sampling_rate, steps))
+    accountant.compose(dp_event(noise_multiplier / sensitivity, sampling_rate, steps))
     return float(accountant.get_epsilon(delta))
+
+
+@dataclass(frozen=True)
+class PrivacyAccounting:
+    """What a noisy run's epsilon is computed from, and how it is named.
+
+    unit: utterance | recording | speaker; num_units: N.  sampling_rate: q of the Poisson
+    sampler, or None for another sampler (no amplification: one participation per epoch).
+    sensitivity: in units of C.  delta: of the reported (epsilon, delta).
+    """
+
+    unit: str
+    num_units: int
+    noise_multiplier: float
+    sensitivity: float
+    delta: float
+    sampling_rate: Optional[float]
+
+    @property
+    def reporter_key(self) -> str:
+        """dp_epsilon (Poisson sampling); dp_epsilon_unamplified (any other sampler)."""
+        return "dp_epsilon" if self.sampling_rate is not None else "dp_epsilon_unamplified"
+
+    def epsilon(self, steps: int, epochs: int) -> float:
+        """After `steps` optimizer steps (Poisson) or `epochs` epochs (otherwise)."""
+        if self.sampling_rate is None:
+            return epsilon(self.noise_multiplier, 1.0, epochs, self.delta, self.sensitivity)
+        return epsilon(self.noise_multiplier, self.sampling_rate, steps, self.delta,
+                       self.sensitivity)
+
+    def describe(self) -> str:
+        sampler = (f"Poisson sampling q = {self.sampling_rate:.6g}" if self.sampling_rate
+                   is not None else "no amplification by sampling (one participation per "
+                   "epoch)")
+        return (f"privacy: add/remove one {self.unit} (N = {self.num_units}), {sampler}, "
+                f"sensitivity {self.sensitivity:g}C, noise multiplier "
+                f"{self.noise_multiplier:g}/{self.sensitivity:g} = "
+                f"{self.noise_multiplier / self.sensitivity:.6g}, delta = {self.delta:.3g}; "
+                f"reported as {self.reporter_key}")

@@ -23,6 +23,8 @@ from espnet_pcc.clipping import ClipMode, clip_factor
 
 Sums = List[Optional[torch.Tensor]]  # per parameter; None: no core had a gradient for it
 #: Adds the step's noise to Σ: noise(sums, used), `used[i]` whether parameter i is in Σ.
+#: With noise every parameter is in Σ (zeros where no core had a gradient for it): whether a
+#: parameter received a gradient can depend on the data, so every one gets its noise.
 AddNoise = Optional[Callable[[Sums, List[bool]], None]]
 
 COUNTS = 4  # the summed counts at the head of the statistics
@@ -103,6 +105,10 @@ class CoreSums(Protocol):
         holds, the statistics over all ranks)."""
 
 
+def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
 def at_least_float32(grad: torch.Tensor) -> torch.Tensor:
     """Accumulate in float32 at least: bf16/fp16 sums of K cores lose the update."""
     return grad if grad.dtype in (torch.float32, torch.float64) else grad.float()
@@ -132,9 +138,11 @@ class LocalSums:
 
     def __init__(self) -> None:
         self.sums: Sums = []
+        self._params: Sequence[torch.nn.Parameter] = []
 
     def start(self, params: Sequence[torch.nn.Parameter]) -> None:
         self.sums = [None] * len(params)
+        self._params = params
 
     def add(self, used: List[int], grads: List[torch.Tensor],
             factor: Optional[torch.Tensor]) -> None:
@@ -150,6 +158,9 @@ class LocalSums:
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
                ) -> Tuple[Sums, List[bool], torch.Tensor]:
+        if add_noise is not None:
+            self.sums = [torch.zeros_like(p, dtype=_sum_dtype(p.dtype)) if s is None
+                         else s for s, p in zip(self.sums, self._params)]
         used = [s is not None for s in self.sums]
         if add_noise is not None:
             add_noise(self.sums, used)

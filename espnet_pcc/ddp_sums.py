@@ -74,7 +74,9 @@ class FlatSums:
         tail[:n] = statistics
         tail[n:] = torch.tensor([s is not None for s in self.sums], dtype=tail.dtype)
         dist.all_reduce(self.flat, op=dist.ReduceOp.SUM, group=self.group)
-        return self.views, (tail[n:] > 0).tolist(), tail[:n].double()
+        # With noise every parameter holds its noise (core_sums.AddNoise).
+        used = [True] * len(self.views) if add_noise is not None else (tail[n:] > 0).tolist()
+        return self.views, used, tail[:n].double()
 
     def gather(self, core_norms: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """Moves every rank's pending cores to rank 0 (collective).

@@ -139,6 +139,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         noise_seed: Seeds the noise of every step together with the step number
             (keyword-only; the task passes a secret one, or clip_conf.noise_seed).  torch's
             generator is not a cryptographically secure one (cf. Opacus' ``secure_mode``).
+        expected_cores: The fixed denominator D of Poisson-sampled DP-SGD (keyword-only;
+            `espnet_pcc.poisson`): u = (Σ + noise)/D whatever the step's core count, so that
+            the denominator does not depend on the data.  None: K, the step's cores.
 
     Raises:
         TypeError: ``clip_config`` is not a :class:`ClipConfig`.
@@ -147,7 +150,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, clip_config: ClipConfig,
-                 process_group: Any = None, noise_seed: int = 0):
+                 process_group: Any = None, noise_seed: int = 0,
+                 expected_cores: Optional[float] = None):
         # torch.optim.Optimizer.__init__ is not called on purpose: all optimizer
         # state lives in the wrapped instance (the Opacus DPOptimizer pattern).
         if not isinstance(clip_config, ClipConfig):
@@ -161,7 +165,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._sums: Optional[Union[LocalSums, FlatSums]] = None  # built at the first core
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
-        self._divisor = 1  # K̂: the number of cores of the last step (class docstring)
+        if expected_cores is not None and not expected_cores > 0:
+            raise ValueError(f"expected_cores must be > 0, got {expected_cores!r}")
+        self.expected_cores = None if expected_cores is None else float(expected_cores)
+        # K̂: the number of cores of the last step (class docstring), or the fixed D.
+        self._divisor = 1 if expected_cores is None else self.expected_cores
         self.noise_seed = int(noise_seed)
         self.steps = 0  # reduce_cores() calls so far: numbers the noise of each step
         self._bound = clip_config.max_norm  # C; moves with clip_conf.target_quantile
@@ -247,7 +255,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             return
         # K̂ divides every core of the step on every rank, so every rank restores it;
         # a checkpoint with pending cores in the flat-buffer layout was written with K̂ = 1.
-        self._divisor = int(pending.get("divisor", 1))
+        if self.expected_cores is None:
+            self._divisor = pending.get("divisor", 1)
         if self._distributed() and dist.get_rank(self.process_group) != 0:
             return  # rank 0 resumes every rank's pending cores (gather_pending)
         params = self._params()
@@ -367,23 +376,26 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         """
         params = self._params()
         if not self._core_norms:
-            if not self._distributed():
-                raise RuntimeError("reduce_cores() called before any add_core()")
-            # Under DDP a rank may add nothing to a step (its cores went to rank 0 in
-            # gather_pending): it still takes part, with zeros.
+            # A step may hold no core: Poisson sampling drew nothing for it (its update is
+            # the noise alone), or under DDP this rank's cores went to rank 0 in
+            # gather_pending (it still takes part, with zeros).
             self._start_step(params)
         stats, sums, used, noise_scale = self._reduce(params)
         bound, scale = self._scale_of(stats)
         self._write_update(params, sums, used, scale)
         self._end_step(stats, bound)
+        some = stats.num_cores > 0
         return CoreReduction(
-            num_cores=stats.num_cores, bound=bound, norm_min=stats.norm_min,
+            num_cores=stats.num_cores, bound=bound,
+            norm_min=stats.norm_min if some else math.nan,
             norm_mean=stats.norm_sum / max(stats.num_cores - stats.nonfinite, 1),
-            norm_max=stats.norm_max, clipped_fraction=stats.num_clipped / stats.num_cores,
+            norm_max=stats.norm_max if some else math.nan,
+            clipped_fraction=stats.num_clipped / max(stats.num_cores, 1),
             nonfinite_cores=stats.nonfinite,
             update_norm=(min(stats.norm_max, bound) if stats.num_cores == 1
                          and not stats.nonfinite and not noise_scale else None),
-            noise_std=self.clip_config.noise_multiplier * bound / stats.num_cores
+            noise_std=self.clip_config.noise_multiplier * bound
+            / (self._divisor if self.expected_cores is not None else stats.num_cores)
             if noise_scale else 0.0)
 
     def _reduce(self, params: List[torch.nn.Parameter]):
@@ -411,10 +423,13 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         and there is no noise, so that every rank skips the step."""
         if self.mode is ClipMode.ADAPTIVE_PER_CORE:
             bound = stats.norm_min
-            scale = bound / (stats.num_cores * self._ref.item())
+            scale = bound / (stats.num_cores * self._ref.item()) if stats.num_cores else 0.0
         else:
             bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
-            scale = self._divisor / stats.num_cores
+            if self.expected_cores is not None:
+                scale = 1.0  # Σ was divided by the fixed D as the cores came in
+            else:
+                scale = self._divisor / stats.num_cores if stats.num_cores else 0.0
         skip = stats.nonfinite and not self.clip_config.noise_multiplier > 0
         return bound, math.nan if skip else scale
 
@@ -436,7 +451,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                 bound, (stats.num_cores - stats.num_clipped) / stats.num_cores,
                 self.clip_config.target_quantile, self.clip_config.bound_lr)
         self._reset_accumulation()
-        self._divisor = stats.num_cores
+        if self.expected_cores is None and stats.num_cores:
+            self._divisor = stats.num_cores
         self.steps += 1
 
     def _distributed(self) -> bool:

@@ -22,8 +22,10 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
 import numpy as np
 from espnet2.samplers.abs_sampler import AbsSampler
 
-#: --batch_sampler values: ESPnet's own (`--batch_type`), or new batches every epoch.
-BATCH_SAMPLERS = ("espnet", "shuffled")
+#: --batch_sampler values: auto (poisson with noise, else espnet), ESPnet's own
+#: (`--batch_type`), new batches every epoch, or Poisson sampling into hashed cores
+#: (espnet_pcc.poisson).
+BATCH_SAMPLERS = ("auto", "espnet", "shuffled", "poisson")
 
 MicroBatch = Tuple[str, ...]
 

@@ -67,6 +67,7 @@ from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
 from espnet_pcc.optim import CoreClippingOptimizer
+from espnet_pcc.poisson import is_empty
 from espnet_pcc.progress import EpochProgress, format_progress
 
 
@@ -77,6 +78,10 @@ class PCCTrainerOptions(TrainerOptions):
     clip_config: ClipConfig  # both, validated: what the trainer uses
     # core_by speaker: utterance -> speaker of the training set (TrainArgs.speaker_of)
     speaker_of: Optional[dict] = None
+    # --batch_sampler as resolved by PCCASRTask.check_args (poisson: hashed cores)
+    batch_sampler: str = "espnet"
+    # With noise: what the epsilon is computed from (TrainArgs.privacy)
+    privacy: Optional[accounting.PrivacyAccounting] = None
 
 
 def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,16 +116,26 @@ def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
     return grad_clip
 
 
-def epsilon_spent(config: ClipConfig, steps: int, steps_per_epoch: int) -> float:
-    """The epsilon at `config.delta` after `steps` noisy steps (espnet_pcc.accounting:
-    Poisson approximation with q = 1/steps_per_epoch, utterance-level).  delta has one
-    default, 1/N, which PCCASRTask.check_args sets from the training shape file."""
-    if config.delta is None:
-        raise ValueError("clip_config.delta is not set: PCCASRTask.check_args sets it to 1/N "
-                         "from the training shape file, or set clip_conf.delta")
-    return accounting.epsilon(config.noise_multiplier,
-                              accounting.sampling_rate(max(steps_per_epoch, 1)), steps,
-                              config.delta)
+def items_per_step(config: ClipConfig, batch_sampler: str, accum_grad: int) -> int:
+    """Iterator items of one optimizer step on each rank: accum_grad micro-batches, and with
+    the Poisson sampler's hashed cores each micro-batch's cores one item each (per_example:
+    the micro-batch is one item, split per utterance)."""
+    if batch_sampler == "poisson" and config.mode is not ClipMode.PER_EXAMPLE:
+        return accum_grad * config.num_cores
+    return accum_grad
+
+
+@torch.no_grad()
+def _stand_in_stats(model: torch.nn.Module, batch: Dict) -> Tuple[Dict, torch.Tensor]:
+    """Stats of an empty item (weight 0), with the keys a real one has: a forward of the
+    stand-in utterance without gradient, the buffers (BatchNorm statistics) put back.  Under
+    DDP every rank must register the same keys each item (`recursive_average` is a
+    collective), so an empty item cannot just register nothing."""
+    buffers = [b.detach().clone() for b in model.buffers()]
+    _, stats, _ = _forward(model, batch)
+    for b, saved in zip(model.buffers(), buffers):
+        b.copy_(saved)
+    return stats, torch.zeros(())
 
 
 def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:
@@ -157,6 +172,12 @@ class PCCTrainer(Trainer):
         if args.clip_config.core_by == "speaker" and getattr(args, "speaker_of", None) is None:
             raise ValueError("args.speaker_of is not set: PCCASRTask.check_args(args) reads "
                              "it from utt2spk for clip_conf.core_by=speaker")
+        for name, default in (("privacy", None), ("batch_sampler", "espnet")):
+            if getattr(args, name, None) is None:
+                setattr(args, name, default)  # args built without PCCASRTask's options
+        if args.clip_config.noise_multiplier > 0 and args.privacy is None:
+            raise ValueError("args.privacy is not set: PCCASRTask.build_optimizers sets what a "
+                             "noisy run's epsilon is computed from")
         options = build_dataclass(PCCTrainerOptions, args)
         options.grad_clip = effective_grad_clip(options.clip_config, options.grad_clip)
         return options
@@ -245,8 +266,12 @@ class PCCTrainer(Trainer):
         log_interval = options.log_interval
         if log_interval is None:
             log_interval = 100 if epoch_length is None else max(epoch_length // 20, 10)
-        if config.noise_multiplier > 0 and epoch_length is None:
-            logging.warning("the iterator has no length: dp_epsilon is not reported")
+        privacy = options.privacy if config.noise_multiplier > 0 else None
+        if privacy is not None and epoch_length is None:
+            logging.warning(f"the iterator has no length: {privacy.reporter_key} is not reported")
+        step_items = items_per_step(config, options.batch_sampler, options.accum_grad)
+        one_core_per_item = (options.batch_sampler == "poisson"
+                             and config.mode is not ClipMode.PER_EXAMPLE)
         model.train()
         all_steps_are_invalid = True
         # Ranks may hold different numbers of batches: stop all when one runs out.
@@ -266,7 +291,12 @@ class PCCTrainer(Trainer):
                 all_steps_are_invalid = False
                 continue
 
-            if config.core_by == "speaker":
+            empty = is_empty(utt_id)
+            if empty:
+                cores = []  # an empty slot of a Poisson step: no core
+            elif one_core_per_item:
+                cores = [batch]  # a hashed core of the Poisson sampler, as drawn
+            elif config.core_by == "speaker":
                 cores = split_by_speaker(batch, options.speaker_of)
             else:
                 cores = split_batch(batch, config.cores_per_micro_batch(batch_size(batch)))
@@ -285,22 +315,26 @@ class PCCTrainer(Trainer):
                 backward_time += time.perf_counter() - toc
                 forward_time += toc - tic
                 per_core.append((stats, weight))
-            stats, weight = _weighted_mean(per_core)
+            if per_core:
+                stats, weight = _weighted_mean(per_core)
+            else:
+                with no_sync():
+                    stats, weight = _stand_in_stats(model, batch)
             if distributed:
                 stats, weight = recursive_average(stats, weight, distributed)
             reporter.register(stats, weight)
             reporter.register({"forward_time": forward_time, "backward_time": backward_time})
 
-            if iiter % options.accum_grad == 0:
+            if iiter % step_items == 0:
                 if cls._step(model, optimizer, scheduler, scaler, reporter, options):
                     all_steps_are_invalid = False
                 if distributed:
                     average_buffers(model)  # no_sync stopped DDP's buffer broadcast
-                if (config.noise_multiplier > 0 and epoch_length is not None
-                        and iiter + options.accum_grad > epoch_length):
+                if (privacy is not None and epoch_length is not None
+                        and iiter + step_items > epoch_length):
                     # At the epoch's last step, once: nanmean makes it the epoch's value.
-                    reporter.register({"dp_epsilon": epsilon_spent(
-                        config, optimizer.steps, epoch_length // options.accum_grad)})
+                    reporter.register({privacy.reporter_key: privacy.epsilon(
+                        optimizer.steps, reporter.get_epoch())})
                 reporter.register({
                     **{f"optim0_lr{j}": pg["lr"] for j, pg in enumerate(optimizer.param_groups)
                        if "lr" in pg},

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from espnet_pcc.accounting import default_delta, epsilon, sampling_rate
+from espnet_pcc.accounting import default_delta, epsilon
 
 
 def rdp_epsilon_by_hand(sigma, steps, delta):
@@ -30,7 +30,7 @@ def test_tf_privacy_mnist_example_is_reproduced():
 
 
 def test_epsilon_grows_with_steps_and_shrinks_with_noise():
-    q = sampling_rate(100)
+    q = 0.01
     assert epsilon(1.0, q, 100, 1e-5) < epsilon(1.0, q, 200, 1e-5)
     assert epsilon(2.0, q, 100, 1e-5) < epsilon(1.0, q, 100, 1e-5)
 
@@ -40,10 +40,7 @@ def test_no_step_costs_nothing_and_no_noise_is_infinite():
     assert epsilon(0.0, 0.1, 10, 1e-5) == math.inf
 
 
-def test_sampling_rate_and_default_delta():
-    assert sampling_rate(50) == 0.02
-    assert default_delta(1000) == 1e-3
-    with pytest.raises(ValueError, match="steps_per_epoch must be >= 1, got 0"):
-        sampling_rate(0)
-    with pytest.raises(ValueError, match="num_utterances must be >= 1, got 0"):
+def test_default_delta_is_a_hundredth_of_one_over_n():
+    assert default_delta(1000) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="num_units must be >= 1, got 0"):
         default_delta(0)

@@ -140,7 +140,9 @@ def test_check_args_carries_the_clip_config_outside_the_options():
     args = PCCASRTask.get_parser().parse_args(["--clip", "per_core", "--clip_conf", "max_norm=2"])
     checked = PCCASRTask.check_args(args)
     assert checked.clip_config == ClipConfig.from_options("per_core", {"max_norm": 2})
-    assert vars(checked) == vars(args)  # what espnet2 writes to config.yaml: no clip_config
+    # What espnet2 writes to config.yaml: no clip_config, the sampler as resolved (auto:
+    # espnet without noise).
+    assert vars(checked) == {**vars(args), "batch_sampler": "espnet"}
     assert PCCTrainer.build_options(checked).clip_config is checked.clip_config
 
 
@@ -320,14 +322,17 @@ def test_sigkill_mid_epoch_then_resume(corpus, tmp_path, clip, clip_conf):
 
 
 def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
-    """8 utterances in batches of 4: 2 steps an epoch, q = 1/2, delta = 1/8."""
+    """8 utterances, Poisson batches of 4 in expectation (the default sampler with noise): 2
+    steps an epoch, q = 1/2, delta = 0.01/8, sensitivity 2C (2 hashed cores that can each
+    hold several utterances), the average over the 2 core slots."""
     out = tmp_path / "noisy"
     conf = {"clip": "per_core", "max_epoch": 2,
             "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.5}}
     asr_train.main(train_args(corpus, out, conf))
     for epoch, steps in ((1, 2), (2, 4)):
         stats = train_stats(out, epoch)
-        assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(1.5, 0.5, steps, 1 / 8))
+        assert stats["dp_epsilon"] == pytest.approx(
+            accounting.epsilon(1.5, 0.5, steps, 0.01 / 8, sensitivity=2))
         assert stats["noise_std"] == pytest.approx(1.5 * 1.0 / 2)
     assert train_stats(out, 1)["dp_epsilon"] < train_stats(out, 2)["dp_epsilon"]
     saved = torch.load(out / "checkpoint.pth", weights_only=False)
@@ -383,9 +388,13 @@ def test_noise_without_a_shape_file_needs_an_explicit_delta():
     args = PCCASRTask.get_parser().parse_args([])
     args.clip, args.clip_conf = "per_core", {"max_norm": 1.0, "noise_multiplier": 1.0}
     args.train_shape_file = []
-    with pytest.raises(ClipConfigError, match="delta = 1/N needs the training utterances"):
+    with pytest.raises(ClipConfigError, match="delta = 0.01/N needs the training units"):
         PCCASRTask.check_args(args)
     args.clip_conf["delta"] = 1e-6
+    # The Poisson sampler (the default with noise) reads the utterances too.
+    with pytest.raises(ClipConfigError, match="--batch_sampler poisson needs --train_shape_file"):
+        PCCASRTask.check_args(args)
+    args.clip, args.batch_sampler = "per_example", "espnet"
     assert PCCASRTask.check_args(args).clip_config.delta == 1e-6
 
 
@@ -398,5 +407,5 @@ def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsy
         asr_train.main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot count the training utterances" in err[0], err
+    assert len(err) == 1 and "cannot count the training units" in err[0], err
     assert not out.exists()

@@ -107,10 +107,10 @@ class CountingWrapper(torch.optim.Optimizer):
 
     cores_added = 0
 
-    def __init__(self, optimizer, *, clip_config, noise_seed=0):
+    def __init__(self, optimizer, *, clip_config, noise_seed=0, expected_cores=None):
         # No Optimizer.__init__: param_groups, state, defaults and steps are the inner one's.
         self.inner = PerCoreClipOptimizer(optimizer, clip_config=clip_config,
-                                          noise_seed=noise_seed)
+                                          noise_seed=noise_seed, expected_cores=expected_cores)
 
     def __getattr__(self, name):
         return getattr(self.__dict__["inner"], name)

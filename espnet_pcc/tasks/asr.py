@@ -10,9 +10,17 @@ With `clip_conf: {core_by: speaker}`, `check_args` also reads the training set's
 utt2spk (one-line error if it is missing or lacks an utterance) and the training
 iterator is built on `SpeakerCoreSampler` (espnet_pcc.speaker_cores): one speaker per
 core, no speaker twice in a step.  With `--batch_sampler shuffled` it is built on
-`ShuffledBatchSampler` (espnet_pcc.samplers): new batches every epoch.  Validation keeps
-ESPnet's sampler.  `--clip_wrapper` names the registered optimizer wrapper (default
-per_core_clip); the noise's seed is drawn from the OS unless clip_conf.noise_seed gives one.
+`ShuffledBatchSampler` (espnet_pcc.samplers): new batches every epoch.  With `--batch_sampler
+poisson` (the default when there is noise) on `PoissonCoreSampler` (espnet_pcc.poisson): each
+privacy unit joins each step with probability q into a core drawn for it alone; the
+accountant's premises (espnet_pcc.accounting) then hold.  Validation keeps ESPnet's sampler.
+`--clip_wrapper` names the registered optimizer wrapper (default per_core_clip); the noise's
+seed is drawn from the OS unless clip_conf.noise_seed gives one, and under DDP rank 0's is
+broadcast.
+
+Noise is accounted only where the layout bounds one unit's influence (`check_privacy_layout`):
+the Poisson sampler's hashed cores, or per_example clipping (without amplification under any
+other sampler).
 """
 from __future__ import annotations
 
@@ -31,9 +39,12 @@ from espnet2.tasks.asr import ASRTask
 from espnet2.train.distributed_utils import DistributedOption
 
 from espnet_pcc import distributed, registry
-from espnet_pcc.accounting import default_delta
+from espnet_pcc.accounting import PrivacyAccounting, default_delta, sensitivity
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.clipping import ClipMode
 from espnet_pcc.errors import UserError
+from espnet_pcc.poisson import PoissonCoreSampler, PoissonPlan, WithEmptyItems, group_units, \
+    make_plan, unit_kind
 from espnet_pcc.samplers import BATCH_SAMPLERS, ShuffledBatchSampler
 from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
     read_utt_lengths, utt2spk_path, utts_per_core
@@ -42,7 +53,10 @@ from espnet_pcc.trainer import PCCTrainer
 
 class TrainArgs(argparse.Namespace):
     """asr_train's parsed options plus `clip_config`, the ClipConfig built from them, and
-    `speaker_of` (core_by speaker: the training utterances' speakers, else None).
+    `speaker_of` (core_by speaker: the training utterances' speakers, else None); then, set
+    by `PCCASRTask.build_optimizers`: `poisson_plan` (--batch_sampler poisson), `privacy`
+    (with noise: what the epsilon is computed from) and `sampler_key` (the Poisson sampler's
+    key: the secret noise seed with noise, else --seed).
 
     Neither is an option: they are slots, outside ``vars(args)``, which espnet2 writes to
     config.yaml (a file that must load back as options).  espnet2's spawned DDP workers
@@ -50,7 +64,7 @@ class TrainArgs(argparse.Namespace):
     `PCCASRTask.main_worker`).
     """
 
-    __slots__ = ("clip_config", "speaker_of")
+    __slots__ = ("clip_config", "speaker_of", "poisson_plan", "privacy", "sampler_key")
 
 
 def read_training_speakers(args: argparse.Namespace, config: ClipConfig) -> Dict[str, str]:
@@ -101,6 +115,120 @@ def check_sampler_options(args: argparse.Namespace, config: ClipConfig) -> None:
         raise ClipConfigError(f"{name} needs --train_shape_file (the training utterances)")
 
 
+def resolve_batch_sampler(name: str, config: ClipConfig) -> str:
+    """--batch_sampler auto: poisson with noise (the sampler the accountant assumes), else
+    espnet."""
+    if name == "auto":
+        return "poisson" if config.noise_multiplier > 0 else "espnet"
+    return name
+
+
+def check_poisson_options(args: argparse.Namespace, config: ClipConfig) -> None:
+    """The options --batch_sampler poisson works with.
+
+    Raises:
+        ClipConfigError: a mode without the per-core loop, or an iterator option that would
+            change what was sampled (one line).
+    """
+    if not config.wraps_optimizer:
+        raise ClipConfigError(f"--batch_sampler poisson with clip: {config.mode.value}: its "
+                              "steps may hold empty cores, which only the per-core loop "
+                              "handles; use per_core, adaptive_per_core, per_example, or none "
+                              "with clip_conf.num_cores > 1")
+    if args.iterator_type != "sequence" or args.multiple_iterator:
+        raise ClipConfigError("--batch_sampler poisson needs --iterator_type sequence and "
+                              "--multiple_iterator false")
+    if not args.train_shape_file:
+        raise ClipConfigError("--batch_sampler poisson needs --train_shape_file "
+                              "(the training utterances)")
+    if args.num_iters_per_epoch is not None:
+        raise ClipConfigError(f"--batch_sampler poisson with --num_iters_per_epoch "
+                              f"{args.num_iters_per_epoch}: an epoch is round(1/q) steps, "
+                              "q from the data; remove --num_iters_per_epoch")
+    if args.shuffle_within_batch:
+        raise ClipConfigError("--batch_sampler poisson does not support "
+                              "--shuffle_within_batch (it would move units across cores)")
+
+
+def check_privacy_layout(args: argparse.Namespace, config: ClipConfig, sampler: str) -> None:
+    """With noise: the layouts whose sensitivity the accountant knows.
+
+    Raises:
+        ClipConfigError: position or speaker cores of a non-Poisson sampler (one utterance
+            more re-cuts every later core of its micro-batch, and the batch plan depends on
+            the whole data set), or --num_iters_per_epoch (it changes how often a unit takes
+            part, which the accountant could not see).
+    """
+    sigma = f"clip_conf.noise_multiplier={config.noise_multiplier:g}"
+    if args.num_iters_per_epoch is not None:
+        raise ClipConfigError(f"{sigma} with --num_iters_per_epoch {args.num_iters_per_epoch}: "
+                              "the accountant would not know how often a unit takes part; "
+                              "remove --num_iters_per_epoch")
+    if sampler != "poisson" and config.mode is not ClipMode.PER_EXAMPLE:
+        raise ClipConfigError(f"{sigma} with --batch_sampler {sampler} and clip: "
+                              f"{config.mode.value}: one utterance more re-cuts every later "
+                              "core of its micro-batch, so no sensitivity holds; use "
+                              "--batch_sampler poisson (hashed cores; the default with noise)")
+
+
+def count_privacy_units(args: argparse.Namespace, config: ClipConfig,
+                        speaker_of: Optional[Dict[str, str]]) -> int:
+    """N for delta: the units (utterances, recordings or speakers) of the first shape file."""
+    try:
+        utts = read_utt_lengths(args.train_shape_file[0])
+    except ClipConfigError as e:
+        raise ClipConfigError(f"clip_conf.noise_multiplier: cannot count the training units "
+                              f"for delta = 0.01/N ({e}); set clip_conf.delta") from None
+    if not utts:
+        raise ClipConfigError(f"clip_conf.noise_multiplier: {args.train_shape_file[0]} "
+                              "lists no training utterance (delta = 0.01/N)")
+    return len(group_units(utts, speaker_of))
+
+
+def shared_secret() -> int:
+    """128 bits from the OS's CSPRNG, rank 0's under DDP (every rank must hold the same: the
+    Poisson sampler's key, and rank 0's noise)."""
+    secret = secrets.randbits(128)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        words = torch.tensor([(secret >> (32 * i)) & 0xFFFFFFFF for i in range(4)],
+                             dtype=torch.int64)
+        if torch.distributed.get_backend() == "nccl":
+            words = words.cuda()
+        torch.distributed.broadcast(words, src=0)
+        secret = sum(int(w) << (32 * i) for i, w in enumerate(words.tolist()))
+    return secret
+
+
+def poisson_plan(args: argparse.Namespace) -> PoissonPlan:
+    """The run's Poisson plan (espnet_pcc.poisson.make_plan) for this world size."""
+    config = args.clip_config
+    world = torch.distributed.get_world_size() if (
+        torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
+    per_micro_batch = 1 if config.mode is ClipMode.PER_EXAMPLE else config.num_cores
+    plan = make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
+                     cores_per_micro_batch=per_micro_batch, accum_grad=args.accum_grad,
+                     world_size=world, speaker_of=args.speaker_of)
+    logging.info(f"[train] {plan.describe()}")
+    return plan
+
+
+def privacy_accounting(args: argparse.Namespace, config: ClipConfig,
+                       plan: Optional[PoissonPlan]) -> Optional[PrivacyAccounting]:
+    """What a noisy run's epsilon is computed from (espnet_pcc.accounting); None without
+    noise."""
+    if config.noise_multiplier <= 0:
+        return None
+    if plan is not None:
+        return PrivacyAccounting(plan.kind, plan.num_units, config.noise_multiplier,
+                                 sensitivity(config.mode, plan.max_per_unit), config.delta,
+                                 plan.sampling_rate)
+    # per_example under another sampler: no amplification; a unit's copies may share a step.
+    units = group_units(read_utt_lengths(args.train_shape_file[0]))
+    copies = max(len(v) for v in units.values())
+    return PrivacyAccounting(unit_kind(units, False), len(units), config.noise_multiplier,
+                             sensitivity(config.mode, copies), config.delta, None)
+
+
 class PCCASRTask(ASRTask):
     trainer = PCCTrainer
 
@@ -109,40 +237,34 @@ class PCCASRTask(ASRTask):
         super().add_task_arguments(parser)
         distributed.add_arguments(parser)
         parser.add_argument_group("Training batch sampler").add_argument(
-            "--batch_sampler", type=str, default="espnet", choices=BATCH_SAMPLERS,
-            help="espnet: ESPnet's batches of --batch_type, built once (only their order "
-            "changes per epoch); shuffled: new batches of --batch_size utterances every epoch "
-            "from a seeded shuffle of all training utterances (espnet_pcc.samplers). "
-            "Training iterator only")
+            "--batch_sampler", type=str, default="auto", choices=BATCH_SAMPLERS,
+            help="auto: poisson with clip_conf.noise_multiplier > 0, else espnet; espnet: "
+            "ESPnet's batches of --batch_type, built once (only their order changes per "
+            "epoch); shuffled: new batches of --batch_size utterances every epoch from a "
+            "seeded shuffle of all training utterances (espnet_pcc.samplers); poisson: each "
+            "utterance, recording or speaker joins each step with probability q = "
+            "batch_size / N into a hashed core (espnet_pcc.poisson). Training iterator only")
 
     @classmethod
     def check_args(cls, args: argparse.Namespace) -> TrainArgs:
         """Validates --dist_timeout and clipping against the rest of the configuration.
 
         Returns `args` as TrainArgs carrying the run's one ClipConfig (`clip_config`)
-        and, for core_by speaker, the training utterances' speakers (`speaker_of`).
+        and, for core_by speaker, the training utterances' speakers (`speaker_of`); its
+        --batch_sampler resolved (auto: poisson with noise, else espnet), and with noise
+        clip_conf.delta defaulted to 0.01/N (N the privacy units).
         Raises DistTimeoutError or ClipConfigError (one-line messages).  asr_train runs
         it before espnet2 creates the output dir, so a bad setting leaves nothing behind.
         """
         distributed.check_timeout(args.dist_timeout)
         config = ClipConfig.from_options(args.clip, args.clip_conf)
-        if config.noise_multiplier > 0 and config.delta is None and args.train_shape_file:
-            # delta = 1/N: N from the first shape file (one line per training utterance).
-            try:
-                with open(args.train_shape_file[0], encoding="utf-8") as f:
-                    num_utterances = sum(1 for line in f if line.strip())
-            except OSError as e:
-                raise ClipConfigError(f"clip_conf.noise_multiplier: cannot count the training "
-                                      f"utterances for delta = 1/N in {args.train_shape_file[0]} "
-                                      f"({e.strerror}); set clip_conf.delta") from None
-            if num_utterances == 0:
-                raise ClipConfigError(f"clip_conf.noise_multiplier: {args.train_shape_file[0]} "
-                                      "lists no training utterance (delta = 1/N)")
-            config = dataclasses.replace(config, delta=default_delta(num_utterances))
-        elif config.noise_multiplier > 0 and config.delta is None and not args.collect_stats:
-            raise ClipConfigError("clip_conf.noise_multiplier without --train_shape_file: "
-                                  "delta = 1/N needs the training utterances; set "
-                                  "clip_conf.delta")
+        sampler = resolve_batch_sampler(args.batch_sampler, config)
+        if config.noise_multiplier > 0:
+            check_privacy_layout(args, config, sampler)
+            if config.delta is None and not args.train_shape_file and not args.collect_stats:
+                raise ClipConfigError("clip_conf.noise_multiplier without --train_shape_file: "
+                                      "delta = 0.01/N needs the training units; set "
+                                      "clip_conf.delta")
         if config.wraps_optimizer:
             wrappers = registry.available(registry.OPTIMIZERS)
             if args.clip_wrapper not in wrappers:
@@ -163,15 +285,21 @@ class PCCASRTask(ASRTask):
                     "runs without --use_amp")
             if getattr(args, "num_optimizers", 1) != 1:
                 raise ClipConfigError(f"clip: {config.mode.value} supports one optimizer")
-        if args.batch_sampler != "espnet":
+        if sampler == "poisson":
+            check_poisson_options(args, config)
+        elif sampler != "espnet":
             check_sampler_options(args, config)
         speaker_of = None
         if config.core_by == "speaker" and not args.collect_stats:
             # collect_stats runs no trainer, and its shape files are key lists.
             speaker_of = read_training_speakers(args, config)
-        checked = TrainArgs(**vars(args))
+        if config.noise_multiplier > 0 and config.delta is None and not args.collect_stats:
+            config = dataclasses.replace(config, delta=default_delta(
+                count_privacy_units(args, config, speaker_of)))
+        checked = TrainArgs(**{**vars(args), "batch_sampler": sampler})
         checked.clip_config = config
         checked.speaker_of = speaker_of
+        checked.poisson_plan = checked.privacy = checked.sampler_key = None
         return checked
 
     @classmethod
@@ -179,10 +307,11 @@ class PCCASRTask(ASRTask):
                            distributed_option: DistributedOption, mode: str,
                            kwargs: Optional[dict] = None) -> AbsIterFactory:
         """ESPnet's iterator factories, except the training one of core_by speaker and of
-        --batch_sampler shuffled."""
+        --batch_sampler shuffled and poisson."""
         config = getattr(args, "clip_config", None)
         speaker_cores = isinstance(config, ClipConfig) and config.core_by == "speaker"
-        if mode != "train" or not (speaker_cores or args.batch_sampler != "espnet"):
+        if mode != "train" or not (speaker_cores or args.batch_sampler not in ("espnet",
+                                                                                "auto")):
             return super().build_iter_factory(args=args, distributed_option=distributed_option,
                                               mode=mode, kwargs=kwargs)
         iter_options = cls.build_iter_options(args, distributed_option, mode)
@@ -194,6 +323,16 @@ class PCCASRTask(ASRTask):
         else:
             world_size, rank = 1, 0
         utt_lengths = read_utt_lengths(iter_options.shape_files[0])
+        if args.batch_sampler == "poisson":
+            plan = getattr(args, "poisson_plan", None)
+            if plan is None:
+                raise RuntimeError("--batch_sampler poisson: build_optimizers makes the plan "
+                                   "before the training iterator")
+            sampler = PoissonCoreSampler(plan, args.sampler_key, rank=rank,
+                                         utt_lengths=utt_lengths)
+            stand_in = min(utt_lengths, key=lambda u: (utt_lengths[u], u))
+            return cls.build_sampler_iter_factory(args, iter_options, sampler,
+                                                  empty_stand_in=stand_in)
         if speaker_cores:
             # batch_size counts utterances over all ranks, as in ESPnet (whatever the
             # batch_type): each rank's micro-batch holds num_cores speaker cores of at most
@@ -210,11 +349,15 @@ class PCCASRTask(ASRTask):
 
     @classmethod
     def build_sampler_iter_factory(cls, args: argparse.Namespace, iter_options: IteratorOptions,
-                                   sampler) -> AbsIterFactory:
+                                   sampler, empty_stand_in: Optional[str] = None
+                                   ) -> AbsIterFactory:
         """ESPnet's `build_sequence_iter_factory` with `sampler`, which draws this rank's
-        micro-batches of each epoch itself (`generate(epoch + seed)`)."""
+        micro-batches of each epoch itself (`generate(epoch + seed)`); `empty_stand_in`: the
+        utterance loaded for an empty item (espnet_pcc.poisson.EMPTY)."""
         logging.info(f"[train] Batch sampler: {sampler}")
         dataset = cls.build_dataset(args, iter_options)
+        if empty_stand_in is not None:
+            dataset = WithEmptyItems(dataset, empty_stand_in)
         logging.info(f"[train] dataset:\n{dataset}")
         return SequenceIterFactory(
             dataset=dataset,
@@ -243,8 +386,25 @@ class PCCASRTask(ASRTask):
         # The noise's seed: secret unless clip_conf.noise_seed opts in to reproducible noise.
         # Not --seed, which config.yaml publishes; the checkpoint keeps it for --resume.
         noise_seed = config.noise_seed if config.noise_seed is not None \
-            else secrets.randbits(128)
-        return [wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed)]
+            else shared_secret()
+        plan = poisson_plan(args) if args.batch_sampler == "poisson" else None
+        kwargs = {}
+        if plan is not None and config.mode.has_fixed_bound:
+            # Poisson DP-SGD divides by the expected number of cores, not the drawn one.
+            kwargs["expected_cores"] = (plan.expected_utterances_per_step
+                                        if config.mode is ClipMode.PER_EXAMPLE
+                                        else plan.slots_per_step)
+        wrapped = wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed, **kwargs)
+        args.poisson_plan = plan
+        args.privacy = privacy_accounting(args, config, plan)
+        if args.privacy is not None:
+            logging.info(args.privacy.describe())
+        seed = args.seed
+        # The batches are as secret as the noise (amplification by sampling needs it): with
+        # noise the sampler's key is the noise seed, which --resume restores.
+        args.sampler_key = (lambda: wrapped.noise_seed) if config.noise_multiplier > 0 \
+            else (lambda: seed)
+        return [wrapped]
 
     @classmethod
     def main(cls, args: Optional[argparse.Namespace] = None,
