@@ -132,10 +132,10 @@ def _stand_in_stats(model: torch.nn.Module, batch: Dict) -> Tuple[Dict, torch.Te
     DDP every rank must register the same keys each item (`recursive_average` is a
     collective), so an empty item cannot just register nothing."""
     buffers = [b.detach().clone() for b in model.buffers()]
-    _, stats, _ = _forward(model, batch)
+    _, stats, weight = _forward(model, batch)
     for b, saved in zip(model.buffers(), buffers):
         b.copy_(saved)
-    return stats, torch.zeros(())
+    return stats, torch.zeros_like(weight)
 
 
 def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from espnet_pcc.accounting import default_delta, epsilon
+from espnet_pcc.accounting import PrivacyAccounting, default_delta, epsilon, sensitivity
+from espnet_pcc.clipping import ClipMode
 
 
 def rdp_epsilon_by_hand(sigma, steps, delta):
@@ -44,3 +45,65 @@ def test_default_delta_is_a_hundredth_of_one_over_n():
     assert default_delta(1000) == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="num_units must be >= 1, got 0"):
         default_delta(0)
+
+
+def direct_epsilon(sigma, q, steps, delta):
+    """dp-accounting itself, without the package's wiring."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    event = dp_accounting.GaussianDpEvent(sigma)
+    if q < 1:
+        event = dp_accounting.PoissonSampledDpEvent(q, event)
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, steps))
+    return accountant.get_epsilon(delta)
+
+
+@pytest.mark.parametrize("mode,max_per_unit,expected", [
+    (ClipMode.PER_CORE, 1, 2),           # a hashed core that can hold other utterances
+    (ClipMode.PER_CORE, 5, 2),           # a speaker's 5 utterances, still one core
+    (ClipMode.PER_EXAMPLE, 1, 1),        # the utterance is its core
+    (ClipMode.PER_EXAMPLE, 3, 3),        # a recording's 3 speed-perturbed copies, 3 cores
+])
+def test_sensitivity_of_each_layout(mode, max_per_unit, expected):
+    assert sensitivity(mode, max_per_unit) == expected
+
+
+@pytest.mark.parametrize("layout,sigma,s,q", [
+    ("per_core, utterances, Poisson", 1.1, 2, 256 / 60000),
+    ("per_example, utterances, Poisson", 1.1, 1, 256 / 60000),
+    ("per_example, recordings of 3 copies, Poisson", 3.0, 3, 0.01),
+    ("per_core, speakers, Poisson", 2.0, 2, 8 / 2338),
+])
+def test_the_effective_multiplier_is_sigma_over_the_sensitivity(layout, sigma, s, q):
+    privacy = PrivacyAccounting("utterance", 1000, sigma, s, 1e-6, q)
+    assert privacy.reporter_key == "dp_epsilon"
+    assert privacy.epsilon(500, 2) == pytest.approx(direct_epsilon(sigma / s, q, 500, 1e-6))
+    if s > 1:
+        assert privacy.epsilon(500, 2) > epsilon(sigma, q, 500, 1e-6)
+
+
+def test_the_issues_example_grows_sevenfold_with_sensitivity_2c():
+    """sigma = 1.1, q = 1/892, 8920 steps, delta = 1e-5: 0.67 with sensitivity C, 4.70 with
+    the 2C of a core holding several utterances."""
+    assert epsilon(1.1, 1 / 892, 8920, 1e-5) == pytest.approx(0.67, abs=0.01)
+    assert epsilon(1.1, 1 / 892, 8920, 1e-5, sensitivity=2) == pytest.approx(4.70, abs=0.01)
+
+
+def test_without_amplification_each_epoch_is_one_gaussian_mechanism():
+    privacy = PrivacyAccounting("recording", 1000, 4.0, 3, 1e-5, None)
+    assert privacy.reporter_key == "dp_epsilon_unamplified"
+    assert privacy.epsilon(steps=12345, epochs=6) == pytest.approx(
+        direct_epsilon(4.0 / 3, 1.0, 6, 1e-5))
+    assert "no amplification" in privacy.describe()
+    assert "add/remove one recording (N = 1000)" in privacy.describe()
+
+
+def test_bad_accounting_inputs_are_rejected():
+    with pytest.raises(ValueError, match="sampling_rate must be in"):
+        epsilon(1.0, 0.0, 10, 1e-5)
+    with pytest.raises(ValueError, match="sensitivity must be > 0"):
+        epsilon(1.0, 0.1, 10, 1e-5, sensitivity=0)
+    with pytest.raises(ValueError, match="max_per_unit must be >= 1"):
+        sensitivity(ClipMode.PER_CORE, 0)

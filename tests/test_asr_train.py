@@ -108,6 +108,18 @@ BAD = [
       "--clip_conf", "core_by=speaker"], "--batch_sampler shuffled with clip_conf.core_by=speaker"),
     (["--batch_sampler", "shuffled", "--multiple_iterator", "true"],
      "--batch_sampler shuffled needs --iterator_type sequence"),
+    (["--batch_sampler", "espnet", "--clip", "per_core", "--clip_conf", "max_norm=1",
+      "--clip_conf", "noise_multiplier=1"],
+     "noise_multiplier=1 with --batch_sampler espnet and clip: per_core: one utterance more "
+     "re-cuts"),
+    (["--clip", "per_example", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1",
+      "--num_iters_per_epoch", "3"], "noise_multiplier=1 with --num_iters_per_epoch 3"),
+    (["--batch_sampler", "poisson", "--clip", "global"],
+     "--batch_sampler poisson with clip: global"),
+    (["--batch_sampler", "poisson", "--clip", "per_core", "--clip_conf", "max_norm=1",
+      "--num_iters_per_epoch", "3"], "--batch_sampler poisson with --num_iters_per_epoch 3"),
+    (["--batch_sampler", "poisson", "--clip", "per_core", "--clip_conf", "max_norm=1",
+      "--batch_size", "9"], "--batch_size 9 is larger than the 8 training utterances"),
 ]
 
 
@@ -342,7 +354,8 @@ def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
 def test_noise_is_secret_by_default_and_resumes_exactly(corpus, tmp_path):
     """Two fresh noisy runs of one config draw different noise (the seed comes from the OS,
     not from config.yaml's --seed); a resume draws what the uninterrupted run drew (the seed
-    is in the checkpoint); clip_conf.noise_seed makes the noise reproducible."""
+    is in the checkpoint, and with it the Poisson sampler's key: the batches of epoch 2 are
+    the uninterrupted run's too); clip_conf.noise_seed makes the noise reproducible."""
     conf = {"clip": "per_core", "max_epoch": 2, "batch_size": 2, "accum_grad": 3,
             "clip_conf": {"max_norm": 1.0, "noise_multiplier": 1.0}}
     first, second, stopped = tmp_path / "first", tmp_path / "second", tmp_path / "stopped"
@@ -409,3 +422,46 @@ def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot count the training units" in err[0], err
     assert not out.exists()
+
+
+# -- Poisson sampling (--batch_sampler poisson, the default with noise) ----------------------
+POISSON = {"clip": "per_core", "max_epoch": 2, "batch_size": 4, **NO_DROPOUT,
+           "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 0.5,
+                         "noise_seed": 7}}
+
+
+def test_poisson_steps_with_empty_cores_two_ranks_equal_one_process(corpus, tmp_path):
+    """4 utterances a step in expectation into 4 hashed core slots (2 ranks x 2 cores, or one
+    process x accum_grad 2 x 2 cores: the same slots from the same key), so about a third of
+    the slots are empty; both layouts train the same model, divide by D = 4 and report the
+    epsilon of q = 4/8, sensitivity 2C, delta = 0.01/8."""
+    one, ddp = tmp_path / "one", tmp_path / "ddp"
+    asr_train.main(train_args(corpus, one, dict(POISSON, accum_grad=2)))
+    _torchrun(train_args(corpus, ddp, POISSON,
+                         extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"]))
+    assert_resumed_equals_whole(one, ddp, "2 ranks against one process")
+    assert yaml.safe_load((one / "config.yaml").read_text())["batch_sampler"] == "poisson"
+    drawn = []
+    for out in (one, ddp):
+        for epoch, steps in ((1, 2), (2, 4)):
+            stats = train_stats(out, epoch)
+            assert stats["dp_epsilon"] == pytest.approx(
+                accounting.epsilon(0.5, 0.5, steps, 0.01 / 8, sensitivity=2))
+            assert stats["noise_std"] == pytest.approx(0.5 * 1.0 / 4)
+            drawn.append(stats["num_cores"])
+    assert drawn[:2] == drawn[2:] and min(drawn) < 4  # the same draws; empty slots
+
+
+def test_per_example_noise_under_espnets_sampler_reports_the_unamplified_epsilon(corpus,
+                                                                                 tmp_path):
+    """Fixed batches: no amplification by sampling; each utterance once an epoch, its own
+    core (sensitivity C): epsilon of `epochs` Gaussian mechanisms, under its own name."""
+    out = tmp_path / "fixed"
+    conf = {"clip": "per_example", "max_epoch": 2, "batch_sampler": "espnet",
+            "clip_conf": {"max_norm": 1.0, "noise_multiplier": 2.0}}
+    asr_train.main(train_args(corpus, out, conf))
+    for epoch in (1, 2):
+        stats = train_stats(out, epoch)
+        assert "dp_epsilon" not in stats
+        assert stats["dp_epsilon_unamplified"] == pytest.approx(
+            accounting.epsilon(2.0, 1.0, epoch, 0.01 / 8))

@@ -372,3 +372,89 @@ def test_adaptive_bound_converges_to_the_target_quantile_of_fixed_norms():
     # Between the 2nd and 3rd smallest norm of 4 (half the cores at or under C), give or
     # take one step's factor exp(η/4) ≈ 1.013 when it lands on either side.
     assert norms[1] / 1.013 <= opt.max_norm <= norms[2] * 1.013
+
+
+# -- Poisson sampling (espnet_pcc.poisson): the expected-core denominator --------------------
+def poisson_wrap(model, sigma, expected_cores, seed=5):
+    config = ClipConfig.from_options("per_core", {"max_norm": 0.5, "noise_multiplier": sigma})
+    return PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                clip_config=config, noise_seed=seed,
+                                expected_cores=expected_cores)
+
+
+@pytest.mark.parametrize("num_cores", [1, 3, 5])
+def test_expected_cores_is_the_denominator_whatever_the_step_holds(num_cores):
+    """u = Σ_k f_k g_k / D with D fixed: the reference average over K cores times K/D, in
+    every step (no correction from the previous step's count)."""
+    cores = core_inputs(num_cores)
+    reference, _ = reference_update(make_model(), cores, "per_core", 0.5)
+    model = make_model()
+    opt = poisson_wrap(model, 0.0, expected_cores=8)
+    for _ in range(2):  # the second step divides by D as well
+        update, reduction = step_update(model, opt, cores)
+        assert reduction.num_cores == num_cores
+        for u, r in zip(update, reference):
+            torch.testing.assert_close(u, r * num_cores / 8, rtol=1e-5, atol=1e-7)
+
+
+def test_with_noise_every_parameter_gets_its_noise_even_without_a_gradient():
+    """Whether a parameter had a gradient can depend on the data: `unused` (never in the
+    graph) is noised too, with σC/D times its draw."""
+    model = make_model()
+    opt = poisson_wrap(model, 1.3, expected_cores=4)
+    for x, y in core_inputs(2):
+        core_loss(model, x, y).backward()
+        opt.add_core()
+    opt.reduce_cores()
+    params = [p for p in model.parameters() if p.requires_grad]
+    z = dict(zip(map(id, params), step_noise(params, 5, 0, torch.device("cpu"))))
+    for p in (model.unused.weight, model.unused.bias):
+        torch.testing.assert_close(p.grad, 1.3 * 0.5 / 4 * z[id(p)])
+
+
+def test_a_step_without_cores_is_the_noise_alone_or_nothing():
+    """Poisson sampling can draw no utterance for a step: its update is the noise over D, on
+    every parameter; without noise it leaves every grad None (no update)."""
+    model = make_model()
+    opt = poisson_wrap(model, 2.0, expected_cores=4)
+    reduction = opt.reduce_cores()
+    assert reduction.num_cores == 0 and reduction.clipped_fraction == 0.0
+    assert reduction.noise_std == pytest.approx(2.0 * 0.5 / 4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p, z in zip(params, step_noise(params, 5, 0, torch.device("cpu"))):
+        torch.testing.assert_close(p.grad, 2.0 * 0.5 / 4 * z)
+    assert opt.steps == 1
+    quiet = make_model()
+    opt = poisson_wrap(quiet, 0.0, expected_cores=4)
+    reduction = opt.reduce_cores()
+    assert reduction.num_cores == 0 and math.isnan(reduction.norm_max)
+    assert all(p.grad is None for p in quiet.parameters())
+
+
+def test_expected_cores_survive_a_checkpoint_with_pending_cores():
+    cores = core_inputs(3)
+    model = make_model()
+    opt = poisson_wrap(model, 0.0, expected_cores=6)
+    core_loss(model, *cores[0]).backward()
+    opt.add_core()
+    state = opt.state_dict()
+    resumed_model = make_model()
+    resumed = poisson_wrap(resumed_model, 0.0, expected_cores=6)
+    resumed.load_state_dict(state)
+    for m, o in ((model, opt), (resumed_model, resumed)):
+        for x, y in cores[1:]:
+            core_loss(m, x, y).backward()
+            o.add_core()
+        o.reduce_cores()
+    for a, b in zip(model.parameters(), resumed_model.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad)
+    reference, _ = reference_update(make_model(), cores, "per_core", 0.5)
+    for a, r in zip(model.parameters(), reference):
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, r * 3 / 6, rtol=1e-5, atol=1e-7)
+
+
+def test_expected_cores_must_be_positive():
+    with pytest.raises(ValueError, match="expected_cores must be > 0, got 0"):
+        poisson_wrap(make_model(), 0.0, expected_cores=0)

@@ -50,10 +50,10 @@ def loss(model, core):
     return ((model(x, extra).float() - y) ** 2).mean()
 
 
-def wrap(model, mode, max_norm, optimizer=torch.optim.SGD, **clip_conf):
+def wrap(model, mode, max_norm, optimizer=torch.optim.SGD, expected_cores=None, **clip_conf):
     config = ClipConfig.from_options(mode, {"max_norm": max_norm, **clip_conf})
     return PerCoreClipOptimizer(optimizer(model.parameters(), lr=0.1), clip_config=config,
-                                noise_seed=3)
+                                noise_seed=3, expected_cores=expected_cores)
 
 
 def reference(model, all_cores, mode, max_norm, dtype=None):
@@ -255,8 +255,8 @@ RANK_CORES = {0: [0, 1], 1: [2, 3, 4]}
 EXTRA = (3,)
 DDP_CASES = MODES + [("per_core", 0.5, 1024.0), ("adaptive_per_core", None, 1024.0)]
 # The order of the worker's results after the DDP_CASES (two steps each).
-NOISE, PENDING, NONFINITE, ONE_PROCESS_CHECKPOINT, RESUME_AFTER_STEP, APCC_ZERO_CORE = (
-    2 * len(DDP_CASES) + k for k in (0, 2, 4, 5, 6, 8))
+NOISE, PENDING, NONFINITE, ONE_PROCESS_CHECKPOINT, RESUME_AFTER_STEP, APCC_ZERO_CORE, POISSON = (
+    2 * len(DDP_CASES) + k for k in (0, 2, 4, 5, 6, 8, 9))
 # The resume after a step: pending cores 0 (rank 0) and 1 (rank 1), then 2 and 3.
 RESUME_CORES = cores(4, seed=9, extra=(3,))
 
@@ -357,6 +357,13 @@ def _ddp_cases(rank, out, checkpoint):
         (loss(model, all_cores[4]) * (100.0 if rank == 0 else 0.0)).backward()
         opt.add_core()
         results.append(([p.grad for p in model.parameters()], opt.reduce_cores(), None))
+        # Poisson steps: the fixed denominator D = 8, rank 1 drew no core in the first step,
+        # no rank any core in the second (the noise alone, on every parameter).
+        model = Net()
+        opt = wrap(model, "per_core", 0.5, expected_cores=8, noise_multiplier=0.7)
+        for step_cores in ([all_cores[:3], []], [[], []]):
+            results.append(streamed(model, opt, step_cores[rank]) + (None,))
+            opt.zero_grad()
         torch.save(results, f"{out}.{rank}")
     finally:
         dist.all_reduce = all_reduce
@@ -448,3 +455,21 @@ def test_ddp_apcc_zero_core_gives_a_zero_update(ddp_results):
         assert reduction.bound == 0.0 and reduction.nonfinite_cores == 0
         assert reduction.norm_max > 4
         assert all(torch.equal(g, torch.zeros_like(g)) for g in grads if g is not None)
+
+
+def test_ddp_poisson_steps_equal_one_process_even_when_empty(ddp_results):
+    """The fixed denominator and the noise of an empty step are those of one process: every
+    parameter (`unused` too) carries σC/D times the step's draw."""
+    model = Net()
+    opt = wrap(model, "per_core", 0.5, expected_cores=8, noise_multiplier=0.7)
+    for step, step_cores in enumerate((cores(5, extra=EXTRA)[:3], [])):
+        expected, one_process = streamed(model, opt, step_cores)
+        opt.zero_grad()
+        assert one_process.num_cores == len(step_cores)
+        assert one_process.noise_std == pytest.approx(0.7 * 0.5 / 8)
+        assert all(e is not None for e in expected)
+        for rank in (0, 1):
+            grads, reduction, _ = ddp_results[rank][POISSON + step]
+            assert reduction.num_cores == len(step_cores)
+            for g, e in zip(grads, expected):
+                torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from asr_train_helpers import torchrun_asr_train, train_args, train_stats
+from espnet_pcc import accounting, trainer
 from espnet_pcc.bin import asr_train
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.cores import speaker_bounds, split_by_speaker
+from espnet_pcc.poisson import EMPTY
 from espnet_pcc.speaker_cores import Chunk, SpeakerCoreSampler, plan_steps, read_utt2spk, \
     read_utt_lengths, speaker_chunks, utts_per_core
 from espnet_pcc.tasks.asr import PCCASRTask
@@ -239,3 +241,37 @@ def test_torchrun_two_ranks_with_speaker_cores(speaker_corpus, tmp_path):
     assert train_stats(out, 1)["num_cores"] == 2
     assert "SpeakerCoreSampler(N-utterances=8, N-speakers=3, num_cores=1, utts_per_core=2, " \
            "accum_grad=1, world_size=2" in result.stdout + result.stderr
+
+
+def test_speaker_level_epsilon_with_poisson_sampled_speakers(speaker_corpus, tmp_path):
+    """core_by speaker with noise: each step samples speakers (q = 2 core slots / 3 speakers),
+    each joining speaker brings at most m = 4 // 2 = 2 of its utterances into one hashed
+    core, so the epsilon reported is per speaker: delta = 0.01/3, sensitivity 2C."""
+    out = tmp_path / "spk_dp"
+    conf = dict(SPEAKER_CORES, max_epoch=2, clip_conf=dict(
+        SPEAKER_CORES["clip_conf"], noise_multiplier=1.0, noise_seed=3))
+    seen = []
+    forward = trainer._forward
+
+    def record(model, batch):  # every item is one forward: a core, or an empty slot's stand-in
+        seen.append(list(batch["utt_id"]))
+        return forward(model, batch)
+
+    not_split = AssertionError("a hashed core is trained as drawn, not split again")
+    with mock.patch("espnet_pcc.trainer.split_by_speaker", side_effect=not_split), \
+            mock.patch("espnet_pcc.trainer.split_batch", side_effect=not_split), \
+            mock.patch("espnet_pcc.trainer._forward", side_effect=record):
+        asr_train.main(train_args(speaker_corpus, out, conf))
+    # 2 items (core slots) a step, 2 steps an epoch, 2 epochs (validation does not go
+    # through the trainer's _forward).
+    assert len(seen) == 8 and any(core != [EMPTY] for core in seen)
+    for step in range(4):
+        cores = [c for c in seen[2 * step:2 * step + 2] if c != [EMPTY]]
+        speakers = [s for c in cores for s in {CORPUS_SPEAKERS[u] for u in c}]
+        assert len(speakers) == len(set(speakers))  # no speaker in two cores of a step
+        for c in cores:
+            for s in {CORPUS_SPEAKERS[u] for u in c}:
+                assert sum(CORPUS_SPEAKERS[u] == s for u in c) <= 2
+    for epoch, steps in ((1, 2), (2, 4)):
+        assert train_stats(out, epoch)["dp_epsilon"] == pytest.approx(
+            accounting.epsilon(1.0, 2 / 3, steps, 0.01 / 3, sensitivity=2))

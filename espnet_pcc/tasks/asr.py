@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import secrets
 import sys
 from typing import Dict, List, Optional, Sequence
@@ -293,6 +294,13 @@ class PCCASRTask(ASRTask):
         if config.core_by == "speaker" and not args.collect_stats:
             # collect_stats runs no trainer, and its shape files are key lists.
             speaker_of = read_training_speakers(args, config)
+        if sampler == "poisson" and not args.collect_stats:
+            # The plan's errors (a batch larger than the data, too few speakers) before
+            # anything is written; build_optimizers makes it again with the real world size.
+            make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
+                      cores_per_micro_batch=1 if config.mode is ClipMode.PER_EXAMPLE
+                      else config.num_cores, accum_grad=args.accum_grad,
+                      world_size=int(os.environ.get("WORLD_SIZE", "1")), speaker_of=speaker_of)
         if config.noise_multiplier > 0 and config.delta is None and not args.collect_stats:
             config = dataclasses.replace(config, delta=default_delta(
                 count_privacy_units(args, config, speaker_of)))
