@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 _EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
 _SECTION_RE = re.compile(r"\[(\w+)\] ([^\[]*)")
-_NUM_RE = re.compile(r"(\w+)=([-+0-9.eE]+|nan|inf)(?:,|$)")
+_NUM_RE = re.compile(r"(\w+)=([-+0-9.eE]+|[-+]?nan|[-+]?inf)(?:,|$)")
 
 
 class ReportError(UserError):
@@ -58,9 +58,17 @@ class ModelResult:
 
     @property
     def dp_epsilon(self) -> Optional[float]:
-        """The (epsilon, clip_conf.delta) spent by the last trained epoch (noisy runs only)."""
-        v = [e["train"]["dp_epsilon"] for e in self.epochs if "dp_epsilon" in e.get("train", {})]
+        """The (epsilon, clip_conf.delta) spent by the last trained epoch (noisy runs only):
+        `dp_epsilon` (Poisson sampling) or `dp_epsilon_unamplified` (espnet_pcc.accounting)."""
+        key = self.dp_epsilon_key
+        v = [e["train"][key] for e in self.epochs if key in e.get("train", {})]
         return v[-1] if v else None
+
+    @property
+    def dp_epsilon_key(self) -> str:
+        """Which epsilon the run reported (accounting.PrivacyAccounting.reporter_key)."""
+        unamplified = any("dp_epsilon_unamplified" in e.get("train", {}) for e in self.epochs)
+        return "dp_epsilon_unamplified" if unamplified else "dp_epsilon"
 
     @property
     def label(self) -> str:
@@ -79,9 +87,12 @@ class ModelResult:
         return self.clip + (f" ({', '.join(extra)})" if extra else "")
 
 
-def epsilon_cell(epsilon: Optional[float]) -> str:
-    """A report's epsilon column: the (epsilon, clip_conf.delta) spent, or no noise."""
-    return "∞ (no noise)" if epsilon is None else f"{epsilon:.3g}"
+def epsilon_cell(epsilon: Optional[float], key: str = "dp_epsilon") -> str:
+    """A report's epsilon column: the (epsilon, clip_conf.delta) spent, or no noise; an
+    epsilon without amplification by sampling says so."""
+    if epsilon is None:
+        return "∞ (no noise)"
+    return f"{epsilon:.3g}" + (" (no amplification)" if key == "dp_epsilon_unamplified" else "")
 
 
 def cores_per_step(cfg: dict) -> int:
@@ -191,7 +202,7 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
         row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
                 str(len(r.epochs))]
         if noisy:  # (epsilon, clip_conf.delta) after the last epoch: espnet_pcc.accounting
-            row.append(epsilon_cell(r.dp_epsilon))
+            row.append(epsilon_cell(r.dp_epsilon, r.dp_epsilon_key))
         lines.append("|" + "|".join(row) + "|")
     return "\n".join(lines)
 

@@ -341,7 +341,7 @@ class Study:
                 "exposure all"] + (["canary CER all"] if self.canary_accuracy else [])
         noisy = any(m.result.dp_epsilon is not None for mode in self.modes for m in mode.models)
         if noisy:  # (epsilon, delta) of the noisy modes: espnet_pcc.accounting
-            head.append("epsilon (delta: clip_conf.delta, default 1/N)")
+            head.append("epsilon (delta: clip_conf.delta, default 0.01/N)")
         rows = []
         for mode in self.modes:
             row = [mode.config, mode.label, str(len(mode.models)), wer_interval(mode, last).fmt(1),
@@ -352,8 +352,9 @@ class Study:
                 row.append(stats.bootstrap_interval(
                     100 * self.per_canary(mode, "cer", groups[POOLED])).fmt(1))
             if noisy:
-                eps = [m.result.dp_epsilon for m in mode.models if m.result.dp_epsilon is not None]
-                row.append(epsilon_cell(max(eps) if eps else None))
+                eps = [(m.result.dp_epsilon, m.result.dp_epsilon_key) for m in mode.models
+                       if m.result.dp_epsilon is not None]
+                row.append(epsilon_cell(*max(eps)) if eps else epsilon_cell(None))
             rows.append(row)
         return _table(head, rows)
 

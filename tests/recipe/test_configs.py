@@ -69,3 +69,15 @@ def test_recipes_name_existing_configs():
             for size in ("demo", "tiny"):
                 resolved = name.replace("${model}", size).replace("${decode}", size)
                 assert (run_sh.parent / resolved).is_file(), f"{run_sh}: {resolved}"
+
+
+def test_privacy_arms_are_the_study_pcc_on_the_poisson_sampler():
+    """The privacy study's three arms: the study's PCC with batch_sampler poisson, differing
+    from it and from each other only in the clip keys."""
+    pcc = load(CONF / "train_asr_study_pcc.yaml")
+    for name in ("pcc", "noise", "spk"):
+        cfg = load(CONF / f"train_asr_privacy_{name}.yaml")
+        assert cfg.pop("batch_sampler") == "poisson"
+        assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
+            {k: v for k, v in pcc.items() if k not in CLIP_KEYS}, name
+        assert cfg["clip"] == "per_core" and cfg["clip_conf"]["max_norm"] == 5.0

@@ -139,6 +139,17 @@ def test_dp_epsilon_is_the_last_epochs(tmp_path: Path):
     assert ModelResult(tag="y").dp_epsilon is None
 
 
+def test_an_unamplified_epsilon_is_read_and_labelled(tmp_path: Path):
+    from espnet_pcc.recipe.report import ModelResult, epsilon_cell
+
+    (tmp_path / "train.log").write_text(
+        "INFO: 1epoch results: [train] loss=-inf, dp_epsilon_unamplified=7.5, [valid] loss=2.0\n")
+    result = ModelResult(tag="x", epochs=parse_train_log(tmp_path / "train.log"))
+    assert result.epochs[0]["train"]["loss"] == float("-inf")
+    assert result.dp_epsilon == 7.5 and result.dp_epsilon_key == "dp_epsilon_unamplified"
+    assert epsilon_cell(result.dp_epsilon, result.dp_epsilon_key) == "7.5 (no amplification)"
+
+
 def test_comparison_table_has_an_epsilon_column_only_with_noise():
     from espnet_pcc.recipe.report import ModelResult, comparison_table
 

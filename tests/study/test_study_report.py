@@ -163,7 +163,7 @@ def test_privacy_table_shows_epsilon_only_when_a_mode_is_noisy(tmp_path: Path):
         log.write_text(log.read_text().replace("[train] loss=1.0,",
                                                 f"[train] loss=1.0, dp_epsilon={eps},"))
     table = build(exp).privacy_utility_table()
-    assert "epsilon (delta: clip_conf.delta, default 1/N)" in table
+    assert "epsilon (delta: clip_conf.delta, default 0.01/N)" in table
     base_row, pcc_row = [line for line in table.splitlines() if line.startswith("|base|") or
                          line.startswith("|pcc|")]
     assert base_row.endswith("|∞ (no noise)|") and pcc_row.endswith("|8.25|")

@@ -57,7 +57,7 @@ case "${demo_size}" in
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
           study_args=(--seeds "0 1 2" --score_epochs "2 4 6" --inference_asr_model valid.acc.ave_3best.pth
                       --model_jobs 2)
-          configs="conf/train_asr_study_pcc.yaml conf/train_asr_study_pcc_noise.yaml conf/train_asr_study_pcc_spk.yaml"
+          configs="conf/train_asr_privacy_pcc.yaml conf/train_asr_privacy_noise.yaml conf/train_asr_privacy_spk.yaml"
           results=(--results_md study/PRIVACY.md --results_png study/privacy_comparison.png) ;;
     tiny) corpus=downloads/SynthSpeech_tiny; model=tiny; decode=tiny; datadir=data/tiny; expdir=exp/tiny
           canaries="--repeat_counts 1 4 --canaries_per_count 2 --num_references 20"
