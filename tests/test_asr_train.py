@@ -465,3 +465,16 @@ def test_per_example_noise_under_espnets_sampler_reports_the_unamplified_epsilon
         assert "dp_epsilon" not in stats
         assert stats["dp_epsilon_unamplified"] == pytest.approx(
             accounting.epsilon(2.0, 1.0, epoch, 0.01 / 8))
+
+
+def test_collect_stats_runs_with_a_noisy_poisson_config(corpus, tmp_path):
+    """pcc_asr.sh's stage 4 runs the first config with --collect_stats, whose shape files are
+    key lists (wav.scp splits): espnet2 builds the optimizers there too, but no Poisson plan
+    and no accountant (nothing is trained)."""
+    out = tmp_path / "stats"
+    args = train_args(corpus, out, dict(POISSON, clip_conf=dict(POISSON["clip_conf"],
+                                                               noise_seed=None)),
+                      extra=["--collect_stats", "true"])
+    args = [f"{corpus}/wav.scp" if a == f"{corpus}/speech_shape" else a for a in args]
+    asr_train.main(args)
+    assert (out / "train" / "feats_stats.npz").exists()

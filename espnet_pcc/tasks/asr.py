@@ -395,6 +395,8 @@ class PCCASRTask(ASRTask):
         # Not --seed, which config.yaml publishes; the checkpoint keeps it for --resume.
         noise_seed = config.noise_seed if config.noise_seed is not None \
             else shared_secret()
+        if args.collect_stats:  # espnet2 builds the optimizers there too, and trains nothing
+            return [wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed)]
         plan = poisson_plan(args) if args.batch_sampler == "poisson" else None
         kwargs = {}
         if plan is not None and config.mode.has_fixed_bound:
