@@ -8,7 +8,11 @@ so no gradient is communicated per micro-batch), hands the gradient to
 `PerCoreClipOptimizer.add_core()`, and every `accum_grad` micro-batches
 reduces the clipped sum over ranks (one all-reduce, with the noise where
 clip_conf.noise_multiplier asks for it) and steps.  With noise, the epsilon
-spent so far is registered as `dp_epsilon` at each epoch's last step.  Under DDP
+spent so far is registered at each epoch's last step, as `dp_epsilon` (Poisson sampling) or
+`dp_epsilon_unamplified` (espnet_pcc.accounting).  Under `--batch_sampler poisson` an iterator
+item is one hashed core (per_example: a micro-batch), not split again, a step is
+`items_per_step` items, and an empty slot adds no core (docs/design.md, 'Cores under the
+Poisson sampler (noise)').  Under DDP
 the model's buffers (BatchNorm statistics) are averaged over ranks after every
 step and at the epoch's end (`espnet_pcc.distributed.average_buffers`), since
 `no_sync` forwards stop DDP's own buffer broadcast.
