@@ -33,7 +33,7 @@ PLUGINS: Dict[str, Dict[str, str]] = {
 # espnet_pcc.bin modules with a console script `espnet-pcc-<module, "_" -> "-">`.
 CLI_MODULES = (
     "asr_train", "check_data", "decode", "insert_canaries", "make_canaries",
-    "make_synth_corpus", "prep_librispeech", "privacy_table", "report",
+    "make_fillets_corpus", "make_synth_corpus", "prep_librispeech", "privacy_table", "report",
     "score_canary_accuracy", "score_exposure", "score_wer", "speed_perturb",
     "study_colocation", "study_export", "study_report", "train_bpe",
 )
