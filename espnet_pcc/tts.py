@@ -145,30 +145,42 @@ def _known_voices() -> frozenset:
 
 
 @lru_cache(maxsize=None)
-def english_voices() -> frozenset:
-    """Names (language codes and file names, lower case) of espeak-ng's English voices."""
+def language_voices(language: str) -> frozenset:
+    """Names (language codes and file names, lower case) of espeak-ng's voices of `language`
+    (its code, e.g. en, cs, nl)."""
     out = subprocess.run(
-        [_which("espeak-ng"), "--voices=en"], capture_output=True, text=True, check=False
+        [_which("espeak-ng"), f"--voices={language}"], capture_output=True, text=True,
+        check=False
     ).stdout
     names = set()
     for line in out.splitlines()[1:]:
         cols = line.split()
-        if len(cols) >= 5 and cols[1].lower().startswith("en"):
+        if len(cols) >= 5 and cols[1].lower().startswith(language.lower()):
             names.add(cols[1].lower())
             names.add(cols[4].split("/")[-1].lower())
     return frozenset(names)
 
 
-def validate_voice(voice: Voice, english: bool = False) -> None:
+def english_voices() -> frozenset:
+    """Names (language codes and file names, lower case) of espeak-ng's English voices."""
+    return language_voices("en")
+
+
+def validate_voice(voice: Voice, english: bool = False, language: Optional[str] = None) -> None:
     """Raise :class:`TTSError` if espeak-ng does not know the voice or variant (or, with
-    ``english``, the voice is not English), or rate/pitch are out of range."""
+    ``english``, the voice is not English; with ``language``, not of that language), or
+    rate/pitch are out of range."""
     known = _known_voices()
     if voice.name.lower() not in known:
         raise TTSError(
             f"unknown espeak-ng voice {voice.name!r} (see `espeak-ng --voices=en`; "
             f"supported English voices: {', '.join(ENGLISH_VOICES)})"
         )
-    if english and voice.name.lower() not in english_voices():
+    if language is not None and language != "en" and \
+            voice.name.lower() not in language_voices(language):
+        raise TTSError(f"espeak-ng voice {voice.name!r} does not speak {language!r} "
+                       f"(see `espeak-ng --voices={language}`)")
+    if (english or language == "en") and voice.name.lower() not in english_voices():
         raise TTSError(
             f"espeak-ng voice {voice.name!r} is not an English voice "
             f"(supported English voices: {', '.join(ENGLISH_VOICES)})"

@@ -88,3 +88,11 @@ def test_missing_tool_message(monkeypatch):
 def test_tool_versions():
     v = tts.tool_versions()
     assert v["espeak-ng"][0].isdigit() and v["sox"][0].isdigit()
+
+
+def test_a_voice_must_speak_the_canaries_language():
+    tts.validate_voice(tts.Voice(name="cs"), language="cs")
+    with pytest.raises(tts.TTSError, match="voice 'en-us' does not speak 'cs'"):
+        tts.validate_voice(tts.Voice(name="en-us"), language="cs")
+    with pytest.raises(tts.TTSError, match="is not an English voice"):
+        tts.validate_voice(tts.Voice(name="cs"), language="en")

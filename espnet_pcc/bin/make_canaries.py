@@ -42,8 +42,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--id_prefix", default="canary")
     p.add_argument("--text_case", default="lower", choices=["lower", "upper"],
                    help="case of the transcripts; match the training text (LibriSpeech: upper)")
-    p.add_argument("--voices", nargs="+", default=list(tts.ENGLISH_VOICES),
-                   help="espeak-ng voices to draw from")
+    p.add_argument("--language", default="en",
+                   help="the canaries' language (an espeak-ng language code, e.g. cs); the "
+                   "vocabulary keeps that language's letters and every voice must speak it")
+    p.add_argument("--voices", nargs="+", default=None,
+                   help="espeak-ng voices to draw from (default: the English voices for en, "
+                   "else the language's own voice)")
     p.add_argument("--nj", type=int, default=2, help="parallel espeak-ng/sox processes")
     p.add_argument("--log_every", type=int, default=200)
     p.add_argument("--overwrite", action="store_true", help="replace an output dir with other settings")
@@ -63,11 +67,13 @@ def _run(args: argparse.Namespace) -> None:
         seed=args.seed,
         id_prefix=args.id_prefix,
         text_case=args.text_case,
-        voices=tuple(args.voices),
+        voices=tuple(args.voices or (tts.ENGLISH_VOICES if args.language == "en"
+                                     else (args.language,))),
+        language=args.language,
     )
     cfg.validate()
     vocab = load_vocab(args.vocab, size=args.vocab_size, fmt=args.vocab_format,
-                       min_len=args.min_word_len)
+                       min_len=args.min_word_len, language=args.language)
     logging.info("vocabulary: %d words from %s", len(vocab), args.vocab)
     man = generate(args.output_dir, vocab, cfg, vocab_source=args.vocab, nj=args.nj,
                    overwrite=args.overwrite, log_every=args.log_every)

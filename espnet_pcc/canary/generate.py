@@ -63,6 +63,7 @@ class CanaryConfig:
     text_case: str = "lower"  # "upper" for corpora transcribed in upper case (LibriSpeech)
     voices: Tuple[str, ...] = tuple(tts.ENGLISH_VOICES)
     sample_rate: int = tts.SAMPLE_RATE
+    language: str = "en"  # the canaries' language: every voice must speak it
 
     def validate(self) -> None:
         if self.num_words < 1:
@@ -90,6 +91,10 @@ class CanaryConfig:
         d = dataclasses.asdict(self)
         d["repeat_counts"] = list(self.repeat_counts)
         d["voices"] = list(self.voices)
+        if d["language"] == "en":
+            # Manifests written before the option have no key: they are English, and stay
+            # the same settings.
+            del d["language"]
         return d
 
 
@@ -229,7 +234,7 @@ def generate(
             )
     tts.check_tools()
     for v in cfg.voices:
-        tts.validate_voice(tts.Voice(name=v), english=True)
+        tts.validate_voice(tts.Voice(name=v), language=cfg.language)
 
     final_root = output_dir.resolve()
     with fileio.atomic_dir(output_dir) as tmp:

@@ -1,5 +1,10 @@
 """Canary vocabularies: real English words from wordfreq, or the words of a text file.
 
+Another language (``language`` other than ``en``, for the real-speech recipes: the words of
+their training transcripts) keeps words of Unicode letters (its diacritics included) with at
+most one inner apostrophe and at least one vowel of the Latin script, accents included; the
+blocklist is English only.
+
 Every word is normalised to lower case and kept only if it matches ``[a-z]+('[a-z]+)?`` (letters,
 at most one inner apostrophe: "don't" yes, "'tis"/"rock'n'roll" no), is at least ``min_len``
 letters long (drops "x", "b", "mr"...: TTS and a listener both struggle with them) and is not in
@@ -16,6 +21,10 @@ from typing import Iterable, List, Optional, Union
 from espnet_pcc.errors import UserError
 
 WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?")
+#: Any language: Unicode letters, at most one inner apostrophe.
+LETTERS_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+#: Latin-script vowels with their accents (a word without one gets spelled out).
+VOWELS = "aeiouyáàâäãåéèêëěíìîïóòôöõúùûüůýÿ"
 
 #: Profanity, slurs and sexual terms to keep out of spoken canaries (checked after lower-casing;
 #: words containing one of the STEMS are dropped too).
@@ -38,14 +47,15 @@ class VocabError(UserError):
     """The vocabulary source is missing, unreadable or yields no usable word."""
 
 
-def clean_words(words: Iterable[str], min_len: int = 3) -> List[str]:
+def clean_words(words: Iterable[str], min_len: int = 3, language: str = "en") -> List[str]:
     """Normalise and filter ``words`` (see module doc); sorted, unique."""
+    pattern, vowels = (WORD_RE, "aeiouy") if language == "en" else (LETTERS_RE, VOWELS)
     out = set()
     for w in words:
         w = w.lower()
-        if len(w.replace("'", "")) < min_len or not WORD_RE.fullmatch(w):
+        if len(w.replace("'", "")) < min_len or not pattern.fullmatch(w):
             continue
-        if not any(v in w for v in "aeiouy"):  # acronyms like "lgbt" get spelled out
+        if not any(v in w for v in vowels):  # acronyms like "lgbt" get spelled out
             continue
         if w in BLOCKLIST or any(s in w for s in STEMS):
             continue
@@ -87,17 +97,19 @@ def load_vocab(
     size: Optional[int] = 10000,
     fmt: str = "auto",
     min_len: int = 3,
+    language: str = "en",
 ) -> List[str]:
     """Load and clean a vocabulary. ``source``: ``"wordfreq"`` or a path; ``size`` caps wordfreq's
     list (most frequent first, before filtering). Raises :class:`VocabError` if nothing is left."""
     if str(source) == "wordfreq":
-        raw = wordfreq_words(size or 10000)
+        raw = wordfreq_words(size or 10000, lang=language)
     else:
         raw = file_words(source, fmt)
-    vocab = clean_words(raw, min_len=min_len)
+    vocab = clean_words(raw, min_len=min_len, language=language)
     if not vocab:
+        letters = "[a-z']" if language == "en" else "letters"
         raise VocabError(
-            f"empty vocabulary from {source}: no word of >= {min_len} letters matching [a-z']"
+            f"empty vocabulary from {source}: no word of >= {min_len} {letters}"
         )
     return vocab
 
