@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Real human speech: the Czech voice acting of the game Fish Fillets NG (Debian's packages
+# fillets-ng-data and fillets-ng-data-cs, GPL-2; about 1.6 h of acted dialogue, two main voices),
+# and the memorisation study's primary comparison on it (docs/study.md, "Real speech").
+#   ./run.sh                        fetch the packages (apt-get download, no install), prepare,
+#                                   canaries in Czech, baseline / control / PCC x 2 seeds,
+#                                   -> RESULTS.md (utility), study/raw + study/RESULTS.md
+#   ./run.sh --fillets_dir DIR      an extracted copy of the packages instead of the download
+#   ./run.sh --seeds "0 1 2 3 4"    more seeds (resumable: finished stages are skipped)
+# Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
+set -euo pipefail
+. ./path.sh
+# One torch thread per process; the models train side by side (--model_jobs 2).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+fillets_dir=${FILLETS_DIR:-}
+seeds=${SEEDS:-"0 1"}
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --fillets_dir) [ $# -ge 2 ] || { echo "$0: error: --fillets_dir needs a value" >&2; exit 1; }; fillets_dir=$2; shift 2 ;;
+        --seeds) [ $# -ge 2 ] || { echo "$0: error: --seeds needs a value" >&2; exit 1; }; seeds=$2; shift 2 ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+corpus=downloads/FilletsCS
+score_epochs="2 4 6 8"
+
+# "Download": the Debian packages into downloads/debs (or an extracted copy), then the corpus in
+# LibriSpeech's layout (16 kHz flac, split by level; kept when it exists with the same settings).
+if [ -n "${fillets_dir}" ]; then source=(--corpus_dir "${fillets_dir}"); else source=(--download_dir downloads/debs); fi
+python3 -m espnet_pcc.bin.make_fillets_corpus --lang cs "${source[@]}" --output_dir "${corpus}" --nj 2
+
+configs="conf/train_asr_fillets_baseline.yaml conf/train_asr_fillets_control.yaml conf/train_asr_fillets_pcc.yaml"
+tags=$(for c in ${configs}; do c=${c#conf/}; for s in ${seeds}; do echo "asr_${c%.yaml}_seed${s}"; done; done)
+corpus_notes=$(python3 -c "import json,sys; from espnet_pcc.recipe.fillets import describe; print(describe(json.load(open(sys.argv[1]))).replace(chr(10), '; '))" "${corpus}/corpus.json")
+
+./pcc_asr.sh \
+    --corpus_dir "${corpus}" --datadir data --expdir exp \
+    --train_set train --train_splits train --valid_set dev --valid_splits dev --test_splits "dev test" \
+    --canary_opts "--language cs --vocab data/train/text --vocab_format kaldi_text --text_case upper --num_words 6 --speed 1.6 --seed 0 --repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000" \
+    --token_type char \
+    --asr_configs "${configs}" --inference_config conf/decode_asr_demo.yaml \
+    --ngpu 0 --nj 2 --stats_nj 2 --inference_nj 1 --model_jobs 2 \
+    --seeds "${seeds}" --score_epochs "${score_epochs}" --inference_asr_model valid.acc.ave_3best.pth \
+    --stop_stage 9 \
+    --results_title "RESULTS (real speech: Fish Fillets NG, Czech)" --results_md RESULTS.md \
+    --results_png pcc_comparison.png \
+    --results_notes "Corpus (make_fillets_corpus, split by level): ${corpus_notes}." "${args[@]}"
+
+# The study's primary comparison, from its raw data (committed) alone.
+python3 -m espnet_pcc.bin.study_export --expdir exp --asr_tags ${tags} \
+    --score_epochs ${score_epochs} --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
+    --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
+    --output_dir study/raw
+python3 -m espnet_pcc.bin.study_colocation \
+    --shape_file exp/asr_stats_raw_char/train/speech_shape \
+    --shape_file exp/asr_stats_raw_char/train/text_shape.char \
+    --batch_size 16 --fold_length 80000 150 --num_cores 4 --seeds ${seeds} \
+    --epochs 1 2 3 4 5 6 7 8 --output_dir study/raw
+python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
+    --output_png study/pcc_comparison.png --title "RESULTS (real speech: Fish Fillets NG, Czech)" \
+    --notes "Made by ./run.sh in egs2/fillets_cs/asr1 (docs/study.md, 'Real speech'): seeds ${seeds}. Corpus: ${corpus_notes}."
