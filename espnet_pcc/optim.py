@@ -392,8 +392,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             norm_max=stats.norm_max if some else math.nan,
             clipped_fraction=stats.num_clipped / max(stats.num_cores, 1),
             nonfinite_cores=stats.nonfinite,
+            # One core, divided by nothing (K̂ undone by the scale): ‖u‖ = min(‖g‖, C).
             update_norm=(min(stats.norm_max, bound) if stats.num_cores == 1
-                         and not stats.nonfinite and not noise_scale else None),
+                         and not stats.nonfinite and not noise_scale
+                         and self.expected_cores is None else None),
             noise_std=self.clip_config.noise_multiplier * bound
             / (self._divisor if self.expected_cores is not None else stats.num_cores)
             if noise_scale else 0.0)

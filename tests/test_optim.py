@@ -458,3 +458,13 @@ def test_expected_cores_survive_a_checkpoint_with_pending_cores():
 def test_expected_cores_must_be_positive():
     with pytest.raises(ValueError, match="expected_cores must be > 0, got 0"):
         poisson_wrap(make_model(), 0.0, expected_cores=0)
+
+
+def test_one_core_under_a_fixed_denominator_reports_no_shortcut_norm():
+    """‖u‖ = min(‖g‖, C) holds for one core divided by nothing; over D = 4 it is a quarter of
+    that, so the trainer must measure it."""
+    model = make_model()
+    opt = poisson_wrap(model, 0.0, expected_cores=4)
+    core_loss(model, *core_inputs(1)[0]).backward()
+    opt.add_core()
+    assert opt.reduce_cores().update_norm is None
