@@ -5,7 +5,7 @@
 #   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
 #   ./run.sh --demo_size study    the memorisation study's primary arms (docs/study.md) -> study/raw, study/RESULTS.md
 #   ./run.sh --demo_size study_sorted  its exploratory sorted-batch arms, added to study/raw and the report
-#   ./run.sh --demo_size privacy  noise and speaker cores vs PCC (~40 min on 2 CPU cores) -> study/PRIVACY.md
+#   ./run.sh --demo_size privacy  PCC on the Poisson sampler: sigma = 0, noise per utterance, per speaker -> study/PRIVACY.md
 #   ./run.sh --demo_size tiny     pipeline check in a few minutes (CI) -> exp/tiny/RESULTS.md
 # Any other option goes to ./pcc_asr.sh (e.g. --stage 5 --stop_stage 9).
 set -euo pipefail
@@ -52,8 +52,8 @@ case "${demo_size}" in
           study_tags=$(for c in ${configs}; do c=${c#conf/}; for s in 0 1 2; do echo "asr_${c%.yaml}_seed${s}"; done; done)
           results=(--stop_stage 8) ;;
     privacy) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
-          # Noise and speaker cores against the study's PCC (README "Privacy"), in the study's
-          # data and expdir (the PCC models are shared with it): 3 configs x 3 seeds.
+          # The study's PCC on the Poisson sampler (README "Privacy"), in the study's data and
+          # expdir: sigma = 0, noise accounted per utterance, per speaker; 3 configs x 3 seeds.
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
           study_args=(--seeds "0 1 2" --score_epochs "2 4 6" --inference_asr_model valid.acc.ave_3best.pth
                       --model_jobs 2)
