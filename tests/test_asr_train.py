@@ -478,3 +478,16 @@ def test_collect_stats_runs_with_a_noisy_poisson_config(corpus, tmp_path):
     args = [f"{corpus}/wav.scp" if a == f"{corpus}/speech_shape" else a for a in args]
     asr_train.main(args)
     assert (out / "train" / "feats_stats.npz").exists()
+
+
+def test_per_example_on_the_poisson_sampler_is_accounted_with_sensitivity_c(corpus, tmp_path):
+    """per_example: one item is a micro-batch (accum_grad 2 of them a step), split into one
+    core per utterance; the average is over the expected batch (4), sensitivity C."""
+    out = tmp_path / "pe"
+    conf = {"clip": "per_example", "max_epoch": 1, "batch_size": 4, "accum_grad": 2,
+            "clip_conf": {"max_norm": 1.0, "noise_multiplier": 0.8, "noise_seed": 1}}
+    asr_train.main(train_args(corpus, out, conf))
+    stats = train_stats(out, 1)
+    assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(0.8, 0.5, 2, 0.01 / 8))
+    assert stats["noise_std"] == pytest.approx(0.8 * 1.0 / 4)
+    assert 0 < stats["num_cores"] <= 8
