@@ -48,7 +48,11 @@ corpus_notes=$(python3 -c "import json,sys; from espnet_pcc.recipe.fillets impor
     --results_png pcc_comparison.png \
     --results_notes "Corpus (make_fillets_corpus, split by level): ${corpus_notes}." "${args[@]}"
 
-# The study's primary comparison, from its raw data (committed) alone.
+# The study's primary comparison, from its raw data (committed) alone: from 2 seeds per arm.
+if [ "$(echo ${seeds} | wc -w)" -lt 2 ]; then
+    echo "$0: seeds ${seeds}: the comparison needs 2 seeds per arm at least; utility in RESULTS.md (run again with --seeds \"0 1\": finished models are kept)" >&2
+    exit 0
+fi
 python3 -m espnet_pcc.bin.study_export --expdir exp --asr_tags ${tags} \
     --score_epochs ${score_epochs} --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
     --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
