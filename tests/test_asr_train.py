@@ -420,7 +420,8 @@ def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsy
         asr_train.main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot count the training units" in err[0], err
+    # The Poisson sampler (the default with noise) reads the shape file first.
+    assert len(err) == 1 and "missing_shape: no such file" in err[0], err
     assert not out.exists()
 
 
@@ -491,3 +492,17 @@ def test_per_example_on_the_poisson_sampler_is_accounted_with_sensitivity_c(corp
     assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(0.8, 0.5, 2, 0.01 / 8))
     assert stats["noise_std"] == pytest.approx(0.8 * 1.0 / 4)
     assert 0 < stats["num_cores"] <= 8
+
+
+def test_noise_under_espnets_sampler_without_a_readable_shape_file_is_one_line(corpus,
+                                                                              tmp_path, capsys):
+    out = tmp_path / "bad"
+    args = train_args(corpus, out, {"clip": "per_example", "batch_sampler": "espnet",
+                                    "clip_conf": {"max_norm": 1.0, "noise_multiplier": 1.0}})
+    args[args.index(f"{corpus}/speech_shape")] = str(tmp_path / "missing_shape")
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot count the training units for delta = 0.01/N" in err[0], err
+    assert not out.exists()
