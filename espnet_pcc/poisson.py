@@ -31,7 +31,6 @@ an epoch is `steps_per_epoch` = round(1/q) steps (one expected pass over the uni
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
@@ -40,19 +39,13 @@ import numpy as np
 from espnet2.samplers.abs_sampler import AbsSampler
 
 from espnet_pcc.clip_config import ClipConfigError
+from espnet_pcc.recipe.speed_perturb import recording_of
 
 #: The key of an empty item (no utterance of the step landed in its slot).
 EMPTY = "<pcc-empty-core>"
-#: ESPnet's id prefix of a speed-perturbed copy (espnet_pcc.recipe.speed_perturb.prefix).
-_SPEED_PREFIX = re.compile(r"^sp[0-9]+(?:\.[0-9]+)?-")
 _STREAM = 0x504F4953  # "POIS": the sampler's stream, apart from the noise's
 
 MicroBatch = Tuple[str, ...]
-
-
-def recording_of(utt_id: str) -> str:
-    """The recording an utterance is a copy of: the id without ESPnet's ``sp<f>-`` prefix."""
-    return _SPEED_PREFIX.sub("", utt_id, count=1)
 
 
 def group_units(utt_ids: Iterable[str],
@@ -246,6 +239,5 @@ def is_empty(utt_ids) -> bool:
 
 
 __all__ = ["EMPTY", "PoissonCoreSampler", "PoissonPlan", "WithEmptyItems", "group_units",
-           "is_empty", "make_plan", "recording_of", "sample_step",
-           "unit_kind"]
+           "is_empty", "make_plan", "sample_step", "unit_kind"]
 

@@ -5,7 +5,8 @@ from scipy import stats
 
 from espnet_pcc.clip_config import ClipConfigError
 from espnet_pcc.poisson import EMPTY, PoissonCoreSampler, WithEmptyItems, group_units, \
-    is_empty, make_plan, recording_of
+    is_empty, make_plan
+from espnet_pcc.recipe.speed_perturb import recording_of
 
 
 def samplers(plan, key=1234):
@@ -28,13 +29,6 @@ def steps_of(plan, key, seed):
                     slots[(a * W + r) * J + j] = [] if is_empty(item) else list(item)
         steps.append(slots)
     return steps
-
-
-def test_recording_of_strips_espnets_speed_prefix_only():
-    assert recording_of("sp0.9-spk1-utt3") == "spk1-utt3"
-    assert recording_of("sp1.1-a") == "a"
-    assert recording_of("spk1-utt3") == "spk1-utt3"
-    assert recording_of("sp-x") == "sp-x"
 
 
 def test_units_are_recordings_or_speakers():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from fractions import Fraction
@@ -42,6 +43,10 @@ logger = logging.getLogger(__name__)
 #: The factors of ESPnet's LibriSpeech recipes (egs2/librispeech*/asr1/run.sh).
 LIBRISPEECH_FACTORS = ("0.9", "1.0", "1.1")
 REQUEST = ".request.json"
+#: The prefix of any perturbed copy's id (what prefix() writes, for every factor check_factors
+#: accepts).
+_FACTOR = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_ANY_PREFIX = re.compile(rf"^sp{_FACTOR.pattern}-")
 
 
 class SpeedPerturbError(UserError):
@@ -51,6 +56,11 @@ class SpeedPerturbError(UserError):
 def prefix(factor: str) -> str:
     """ESPnet's id prefix of a perturbed copy: ``sp<factor>-`` ("" for 1.0)."""
     return "" if is_identity(factor) else f"sp{factor}-"
+
+
+def recording_of(utt_id: str) -> str:
+    """The recording an utterance id is a copy of: the id without its ``sp<f>-`` prefix."""
+    return _ANY_PREFIX.sub("", utt_id, count=1)
 
 
 def is_identity(factor: str) -> bool:
@@ -69,6 +79,10 @@ def check_factors(factors: Sequence[str]) -> List[str]:
             raise SpeedPerturbError(f"speed factor {f!r} is not a number") from None
         if not math.isfinite(value) or value <= 0:
             raise SpeedPerturbError(f"speed factor {f!r} must be a positive number")
+        if not _FACTOR.fullmatch(f):
+            # The id prefix sp<f>- must be one recording_of() recognises.
+            raise SpeedPerturbError(f"speed factor {f!r}: write it as digits with an "
+                                    "optional decimal part (e.g. 0.9)")
         if value in seen:
             raise SpeedPerturbError(f"speed factor {f!r} given twice (as {seen[value]!r})")
         seen[value] = f

@@ -54,8 +54,10 @@ from espnet_pcc.trainer import PCCTrainer
 
 class TrainArgs(argparse.Namespace):
     """asr_train's parsed options plus `clip_config`, the ClipConfig built from them, and
-    `speaker_of` (core_by speaker: the training utterances' speakers, else None); then, set
-    by `PCCASRTask.build_optimizers`: `poisson_plan` (--batch_sampler poisson), `privacy`
+    `speaker_of` (core_by speaker: the training utterances' speakers, else None) and
+    `poisson_plan` (--batch_sampler poisson; `PCCASRTask.build_optimizers` makes it again
+    where the world size differs from WORLD_SIZE's); then, set by
+    `PCCASRTask.build_optimizers`: `privacy`
     (with noise: what the epsilon is computed from) and `sampler_key` (the Poisson sampler's
     key: the secret noise seed with noise, else --seed).
 
@@ -200,17 +202,19 @@ def shared_secret() -> int:
     return secret
 
 
-def poisson_plan(args: argparse.Namespace) -> PoissonPlan:
-    """The run's Poisson plan (espnet_pcc.poisson.make_plan) for this world size."""
-    config = args.clip_config
-    world = torch.distributed.get_world_size() if (
+def current_world_size() -> int:
+    return torch.distributed.get_world_size() if (
         torch.distributed.is_available() and torch.distributed.is_initialized()) else 1
-    per_micro_batch = 1 if config.mode is ClipMode.PER_EXAMPLE else config.num_cores
-    plan = make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
-                     cores_per_micro_batch=per_micro_batch, accum_grad=args.accum_grad,
-                     world_size=world, speaker_of=args.speaker_of)
-    logging.info(f"[train] {plan.describe()}")
-    return plan
+
+
+def plan_for(args: argparse.Namespace, config: ClipConfig,
+             speaker_of: Optional[Dict[str, str]], world: int) -> PoissonPlan:
+    """The run's Poisson plan (espnet_pcc.poisson.make_plan) for `world` ranks."""
+    # A slot is a core; per_example's micro-batch is one slot whose utterances are its cores.
+    slots = 1 if config.mode is ClipMode.PER_EXAMPLE else config.num_cores
+    return make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
+                     cores_per_micro_batch=slots, accum_grad=args.accum_grad,
+                     world_size=world, speaker_of=speaker_of)
 
 
 def privacy_accounting(args: argparse.Namespace, config: ClipConfig,
@@ -294,20 +298,20 @@ class PCCASRTask(ASRTask):
         if config.core_by == "speaker" and not args.collect_stats:
             # collect_stats runs no trainer, and its shape files are key lists.
             speaker_of = read_training_speakers(args, config)
+        plan = None
         if sampler == "poisson" and not args.collect_stats:
             # The plan's errors (a batch larger than the data, too few speakers) before
-            # anything is written; build_optimizers makes it again with the real world size.
-            make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
-                      cores_per_micro_batch=1 if config.mode is ClipMode.PER_EXAMPLE
-                      else config.num_cores, accum_grad=args.accum_grad,
-                      world_size=int(os.environ.get("WORLD_SIZE", "1")), speaker_of=speaker_of)
+            # anything is written; build_optimizers keeps it if the world size is the same.
+            plan = plan_for(args, config, speaker_of, int(os.environ.get("WORLD_SIZE", "1")))
         if config.noise_multiplier > 0 and config.delta is None and not args.collect_stats:
             config = dataclasses.replace(config, delta=default_delta(
-                count_privacy_units(args, config, speaker_of)))
+                plan.num_units if plan is not None
+                else count_privacy_units(args, config, speaker_of)))
         checked = TrainArgs(**{**vars(args), "batch_sampler": sampler})
         checked.clip_config = config
         checked.speaker_of = speaker_of
-        checked.poisson_plan = checked.privacy = checked.sampler_key = None
+        checked.poisson_plan = plan
+        checked.privacy = checked.sampler_key = None
         return checked
 
     @classmethod
@@ -333,7 +337,7 @@ class PCCASRTask(ASRTask):
         utt_lengths = read_utt_lengths(iter_options.shape_files[0])
         if args.batch_sampler == "poisson":
             plan = getattr(args, "poisson_plan", None)
-            if plan is None:
+            if plan is None or getattr(args, "sampler_key", None) is None:
                 raise RuntimeError("--batch_sampler poisson: build_optimizers makes the plan "
                                    "before the training iterator")
             sampler = PoissonCoreSampler(plan, args.sampler_key, rank=rank,
@@ -397,7 +401,12 @@ class PCCASRTask(ASRTask):
             else shared_secret()
         if args.collect_stats:  # espnet2 builds the optimizers there too, and trains nothing
             return [wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed)]
-        plan = poisson_plan(args) if args.batch_sampler == "poisson" else None
+        plan = None
+        if args.batch_sampler == "poisson":
+            plan = args.poisson_plan
+            if plan is None or plan.world_size != current_world_size():
+                plan = plan_for(args, config, args.speaker_of, current_world_size())
+            logging.info(f"[train] {plan.describe()}")
         kwargs = {}
         if plan is not None and config.mode.has_fixed_bound:
             # Poisson DP-SGD divides by the expected number of cores, not the drawn one.

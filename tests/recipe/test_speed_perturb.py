@@ -9,7 +9,8 @@ import soundfile
 from espnet_pcc import kaldi_dir
 from espnet_pcc.bin import speed_perturb as cli
 from espnet_pcc.recipe.librispeech import prepare
-from espnet_pcc.recipe.speed_perturb import SpeedPerturbError, perturb, perturbed_length
+from espnet_pcc.recipe.speed_perturb import LIBRISPEECH_FACTORS, SpeedPerturbError, perturb, \
+    perturbed_length, prefix, recording_of
 from recipe_helpers import make_librispeech
 
 
@@ -64,6 +65,7 @@ def test_resumes_and_starts_over_for_another_request(train_dir: Path, tmp_path: 
     (["0.9", "0.90"], "speed factor '0.90' given twice (as '0.9')"),
     (["0"], "speed factor '0' must be a positive number"),
     (["fast"], "speed factor 'fast' is not a number"),
+    ([".9"], "speed factor '.9': write it as digits with an optional decimal part (e.g. 0.9)"),
 ])
 def test_bad_factors_are_one_line(train_dir: Path, tmp_path: Path, capsys, factors, message):
     with pytest.raises(SystemExit) as e:
@@ -71,6 +73,14 @@ def test_bad_factors_are_one_line(train_dir: Path, tmp_path: Path, capsys, facto
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and err == [f"speed_perturb: error: {message}"]
     assert not (tmp_path / "o").exists()
+
+
+def test_recording_of_undoes_prefix_and_nothing_else():
+    for factor in LIBRISPEECH_FACTORS + ("2", "0.75"):
+        assert recording_of(prefix(factor) + "spk1-utt3") == "spk1-utt3"
+    assert recording_of("sp0.9-sp1.1-a") == "sp1.1-a"  # one prefix: perturbation is not nested
+    assert recording_of("spk1-utt3") == "spk1-utt3"
+    assert recording_of("sp-x") == "sp-x"
 
 
 def test_source_must_name_audio_files(train_dir: Path, tmp_path: Path):
