@@ -39,8 +39,8 @@ class Run:
 
     arm: str
     seed: int
-    losses: List[float]  # epochs 1..N
-    #: measure -> canary -> value per epoch (1..N)
+    losses: List[float]  # at the scored epochs, in order
+    #: measure -> canary -> value at each scored epoch
     epochs: Dict[str, Dict[str, List[float]]]
     final: Dict[str, Dict[str, float]]  # measure -> canary -> value of the final model
     repeat_count: Dict[str, int]
@@ -73,10 +73,16 @@ def _runs(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
         # CER in points (%), as the references' control: the canary's gap to them.
         cell["cer_gap"][c.canary][c.epoch] = 100.0 * (c.cer - ref_cer[(c.arm, c.seed, c.epoch)])
     arms: Dict[str, List[Run]] = defaultdict(list)
+    scored: Optional[Tuple[str, int, List[int]]] = None
     for (arm, seed), by_epoch in sorted(losses.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        # Any scored epochs (the curve interpolates between them), the same in every run, so
+        # that every run is read at the same points of training.
         epochs = sorted(by_epoch)
-        if epochs != list(range(1, len(epochs) + 1)):
-            raise RawDataError(f"run {arm} seed {seed}: epochs {epochs} are not 1..N")
+        if scored is None:
+            scored = (arm, seed, epochs)
+        elif epochs != scored[2]:
+            raise RawDataError(f"run {arm} seed {seed}: scored epochs {epochs}, but run "
+                               f"{scored[0]} seed {scored[1]} has {scored[2]}")
         cell = values[(arm, seed)]
         arms[arm].append(Run(
             arm=arm, seed=seed, losses=[by_epoch[e] for e in epochs],
@@ -95,7 +101,7 @@ def equal_loss_level(runs: Sequence[Run]) -> float:
 
 def reachable_range(runs: Sequence[Run]) -> Tuple[float, float]:
     """The validation losses every run passes through: from the highest of the runs' lowest
-    losses up to the lowest of their epoch-1 losses."""
+    losses up to the lowest of their first scored epoch's losses."""
     return max(min(r.losses) for r in runs), min(r.losses[0] for r in runs)
 
 

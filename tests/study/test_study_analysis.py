@@ -13,8 +13,10 @@ CANARIES = [f"canary-x{c}-{i}" for c in (1, 4) for i in range(6)]
 EPOCHS = 4
 
 
-def simulated(effect=0.0, seeds=range(5), sampler="shuffled", seed=0) -> RawStudy:
-    """3 arms; exposure falls with the validation loss, PCC lower by `effect` bits."""
+def simulated(effect=0.0, seeds=range(5), sampler="shuffled", seed=0,
+              scored=range(1, EPOCHS + 1)) -> RawStudy:
+    """3 arms; exposure falls with the validation loss, PCC lower by `effect` bits; the
+    checkpoints of the epochs `scored`."""
     rng = np.random.default_rng(seed)
     runs, rows = [], []
     canary_effect = {c: rng.normal(0, 0.5) for c in CANARIES}
@@ -23,7 +25,7 @@ def simulated(effect=0.0, seeds=range(5), sampler="shuffled", seed=0) -> RawStud
         for s in seeds:
             losses = [40.0 - 5 * e + rng.normal(0, 0.5) for e in range(1, EPOCHS + 1)]
             run_effect = rng.normal(0, 0.2)
-            for e, loss in [(str(e), losses[e - 1]) for e in range(1, EPOCHS + 1)] + [(FINAL, 0)]:
+            for e, loss in [(str(e), losses[e - 1]) for e in scored] + [(FINAL, 0)]:
                 epoch_level = 1.0 + (EPOCHS if e == FINAL else int(e)) * 0.5
                 runs.append(RunEpoch(arm, sampler, s, f"asr_train_asr_{sampler}_{arm}_seed{s}", e,
                                      math.nan if e == FINAL else loss, 0.5, 1000,
@@ -54,6 +56,25 @@ def test_raw_data_errors_are_one_line(tmp_path):
     (tmp_path / raw.META_JSON).write_text(json.dumps(dict(meta, format="other/9")))
     with pytest.raises(raw.RawDataError, match="format 'other/9'"):
         raw.read_raw(tmp_path)
+
+
+def test_every_other_epoch_scored_reads_at_those_epochs():
+    study = simulated(scored=[2, 4])
+    a = analysis.analyse(study, "shuffled", aa_trials=50)
+    run = a.arms["pcc"][0]
+    assert len(run.losses) == 2 and len(run.epochs["rank_exposure"][CANARIES[0]]) == 2
+    assert a.level == max(r.losses[-1] for runs in a.arms.values() for r in runs)
+
+
+def test_runs_scored_at_other_epochs_are_one_line_error():
+    study = simulated(seeds=[0, 1])
+    dropped = lambda r: r.arm == "pcc" and r.seed == 1 and r.epoch == "3"  # noqa: E731
+    study.runs = [r for r in study.runs if not dropped(r)]
+    study.canaries = [c for c in study.canaries if not dropped(c)]
+    with pytest.raises(raw.RawDataError,
+                       match=r"run pcc seed 1: scored epochs \[1, 2, 4\], but run .* has "
+                             r"\[1, 2, 3, 4\]"):
+        analysis.analyse(study, "shuffled", aa_trials=50)
 
 
 def test_the_level_is_the_worst_last_epoch_loss():
