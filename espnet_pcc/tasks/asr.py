@@ -403,9 +403,9 @@ class PCCASRTask(ASRTask):
             return [wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed)]
         plan = None
         if args.batch_sampler == "poisson":
-            plan = args.poisson_plan
-            if plan is None or plan.world_size != current_world_size():
-                plan = plan_for(args, config, args.speaker_of, current_world_size())
+            plan, world = args.poisson_plan, current_world_size()
+            if plan is None or plan.world_size != world:
+                plan = plan_for(args, config, args.speaker_of, world)
             logging.info(f"[train] {plan.describe()}")
         kwargs = {}
         if plan is not None and config.mode.has_fixed_bound:
