@@ -55,3 +55,10 @@ def gloo_process_group(rank: int, world_size: int, init_file: str) -> Iterator[N
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+#: ESPnet train.log lines of two epochs, the second logged twice (a resumed run).
+TRAIN_LOG = """\
+[vm] 2026-11-26 08:01:01,399 (trainer:394) INFO: 1epoch results: [train] iter_time=0.042, loss=58.156, grad_norm=112.231, train_time=1.763, time=12.92 seconds, total_count=15, [valid] loss_ctc=130.092, acc=0.050, loss=118.201, time=0.72 seconds, total_count=2
+[vm] 2026-11-26 08:01:20,000 (trainer:394) INFO: 2epoch results: [train] loss=40.0, train_time=1.5, time=12 seconds, total_count=30, [valid] acc=0.2, loss=90.5, time=1 seconds, total_count=4
+[vm] 2026-11-26 08:02:20,000 (trainer:394) INFO: 2epoch results: [train] loss=40.0, train_time=1.7, time=12 seconds, total_count=30, [valid] acc=0.2, loss=80.5, time=1 seconds, total_count=4
+"""

@@ -1,10 +1,14 @@
-"""Stage 9: compare clipping modes — RESULTS.md (ESPnet style) + PNG plot; prints the table.
+"""Stage 9: compare clipping modes — RESULTS.md (ESPnet style), its plots and raw data.
 
 Usage::
 
     python -m espnet_pcc.bin.report --expdir exp --asr_tags asr_baseline asr_pcc asr_apcc \\
         --decode_tag decode_asr_valid.acc.ave --test_sets dev test \\
         --output_md RESULTS.md --output_png exp/pcc_comparison.png
+
+The model dirs are read once: their per-run, per-canary memorisation into the raw data of
+:mod:`espnet_pcc.study.raw` (written to ``--raw_dir``, the same files the study's report is
+rebuilt from), their utility through :func:`espnet_pcc.model_dir.collect`.
 """
 from __future__ import annotations
 
@@ -30,8 +34,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_png", type=Path, required=True)
     p.add_argument("--title", default="RESULTS")
     p.add_argument("--notes", default="", help="a paragraph placed above the table")
-    p.add_argument("--datadir", type=Path, default=Path("data"),
-                   help="holds <test set>/text (per-utterance errors for the WER intervals)")
     p.add_argument("--score_epochs", type=int, nargs="*", default=[],
                    help="epochs whose checkpoints stage 8 scored (memorisation trajectory)")
     p.add_argument("--epoch_decode_tag", default="",
@@ -39,34 +41,48 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--canary_accuracy", type=str2bool, default=False,
                    help="stage 7 scored canary transcription accuracy")
     p.add_argument("--study_png", type=Path, default=None,
-                   help="the study's plots (default: --output_png with suffix _study.png)")
+                   help="exposure over runs per mode (default: --output_png with suffix "
+                        "_study.png)")
+    p.add_argument("--raw_dir", type=Path, default=None,
+                   help="the per-run, per-canary raw data (default: beside --output_md, "
+                        "<its stem>_raw/)")
     return p
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.recipe.report import collect, comparison_table, plot, results_markdown
-    from espnet_pcc.study import report as study_report
+    from espnet_pcc.model_dir import collect
+    from espnet_pcc.recipe.report import comparison_table, plot, results_markdown
 
     results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
                       args.exposure_name)
     md_dir = args.output_md.resolve().parent
-    study_md = ""
+    sections = []
     if args.exposure_name != "none":
-        study = study_report.build(
-            results, args.expdir, args.decode_tag, {s: args.datadir / s for s in args.test_sets},
-            args.score_epochs, args.canary_accuracy, args.epoch_decode_tag)
+        from espnet_pcc.study import raw, results as study_results
+        from espnet_pcc.study.analysis import compare_modes
+        from espnet_pcc.study.export import export_study
+
+        raw_dir = args.raw_dir or args.output_md.with_name(args.output_md.stem + "_raw")
+        study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
+                             args.epoch_decode_tag, args.test_sets, made_by="espnet_pcc.bin.report",
+                             canary_accuracy=args.canary_accuracy)
+        raw.write_raw(raw_dir, study)
+        comparisons = [compare_modes(study, s)
+                       for s in dict.fromkeys(r.sampler for r in study.runs)]
         study_png = args.study_png or args.output_png.with_name(args.output_png.stem + "_study.png")
-        study_report.plot(study, study_png)
-        study_md = study_report.markdown(study, os.path.relpath(study_png.resolve(), md_dir))
+        study_results.plot_modes(comparisons, study_png, args.title)
+        rel = lambda p: os.path.relpath(p.resolve(), md_dir)  # noqa: E731
+        sections.append(study_results.render_modes(comparisons, args.test_sets, rel(raw_dir))
+                        + f"\n\n![exposure over runs]({rel(study_png)})\n")
     plot(results, args.output_png)
     md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
                           title=args.title, notes=args.notes,
                           plot_name=os.path.relpath(args.output_png.resolve(), md_dir),
-                          study_md=study_md)
+                          sections=sections)
     atomic_write_text(args.output_md, md)
     print(comparison_table(results, args.test_sets))
-    if study_md:
-        print(study_md)
+    for section in sections:
+        print(section)
     print(f"wrote {args.output_md} and {args.output_png}")
 
 

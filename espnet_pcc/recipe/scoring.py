@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import jiwer
 
-from espnet_pcc import fileio, kaldi_dir
+from espnet_pcc import fileio, kaldi_dir, markdown
 from espnet_pcc.errors import UserError
 
 COLUMNS = ("Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err")
@@ -86,7 +86,5 @@ def score_dir(data_dir: Path, hyp_text: Path, out_dir: Path) -> Dict[str, Dict[s
 
 def markdown_table(rows: List[Tuple[str, Dict[str, float]]]) -> str:
     """``|dataset|Snt|Wrd|Corr|Sub|Del|Ins|Err|S.Err|`` rows, as in ESPnet's RESULTS.md."""
-    lines = ["|dataset|" + "|".join(COLUMNS) + "|", "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, r in rows:
-        lines.append(f"|{name}|" + "|".join(str(r[c]) for c in COLUMNS) + "|")
-    return "\n".join(lines)
+    return markdown.table(["dataset", *COLUMNS], [[name, *(r[c] for c in COLUMNS)]
+                                                  for name, r in rows])

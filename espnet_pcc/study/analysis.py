@@ -74,6 +74,9 @@ def _runs(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
         cell["cer_gap"][c.canary][c.epoch] = 100.0 * (c.cer - ref_cer[(c.arm, c.seed, c.epoch)])
     arms: Dict[str, List[Run]] = defaultdict(list)
     scored: Optional[Tuple[str, int, List[int]]] = None
+    # A run with no scored epoch (stage 8 scored only the final model) has a final row alone.
+    for key in errors:
+        losses.setdefault(key, {})
     for (arm, seed), by_epoch in sorted(losses.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         # Any scored epochs (the curve interpolates between them), the same in every run, so
         # that every run is read at the same points of training.
@@ -241,5 +244,74 @@ def arm_summary(runs: Sequence[Run], level: float, canaries: Sequence[str],
     return out
 
 
-__all__ = ["ARMS", "Analysis", "Contrast", "PRIMARY", "Run", "SECONDARY", "analyse",
+@dataclass
+class ModeComparison:
+    """Stage 9's memorisation view of any recipe's modes on one sampler (exploratory, not the
+    pre-registered study): every arm against a reference arm, training runs as the unit."""
+
+    sampler: str
+    reference: str
+    arms: Dict[str, List[Run]]  # in the order the model tags were given
+    canaries: List[str]
+    level: Optional[float]  # L* over every run, where epochs were scored
+    finals: List[Contrast]  # pooled rank exposure of the final (decoded) models
+    at_level: List[Contrast]  # the same at L*
+    too_few_runs: List[str]  # arms (the reference too) with fewer than 2 runs: no contrast
+
+
+def compare_modes(study: RawStudy, sampler: str, reference: str = "baseline") -> ModeComparison:
+    """Each arm of ``sampler``'s runs against ``reference`` (or, without such an arm, the
+    first arm of the raw data), in pooled rank exposure of the final models and, where every
+    run scored the same epochs, at L* (the highest last-epoch validation loss of them all).
+    An arm with fewer than two runs gets no contrast (one run per arm has no run-to-run
+    variation to test against)."""
+    by_arm = _runs(study, sampler)
+    if not by_arm:
+        raise RawDataError(f"no runs of sampler {sampler}")
+    order = list(dict.fromkeys(r.arm for r in study.runs if r.sampler == sampler))
+    arms = {a: by_arm[a] for a in order}
+    reference = reference if reference in arms else order[0]
+    all_runs = [r for runs in arms.values() for r in runs]
+    canaries = sorted(all_runs[0].repeat_count)
+    level = equal_loss_level(all_runs) if all(r.losses for r in all_runs) else None
+    too_few = [a for a, runs in arms.items() if len(runs) < 2]
+    finals, at_l = [], []
+    if reference not in too_few:
+        for arm in order:
+            if arm == reference or arm in too_few:
+                continue
+            finals.append(Contrast(arm, reference, "rank_exposure", stats.compare_runs(
+                final_values(arms[arm], "rank_exposure", canaries),
+                final_values(arms[reference], "rank_exposure", canaries))))
+            if level is not None:
+                at_l.append(_compare(arms, arm, reference, "rank_exposure", level, canaries))
+    return ModeComparison(sampler, reference, arms, canaries, level, finals, at_l, too_few)
+
+
+def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequence[str],
+                 level: Optional[float]) -> Dict[str, stats.Interval]:
+    """Per arm, over its runs (t-intervals; a single run has none): WER of the test sets, the
+    final models' rank exposure per repeat count and pooled, their canary CER minus the
+    references' (where the canaries were transcribed), and the pooled exposure at L* where
+    given."""
+    out = {}
+    for s in test_sets:
+        out[f"WER {s} %"] = stats.seed_interval([r.errors[s][0] for r in runs if s in r.errors])
+    counts = sorted({runs[0].repeat_count[c] for c in canaries})
+    for count in counts:
+        ids = [c for c in canaries if runs[0].repeat_count[c] == count]
+        out[f"exposure ×{count}"] = stats.seed_interval(
+            final_values(runs, "rank_exposure", ids).mean(axis=1))
+    out["exposure, pooled"] = stats.seed_interval(
+        final_values(runs, "rank_exposure", canaries).mean(axis=1))
+    gap = final_values(runs, "cer_gap", canaries).mean(axis=1)
+    if np.all(np.isfinite(gap)):  # the canaries were transcribed (stage 7 --canary_sets)
+        out["canary − reference CER"] = stats.seed_interval(gap)
+    if level is not None:
+        out["pooled at L*"] = stats.seed_interval(
+            at_level(runs, "rank_exposure", level, canaries).mean(axis=1))
+    return out
+
+
+__all__ = ["ARMS", "ModeComparison", "compare_modes", "mode_summary", "Analysis", "Contrast", "PRIMARY", "Run", "SECONDARY", "analyse",
            "arm_summary", "at_level", "equal_loss_level", "reachable_range"]

@@ -22,18 +22,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from espnet_pcc.exposure import schema
-from espnet_pcc.recipe.report import train_log_by_epoch
+from espnet_pcc.model_dir import split_tag, train_log_by_epoch
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
 from espnet_pcc.study.accuracy import read_utterances_tsv
-from espnet_pcc.study.report import split_tag
 
 
 def arm_of(tag: str) -> Tuple[str, int]:
-    """(arm, seed) of a model tag ``asr_<config>_seed<N>``."""
+    """(arm, seed) of a model tag ``asr_<config>_seed<N>``; a tag without the seed suffix (one
+    run per config, ``pcc_asr.sh`` without ``--seeds``) is seed 0."""
     name, seed = split_tag(tag)
-    if seed is None:
-        raise RawDataError(f"model {tag}: no _seed<N> suffix (train with pcc_asr.sh --seeds)")
-    return name.rsplit("_", 1)[-1], seed
+    return name.rsplit("_", 1)[-1], 0 if seed is None else seed
 
 
 def _num_references(exposure_dir: Path) -> int:
@@ -44,15 +42,19 @@ def _num_references(exposure_dir: Path) -> int:
 
 
 def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Path,
-                accuracy_tsv: Path) -> Tuple[List[CanaryScore], float, int]:
-    """The canary rows of one scored checkpoint, its references' mean CER, and |R|."""
-    scored = read_utterances_tsv(accuracy_tsv)
+                accuracy_tsv: Optional[Path]) -> Tuple[List[CanaryScore], float, int]:
+    """The canary rows of one scored checkpoint, its references' mean CER, and |R|.  Without
+    the canary transcription (stage 7 with no ``--canary_sets``) the CERs are NaN."""
+    exposure_json = exposure_dir / schema.EXPOSURE_JSON
+    scored = read_utterances_tsv(accuracy_tsv) if accuracy_tsv is not None else []
     cer = {r.utt_id: r.cer for r in scored}
     references = [r.cer for r in scored if r.repeat_count == 0]
     rows = []
-    for c in schema.read_exposure_json(exposure_dir / schema.EXPOSURE_JSON):
+    for c in schema.read_exposure_json(exposure_json):
         canary = c[schema.CANARY_ID]
-        if canary not in cer:
+        if accuracy_tsv is None:
+            cer[canary] = math.nan
+        elif canary not in cer:
             raise RawDataError(f"{accuracy_tsv}: no CER of canary {canary}")
         rows.append(CanaryScore(
             arm=arm, sampler=sampler, seed=seed, epoch=epoch, canary=canary,
@@ -78,9 +80,13 @@ def _errors(model_dir: Path, decode_tag: str, test_sets: Sequence[str]) -> Dict[
 
 def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
                  decode_tag: str, epoch_decode_tag: str, test_sets: Sequence[str],
-                 made_by: str = "", progress: Optional[callable] = None) -> RawStudy:
+                 made_by: str = "", progress: Optional[callable] = None,
+                 canary_accuracy: bool = True) -> RawStudy:
     """Every model's raw rows (see the module docstring); ``epoch_decode_tag`` has an
-    ``{epoch}`` field."""
+    ``{epoch}`` field.  ``canary_accuracy=False``: stage 7 did not transcribe the canaries
+    (their CER columns are NaN)."""
+    accuracy = (lambda dec: d / dec / "canary_accuracy" / "utterances.tsv") if canary_accuracy \
+        else (lambda dec: None)
     runs: List[RunEpoch] = []
     canaries: List[CanaryScore] = []
     for i, tag in enumerate(tags, 1):
@@ -98,13 +104,13 @@ def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
                 raise RawDataError(f"{d / 'train.log'}: no validation loss of epoch {e}")
             rows, ref_cer, num_refs = _checkpoint(
                 arm, sampler, seed, str(e), d / f"exposure_{e}epoch",
-                d / epoch_decode_tag.format(epoch=e) / "canary_accuracy" / "utterances.tsv")
+                accuracy(epoch_decode_tag.format(epoch=e)))
             canaries += rows
             runs.append(RunEpoch(arm, sampler, seed, tag, str(e), losses[e]["valid"]["loss"],
                                  ref_cer, num_refs))
         rows, ref_cer, num_refs = _checkpoint(
             arm, sampler, seed, FINAL, d / "exposure",
-            d / decode_tag / "canary_accuracy" / "utterances.tsv")
+            accuracy(decode_tag))
         canaries += rows
         runs.append(RunEpoch(arm, sampler, seed, tag, FINAL, math.nan, ref_cer, num_refs,
                              _errors(d, decode_tag, test_sets)))

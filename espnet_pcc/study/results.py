@@ -1,6 +1,10 @@
-"""The second study's RESULTS.md and plot, from :func:`espnet_pcc.study.analysis.analyse`.
+"""The memorisation reports, both from the raw data (:mod:`espnet_pcc.study.raw`): the
+pre-registered study's RESULTS.md and plot (:func:`render_markdown`, :func:`plot`, from
+:func:`espnet_pcc.study.analysis.analyse`), and stage 9's comparison of any recipe's modes
+(:func:`render_modes`, :func:`plot_modes`, from
+:func:`espnet_pcc.study.analysis.compare_modes`).
 
-Every table is built by :func:`table`; every p-value goes through
+Every table is built by :func:`espnet_pcc.markdown.table`; every p-value goes through
 :func:`espnet_pcc.study.stats.format_p`, which writes a p at the test's floor as "≤ floor".
 """
 from __future__ import annotations
@@ -11,15 +15,10 @@ from typing import List, Sequence
 import numpy as np
 
 from espnet_pcc.fileio import atomic_path
+from espnet_pcc.markdown import table
 from espnet_pcc.study import stats
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
-    arm_summary, at_level
-
-
-def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table."""
-    lines = ["|" + "|".join(head) + "|", "|---" * len(head) + "|"]
-    return "\n".join(lines + ["|" + "|".join(r) + "|" for r in rows])
+    ModeComparison, arm_summary, at_level, mode_summary
 
 
 def _p(c: Contrast, adjusted: bool = False) -> str:
@@ -184,9 +183,81 @@ def plot(a: Analysis, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str],
+                 raw_dir: str = "") -> str:
+    """Stage 9's memorisation section: per sampler, the arms over their runs and each arm
+    against the reference arm (exploratory: no endpoint was declared for a recipe's run)."""
+    out = ["### Memorisation over training runs (exploratory)", "",
+           "Rank exposure (bits) of the final (decoded) models' canaries, the mean over a run's "
+           "canaries as the run's value; means and Student-t intervals over runs; contrasts: "
+           "exact permutation test of the arm labels, 95 % two-level bootstrap interval (runs "
+           "within arms, canaries). No endpoint was declared in advance for this run: no p "
+           "below is a finding (the pre-registered study is docs/study.md)."
+           + (f" Raw per-run, per-canary data: `{raw_dir}`." if raw_dir else ""), ""]
+    for m in comparisons:
+        if len(comparisons) > 1:
+            out += [f"#### {m.sampler} batches", ""]
+        rows, head = [], None
+        for arm, runs in m.arms.items():
+            summary = mode_summary(runs, m.canaries, test_sets, m.level)
+            head = head or ["arm", "runs"] + list(summary)
+            rows.append([arm, str(len(runs))] + [v.fmt(2) for v in summary.values()])
+        out += [table(head, rows), ""]
+        if m.level is not None:
+            out += [f"L* = {m.level:.3f}: the highest last-epoch validation loss of these runs "
+                    "(every run reaches it); a run's exposure there is interpolated between its "
+                    "scored epochs.", ""]
+        contrasts = [c for c in m.finals] + [c for c in m.at_level]
+        if contrasts:
+            labels = ["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)
+            out += [table(_CONTRAST_HEAD + ["where"],
+                          [_contrast_row(c) + [w] for c, w in zip(contrasts, labels)]), ""]
+            out += ["- " + verdict(c) for c in m.finals] + [""]
+        if m.too_few_runs:
+            out += [f"No contrast for {', '.join(m.too_few_runs)}"
+                    + ("" if m.reference not in m.too_few_runs else
+                       f" (the reference arm {m.reference} among them)")
+                    + ": fewer than two runs, so no run-to-run variation to test against "
+                    "(train more seeds: `pcc_asr.sh --seeds`).", ""]
+    return "\n".join(out)
+
+
+def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) -> None:
+    """Per sampler, each arm's final-model rank exposure against the repeat count: the mean
+    over its runs, with every run's value as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(comparisons), figsize=(5.5 * len(comparisons), 4.2),
+                             squeeze=False)
+    for ax, m in zip(axes[0], comparisons):
+        counts = sorted({m.arms[next(iter(m.arms))][0].repeat_count[c] for c in m.canaries})
+        for k, (arm, runs) in enumerate(m.arms.items()):
+            per_run = np.array([[np.mean([r.final["rank_exposure"][c] for c in m.canaries
+                                          if r.repeat_count[c] == n]) for n in counts]
+                                for r in runs])
+            ax.plot(counts, per_run.mean(axis=0), marker="o", color=f"C{k}",
+                    label=f"{arm} ({len(runs)} runs)")
+            for row in per_run:
+                ax.scatter(counts, row, color=f"C{k}", s=8, alpha=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("canary repeat count")
+        ax.set_ylabel("rank exposure, final model (bits)")
+        ax.set_title(f"{m.sampler} batches")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def level_values(a: Analysis, arm: str, measure: str = "rank_exposure") -> np.ndarray:
     """The run values of one arm at L* (for callers that print them)."""
     return at_level(a.arms[arm], measure, a.level, a.canaries).mean(axis=1)
 
 
-__all__ = ["level_values", "plot", "render_markdown", "table", "verdict"]
+__all__ = ["level_values", "plot", "plot_modes", "render_markdown", "render_modes", "verdict"]

@@ -1,6 +1,6 @@
 """A tiny memorisation study end to end through the demo's stage script: two configs x two
 seeds, the checkpoints of both epochs scored (canary decoding + exposure), canary accuracy
-with a reference control, the cross-seed report; a rerun skips everything, a changed decoding
+with a reference control, the comparison over runs; a rerun skips everything, a changed decoding
 option redoes the decoding."""
 from pathlib import Path
 
@@ -38,9 +38,10 @@ def test_tiny_study_end_to_end(tmp_path: Path):
     seed0 = (exp / TAGS[0] / "exposure" / "exposure.json").read_bytes()
     assert seed0 != (exp / TAGS[1] / "exposure" / "exposure.json").read_bytes()
     results = (exp / "RESULTS.md").read_text()
-    assert "|train_asr_tiny_baseline|global (C=5.0)|0 1|" in results
-    assert "### At equal utility" in results and "### Against the baseline" in results
+    # the memorisation section over runs, rendered from the raw data written beside it
+    assert "|baseline|2|" in results and "|pcc − baseline|" in results and "L* = " in results
     assert (exp / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((exp / "RESULTS_raw" / "runs.tsv").read_text().splitlines()) == 1 + 4 * 3
 
     # Rerun: everything is up to date.
     rerun = run(cmd, cwd=DEMO, timeout=900)

@@ -763,7 +763,7 @@ if run_stage 9; then
     report_opts=(); "${use_canary}" || report_opts=(--exposure_name none)
     [ -n "${score_epochs}" ] && report_opts+=(--score_epochs ${score_epochs} --epoch_decode_tag "$(decode_tag "{epoch}epoch.pth")")
     [ -n "${canary_sets}" ] && report_opts+=(--canary_accuracy true)
-    run_logged "${expdir}/logs/report.log" ${python} -m espnet_pcc.bin.report --expdir "${expdir}" --datadir "${datadir}" \
+    run_logged "${expdir}/logs/report.log" ${python} -m espnet_pcc.bin.report --expdir "${expdir}" \
         --asr_tags "${asr_tags[@]}" --decode_tag "${inference_tag}" --test_sets ${test_sets} \
         --output_md "${results_md}" --output_png "${results_png}" --title "${results_title}" \
         --notes "${results_notes}" "${report_opts[@]}"

@@ -1,0 +1,180 @@
+"""The one reader of a trained model dir ``<expdir>/<asr_tag>`` (what stage 9 reports):
+
+  config.yaml                          ``clip`` / ``clip_conf`` (written by our asr_train)
+  train.log                            "Nepoch results: [train] ... train_time=S ... [valid] loss=L"
+  <decode_tag>/<set>/score_wer/result.json, score_cer/result.json      (stage 7)
+  exposure/summary.json                mean exposure per repeat count  (stage 8)
+
+:func:`collect` reads them into one :class:`ModelResult` per model; the per-canary files of a
+study (``exposure*/exposure.json``, ``canary_accuracy/utterances.tsv``) are read by
+:mod:`espnet_pcc.study.export` through their own modules' readers.  A model tag may end in
+``_seed<N>`` (``pcc_asr.sh --seeds``): :func:`split_tag`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from espnet_pcc.errors import UserError
+from espnet_pcc.exposure import schema
+
+_EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
+_SECTION_RE = re.compile(r"\[(\w+)\] ([^\[]*)")
+_NUM_RE = re.compile(r"(\w+)=([-+0-9.eE]+|[-+]?nan|[-+]?inf)(?:,|$)")
+_SEED_RE = re.compile(r"^(.*)_seed(\d+)$")
+
+
+def split_tag(tag: str) -> Tuple[str, Optional[int]]:
+    """``asr_x_seed2`` -> (``asr_x``, 2); a tag without a seed suffix -> (tag, None)."""
+    m = _SEED_RE.match(tag)
+    return (m.group(1), int(m.group(2))) if m else (tag, None)
+
+
+class ModelDirError(UserError):
+    """A model dir lacks what a reader needs (names the stage that produces it)."""
+
+
+@dataclass
+class ModelResult:
+    tag: str
+    clip: str = "?"
+    clip_conf: dict = field(default_factory=dict)
+    wer: Dict[str, dict] = field(default_factory=dict)  # set -> {"wer": {...}, "cer": {...}}
+    exposure: Dict[int, float] = field(default_factory=dict)  # mean rank exposure
+    exposure_extrapolated: Dict[int, float] = field(default_factory=dict)
+    exposure_info: dict = field(default_factory=dict)
+    epochs: List[Dict[str, Dict[str, float]]] = field(default_factory=list)
+    cores_per_step: Optional[int] = None
+
+    @property
+    def sec_per_step(self) -> Optional[float]:
+        """Mean over epochs of ESPnet's ``train_time`` (seconds per optimizer step)."""
+        v = [e["train"]["train_time"] for e in self.epochs if "train_time" in e.get("train", {})]
+        return sum(v) / len(v) if v else None
+
+    @property
+    def dp_epsilon(self) -> Optional[float]:
+        """The (epsilon, clip_conf.delta) spent by the last trained epoch (noisy runs only):
+        `dp_epsilon` (Poisson sampling) or `dp_epsilon_unamplified` (espnet_pcc.accounting)."""
+        key = self.dp_epsilon_key
+        v = [e["train"][key] for e in self.epochs if key in e.get("train", {})]
+        return v[-1] if v else None
+
+    @property
+    def dp_epsilon_key(self) -> str:
+        """Which epsilon the run reported (accounting.PrivacyAccounting.reporter_key)."""
+        unamplified = any("dp_epsilon_unamplified" in e.get("train", {}) for e in self.epochs)
+        return "dp_epsilon_unamplified" if unamplified else "dp_epsilon"
+
+    @property
+    def label(self) -> str:
+        c = self.clip_conf or {}
+        extra = []
+        if c.get("max_norm") is not None:
+            extra.append(f"C={c['max_norm']}")
+        if c.get("target_quantile") is not None:
+            extra.append(f"C→q{c['target_quantile']:g} from {c.get('initial_bound')}")
+        if int(c.get("num_cores", 1) or 1) > 1:
+            extra.append(f"{c['num_cores']} cores")
+        if c.get("core_by", "position") != "position":
+            extra.append(f"cores by {c['core_by']}")
+        if c.get("noise_multiplier"):
+            extra.append(f"σ={c['noise_multiplier']:g}")
+        return self.clip + (f" ({', '.join(extra)})" if extra else "")
+
+
+def cores_per_step(cfg: dict) -> int:
+    """Cores (micro-batch shards with their own gradient) per optimizer step: ranks x
+    accum_grad x clip_conf.num_cores, from a trained model's config.yaml. The ranks are
+    espnet2's ``dist_world_size`` (set by its multi-GPU / multi-node launch); a config without
+    it ran as one process."""
+    ranks = cfg.get("dist_world_size")
+    if not ranks:
+        ngpu = int(cfg.get("ngpu") or 0)
+        ranks = ngpu if cfg.get("multiprocessing_distributed") and ngpu > 1 else 1
+    num_cores = (cfg.get("clip_conf") or {}).get("num_cores") or 1
+    return int(ranks) * int(cfg.get("accum_grad") or 1) * int(num_cores)
+
+
+def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
+    """Per-epoch stats from ESPnet's "Nepoch results:" lines: item N-1 is epoch N (see
+    :func:`train_log_by_epoch`).  An epoch the log lacks (a log restarted by a resume on
+    another host) is an empty dict, so that the later epochs keep their numbers."""
+    by_epoch = train_log_by_epoch(path)
+    return [by_epoch.get(k, {}) for k in range(1, max(by_epoch, default=0) + 1)]
+
+
+def train_log_by_epoch(path: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """epoch number -> {section: {key: value}} from ESPnet's "Nepoch results:" lines; the last
+    line of an epoch wins (a resumed run logs an epoch again)."""
+    by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = _EPOCH_RE.search(line)
+            if not m:
+                continue
+            sections = {}
+            for name, body in _SECTION_RE.findall(m.group(2)):
+                sections[name] = {k: float(v) for k, v in _NUM_RE.findall(body.strip())}
+            by_epoch[int(m.group(1))] = sections
+    return by_epoch
+
+
+def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]:
+    """(mean rank exposure, mean extrapolated exposure) per repeat count, and the summary's
+    scalars (cap, chance, |R|, score), from score_exposure's summary.json."""
+    data = json.loads(Path(path).read_text())
+    if data.get("format") != schema.SUMMARY_FORMAT:
+        raise ModelDirError(f"{path}: unknown format {data.get('format')!r} (rerun stage 8)")
+    rank = schema.mean_per_repeat_count(data, schema.RANK_EXPOSURE)
+    extra = schema.mean_per_repeat_count(data, schema.EXTRAPOLATED_EXPOSURE)
+    info = {k: data.get(k) for k in schema.SUMMARY_SCALARS}
+    return rank, extra, info
+
+
+def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Sequence[str],
+            exposure_name: str = "exposure", require: bool = True) -> List[ModelResult]:
+    """Gather every model's numbers; with ``require`` a missing input is a one-line error."""
+    results = []
+    for tag in tags:
+        d = Path(expdir) / tag
+        r = ModelResult(tag=tag)
+        cfg_path = d / "config.yaml"
+        if not cfg_path.is_file():
+            raise ModelDirError(f"{cfg_path} missing (produced by stage 5, training)")
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        r.clip = str(cfg.get("clip", "global"))
+        r.clip_conf = cfg.get("clip_conf") or {}
+        r.cores_per_step = cores_per_step(cfg)
+        if r.clip == "global" and r.clip_conf.get("max_norm") is None:
+            r.clip_conf = {**r.clip_conf, "max_norm": cfg.get("grad_clip")}
+        if (d / "train.log").is_file():
+            r.epochs = parse_train_log(d / "train.log")
+        for s in test_sets:
+            res = {}
+            for unit in ("wer", "cer"):
+                p = d / decode_tag / s / f"score_{unit}" / "result.json"
+                if p.is_file():
+                    res[unit] = json.loads(p.read_text())
+                elif require:
+                    raise ModelDirError(f"{p} missing (produced by stage 7, scoring)")
+            if res:
+                r.wer[s] = res
+        summary = d / exposure_name / schema.SUMMARY_JSON
+        if exposure_name == "none":
+            pass
+        elif summary.is_file():
+            r.exposure, r.exposure_extrapolated, r.exposure_info = load_exposure(summary)
+        elif require:
+            raise ModelDirError(f"{summary} missing (produced by stage 8, exposure)")
+        results.append(r)
+    return results
+
+
+__all__ = ["ModelDirError", "ModelResult", "collect", "cores_per_step", "load_exposure",
+           "parse_train_log", "split_tag", "train_log_by_epoch"]

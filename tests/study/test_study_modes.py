@@ -1,0 +1,125 @@
+"""Stage 9's memorisation section over runs on hand-made model dirs whose statistics are known
+by hand: two modes x two seeds, four canaries, two references, two scored epochs."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from espnet_pcc.bin import report as report_cli
+from espnet_pcc.errors import UserError
+from espnet_pcc.study import analysis, raw
+from espnet_pcc.study.export import export_study
+
+CANARIES = {"canary-x01-0": 1, "canary-x01-1": 1, "canary-x16-0": 16, "canary-x16-1": 16}
+REFS = {"canaryref-0": 0, "canaryref-1": 0}
+DECODE, EPOCH_DECODE = "decode_x_valid.acc.ave_3best", "decode_x_{epoch}epoch"
+# validation loss at epochs 1, 2 per model
+VALID = {"asr_base_seed0": (10.0, 6.0), "asr_base_seed1": (10.0, 5.0),
+         "asr_pcc_seed0": (12.0, 8.0), "asr_pcc_seed1": (11.0, 7.0)}
+
+
+def train_log(losses) -> str:
+    return "".join(f"INFO: {e}epoch results: [train] loss=1.0, train_time=1.0, [valid] acc=0.5, "
+                   f"loss={v}, time=1 seconds\n" for e, v in enumerate(losses, start=1))
+
+
+def write_checkpoint(d: Path, exposure_name: str, decode: str, rank, cer):
+    (d / exposure_name).mkdir(parents=True)
+    (d / exposure_name / "exposure.json").write_text(json.dumps({"canaries": [
+        {"id": c, "text": "A", "repeat_count": n, "score": 1.0, "num_tokens": 1, "rank": 1,
+         "rank_exposure": rank(i), "extrapolated_exposure": rank(i) + 1}
+        for i, (c, n) in enumerate(CANARIES.items())]}))
+    (d / exposure_name / "summary.json").write_text(json.dumps({
+        "format": "espnet-pcc-exposure/1", "num_references": 2, "rank_exposure_cap": 1.58,
+        "chance_rank_exposure": 1.0, "score": "att_nll",
+        "repeat_counts": [{"repeat_count": n, "rank_exposure": {"mean": 1.0},
+                           "extrapolated_exposure": {"mean": 1.0}} for n in (1, 16)]}))
+    acc = d / decode / "canary_accuracy"
+    acc.mkdir(parents=True)
+    rows = ["utt_id\trepeat_count\tcer\twer\texact\tref\thyp"]
+    for i, (u, n) in enumerate({**CANARIES, **REFS}.items()):
+        rows.append(f"{u}\t{n}\t{cer(i, n)}\t{cer(i, n)}\t{int(cer(i, n) == 0)}\tA\tA")
+    (acc / "utterances.tsv").write_text("\n".join(rows) + "\n")
+
+
+def make_study(tmp: Path) -> Path:
+    exp = tmp / "exp"
+    for tag, losses in VALID.items():
+        d = exp / tag
+        seed = int(tag[-1])
+        base = "base" in tag
+        d.mkdir(parents=True)
+        clip = {"clip": "global", "clip_conf": {"max_norm": 5.0}} if base else \
+            {"clip": "per_core", "clip_conf": {"max_norm": 5.0, "num_cores": 4}}
+        (d / "config.yaml").write_text(yaml.safe_dump(clip))
+        (d / "train.log").write_text(train_log(losses))
+        dec = d / DECODE / "test"
+        for unit in ("wer", "cer"):
+            (dec / f"score_{unit}").mkdir(parents=True)
+            (dec / f"score_{unit}" / "result.json").write_text(json.dumps(  # WER 10 + s, 20 + s
+                {"Snt": 2, "Wrd": 4, "Corr": 0, "Sub": 0, "Del": 0, "Ins": 0,
+                 "Err": (10.0 if base else 20.0) + seed, "S.Err": 0}))
+        # final model: base rank exposure 2 + seed; pcc lower by 1 + 0.5 i for canary i
+        write_checkpoint(d, "exposure", DECODE,
+                         (lambda i, s=seed: 2.0 + s) if base else (lambda i, s=seed: 2.0 + s - (1 + 0.5 * i)),
+                         (lambda i, n: 0.1 if n else 0.9) if base else (lambda i, n: 0.3 if n else 0.9))
+        # epoch 1: rank 1 everywhere; epoch 2: base 3, pcc 2
+        for e, val in ((1, 1.0), (2, 3.0 if base else 2.0)):
+            write_checkpoint(d, f"exposure_{e}epoch", EPOCH_DECODE.format(epoch=e),
+                             lambda i, v=val: v, lambda i, n: 0.5)
+    return exp
+
+
+def export(exp: Path) -> raw.RawStudy:
+    return export_study(exp, list(VALID), [1, 2], DECODE, EPOCH_DECODE, ["test"])
+
+
+def test_modes_are_compared_over_runs_by_hand(tmp_path: Path):
+    m = analysis.compare_modes(export(make_study(tmp_path)), "espnet")
+    assert m.reference == "base" and list(m.arms) == ["base", "pcc"] and not m.too_few_runs
+    # final models: base runs 2, 3; pcc runs 2 + s - mean(1, 1.5, 2, 2.5) = 0.25, 1.25
+    final = m.finals[0].result
+    assert (final.mean_a, final.mean_b) == pytest.approx((0.75, 2.5))
+    assert final.difference.value == pytest.approx(-1.75)
+    assert final.exact and final.p_value == pytest.approx(1 / 3) and final.at_floor
+    # L* = 8 (pcc seed 0's last epoch); interpolated: base 2.0, 1.8; pcc 2.0, 1.75
+    assert m.level == 8.0
+    assert m.at_level[0].result.difference.value == pytest.approx(1.875 - 1.9)
+
+
+def test_mode_summary_is_over_runs_with_the_references_as_control(tmp_path: Path):
+    m = analysis.compare_modes(export(make_study(tmp_path)), "espnet")
+    base = analysis.mode_summary(m.arms["base"], m.canaries, ["test"], m.level)
+    assert base["WER test %"].value == pytest.approx(10.5) and base["WER test %"].n == 2
+    assert base["exposure ×16"].value == pytest.approx(2.5)
+    # canary CER 0.1, references 0.9: -80 points in every run
+    assert base["canary − reference CER"].value == pytest.approx(-80.0)
+    assert base["pooled at L*"].value == pytest.approx(1.9)
+
+
+def test_report_cli_writes_the_section_the_plot_and_the_raw_data(tmp_path: Path, capsys):
+    exp = make_study(tmp_path)
+    md, png = tmp_path / "RESULTS.md", tmp_path / "cmp.png"
+    report_cli.main(["--expdir", str(exp), "--asr_tags", *VALID, "--decode_tag", DECODE,
+                     "--test_sets", "test", "--output_md", str(md), "--output_png", str(png),
+                     "--score_epochs", "1", "2", "--canary_accuracy", "true",
+                     "--epoch_decode_tag", EPOCH_DECODE])
+    text = md.read_text()
+    for section in ("### Memorisation over training runs (exploratory)", "### Per model",
+                    "|pcc − base|0.75|2.50|-1.75 ", "|≤ 0.334|2 vs 2|final model|",
+                    "L* = 8.000"):
+        assert section in text, section
+    assert (tmp_path / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![exposure over runs](cmp_study.png)" in text
+    # the section is rendered from the raw data it wrote: the same from the files alone
+    rebuilt = analysis.compare_modes(raw.read_raw(tmp_path / "RESULTS_raw"), "espnet")
+    assert rebuilt.finals[0].result == analysis.compare_modes(export(exp), "espnet").finals[0].result
+    assert "### Memorisation over training runs" in capsys.readouterr().out
+
+
+def test_missing_epoch_output_names_the_stage(tmp_path: Path):
+    exp = make_study(tmp_path)
+    (exp / "asr_pcc_seed1" / "exposure_2epoch" / "exposure.json").unlink()
+    with pytest.raises(UserError, match=r"exposure_2epoch/exposure.json missing \(produced by stage 8"):
+        export(exp)

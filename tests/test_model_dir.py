@@ -1,0 +1,77 @@
+"""The one reader of a trained model dir: train.log epochs, cores per step and labels from
+config.yaml, the epsilon a run reported."""
+from pathlib import Path
+
+import pytest
+
+from espnet_pcc.model_dir import ModelResult, cores_per_step, parse_train_log
+from espnet_pcc.recipe.report import epsilon_cell
+from shared_helpers import TRAIN_LOG
+
+
+def test_parse_train_log_keeps_epoch_numbers_where_the_log_lacks_epochs(tmp_path: Path):
+    # A log with epochs 1 and 3 only (2 was logged elsewhere): epoch 3 stays at index 2.
+    (tmp_path / "train.log").write_text(
+        "x INFO: 1epoch results: [valid] loss=9.0\nx INFO: 3epoch results: [valid] loss=7.0\n")
+    epochs = parse_train_log(tmp_path / "train.log")
+    assert [e.get("valid", {}).get("loss") for e in epochs] == [9.0, None, 7.0]
+
+
+
+
+def test_parse_train_log_last_line_of_an_epoch_wins(tmp_path: Path):
+    (tmp_path / "train.log").write_text(TRAIN_LOG)
+    epochs = parse_train_log(tmp_path / "train.log")
+    assert len(epochs) == 2
+    assert epochs[0]["train"]["train_time"] == 1.763
+    assert epochs[0]["valid"]["loss"] == 118.201
+    assert epochs[1]["valid"]["loss"] == 80.5  # the resumed epoch 2
+
+
+
+
+@pytest.mark.parametrize("config, cores", [
+    ({}, 1),                                                       # one process, no accumulation
+    ({"accum_grad": 4, "clip_conf": {"num_cores": 2}}, 8),
+    ({"accum_grad": 4, "ngpu": 4, "dist_world_size": 4, "clip_conf": {"num_cores": 1}}, 16),
+    ({"accum_grad": 2, "ngpu": 2, "dist_world_size": 8, "clip_conf": {"num_cores": 3}}, 48),  # 4 nodes
+    ({"accum_grad": 4, "ngpu": 4, "multiprocessing_distributed": True, "dist_world_size": None}, 16),
+])
+def test_cores_per_step_is_ranks_x_accum_grad_x_num_cores(config, cores):
+    assert cores_per_step(config) == cores
+
+
+
+
+def test_label_names_noise_speaker_cores_and_the_adaptive_bound():
+    noisy = ModelResult(tag="x", clip="per_core", clip_conf={
+        "max_norm": 5.0, "num_cores": 4, "noise_multiplier": 0.001, "core_by": "position"})
+    assert noisy.label == "per_core (C=5.0, 4 cores, σ=0.001)"
+    speakers = ModelResult(tag="x", clip="per_core", clip_conf={
+        "max_norm": 5.0, "num_cores": 4, "noise_multiplier": 0.0, "core_by": "speaker"})
+    assert speakers.label == "per_core (C=5.0, 4 cores, cores by speaker)"
+    adaptive = ModelResult(tag="x", clip="per_core", clip_conf={
+        "target_quantile": 0.5, "initial_bound": 1.0})
+    assert adaptive.label == "per_core (C→q0.5 from 1.0)"
+
+
+
+
+def test_dp_epsilon_is_the_last_epochs(tmp_path: Path):
+    (tmp_path / "train.log").write_text(
+        "INFO: 1epoch results: [train] loss=1.0, dp_epsilon=3.5, [valid] loss=2.0\n"
+        "INFO: 2epoch results: [train] loss=1.0, dp_epsilon=5.25, [valid] loss=2.0\n")
+    result = ModelResult(tag="x", epochs=parse_train_log(tmp_path / "train.log"))
+    assert result.dp_epsilon == 5.25
+    assert ModelResult(tag="y").dp_epsilon is None
+
+
+
+
+def test_an_unamplified_epsilon_is_read_and_labelled(tmp_path: Path):
+    (tmp_path / "train.log").write_text(
+        "INFO: 1epoch results: [train] loss=-inf, dp_epsilon_unamplified=7.5, [valid] loss=2.0\n")
+    result = ModelResult(tag="x", epochs=parse_train_log(tmp_path / "train.log"))
+    assert result.epochs[0]["train"]["loss"] == float("-inf")
+    assert result.dp_epsilon == 7.5 and result.dp_epsilon_key == "dp_epsilon_unamplified"
+    assert epsilon_cell(result.dp_epsilon, result.dp_epsilon_key) == "7.5 (no amplification)"
