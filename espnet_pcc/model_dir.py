@@ -50,6 +50,7 @@ class ModelResult:
     exposure_info: dict = field(default_factory=dict)
     epochs: List[Dict[str, Dict[str, float]]] = field(default_factory=list)
     cores_per_step: Optional[int] = None
+    batch_sampler: str = "espnet"  # config.yaml's --batch_sampler
 
     @property
     def sec_per_step(self) -> Optional[float]:
@@ -151,6 +152,7 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
         r.clip = str(cfg.get("clip", "global"))
         r.clip_conf = cfg.get("clip_conf") or {}
         r.cores_per_step = cores_per_step(cfg)
+        r.batch_sampler = str(cfg.get("batch_sampler") or "espnet")
         if r.clip == "global" and r.clip_conf.get("max_norm") is None:
             r.clip_conf = {**r.clip_conf, "max_norm": cfg.get("grad_clip")}
         if (d / "train.log").is_file():

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> None:
         raw_dir = args.raw_dir or args.output_md.with_name(args.output_md.stem + "_raw")
         study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
                              args.epoch_decode_tag, args.test_sets, made_by="espnet_pcc.bin.report",
-                             canary_accuracy=args.canary_accuracy)
+                             canary_accuracy=args.canary_accuracy, results=results)
         raw.write_raw(raw_dir, study)
         comparisons = [compare_modes(study, s)
                        for s in dict.fromkeys(r.sampler for r in study.runs)]

@@ -1,7 +1,8 @@
-"""The second study's raw data from the model dirs of a stage-script run.
+"""The raw study data (the study's, and stage 9's) from the model dirs of a stage-script run.
 
 Per model dir ``<expdir>/<tag>`` (tag ``asr_<config>_seed<N>``; the arm is the config's last
-``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``) it reads
+``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``) it reads, through
+:func:`espnet_pcc.model_dir.collect` (or the results stage 9 has already collected),
 
   config.yaml                                   batch_sampler (the sampler column)
   train.log                                     validation loss per epoch
@@ -10,19 +11,17 @@ Per model dir ``<expdir>/<tag>`` (tag ``asr_<config>_seed<N>``; the arm is the c
   exposure/exposure.json, <decode tag>/...      the same of the final (averaged) model
   <decode tag>/<set>/score_{wer,cer}/result.json         its WER and CER
 
-and returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export``).
+and, itself, the per-canary files (``exposure*/exposure.json``, ``utterances.tsv``); it returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export``).
 """
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
-import yaml
+from typing import List, Optional, Sequence, Tuple
 
 from espnet_pcc.exposure import schema
-from espnet_pcc.model_dir import split_tag, train_log_by_epoch
+from espnet_pcc.model_dir import ModelResult, collect, split_tag
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
 from espnet_pcc.study.accuracy import read_utterances_tsv
 
@@ -65,55 +64,42 @@ def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Pat
     return rows, ref_cer, _num_references(exposure_dir)
 
 
-def _errors(model_dir: Path, decode_tag: str, test_sets: Sequence[str]) -> Dict[str, tuple]:
-    out = {}
-    for s in test_sets:
-        rates = []
-        for unit in ("wer", "cer"):
-            path = model_dir / decode_tag / s / f"score_{unit}" / "result.json"
-            if not path.is_file():
-                raise RawDataError(f"{path} missing (produced by stage 7, scoring)")
-            rates.append(float(json.loads(path.read_text())["Err"]))
-        out[s] = tuple(rates)
-    return out
-
-
 def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
                  decode_tag: str, epoch_decode_tag: str, test_sets: Sequence[str],
                  made_by: str = "", progress: Optional[callable] = None,
-                 canary_accuracy: bool = True) -> RawStudy:
+                 canary_accuracy: bool = True,
+                 results: Optional[Sequence[ModelResult]] = None) -> RawStudy:
     """Every model's raw rows (see the module docstring); ``epoch_decode_tag`` has an
     ``{epoch}`` field.  ``canary_accuracy=False``: stage 7 did not transcribe the canaries
-    (their CER columns are NaN)."""
-    accuracy = (lambda dec: d / dec / "canary_accuracy" / "utterances.tsv") if canary_accuracy \
-        else (lambda dec: None)
+    (their CER columns are NaN).  ``results``: the models as :func:`model_dir.collect` has
+    already read them (stage 9), so that config.yaml, train.log and the scores are read once."""
+    if results is None:
+        results = collect(expdir, tags, decode_tag, test_sets, exposure_name="none")
     runs: List[RunEpoch] = []
     canaries: List[CanaryScore] = []
-    for i, tag in enumerate(tags, 1):
+    for i, (tag, r) in enumerate(zip(tags, results), 1):
         d = Path(expdir) / tag
+        accuracy = (lambda dec: d / dec / "canary_accuracy" / "utterances.tsv") \
+            if canary_accuracy else (lambda dec: None)  # noqa: E731
         arm, seed = arm_of(tag)
-        cfg_path = d / "config.yaml"
-        if not cfg_path.is_file():
-            raise RawDataError(f"{cfg_path} missing (produced by stage 5, training)")
-        sampler = (yaml.safe_load(cfg_path.read_text()) or {}).get("batch_sampler", "espnet")
-        if not (d / "train.log").is_file():
-            raise RawDataError(f"{d / 'train.log'} missing (produced by stage 5, training)")
-        losses = train_log_by_epoch(d / "train.log")
+        sampler = r.batch_sampler
         for e in score_epochs:
-            if e not in losses or "loss" not in losses[e].get("valid", {}):
+            loss = r.epochs[e - 1].get("valid", {}).get("loss") if 0 < e <= len(r.epochs) else None
+            if loss is None:
                 raise RawDataError(f"{d / 'train.log'}: no validation loss of epoch {e}")
             rows, ref_cer, num_refs = _checkpoint(
                 arm, sampler, seed, str(e), d / f"exposure_{e}epoch",
                 accuracy(epoch_decode_tag.format(epoch=e)))
             canaries += rows
-            runs.append(RunEpoch(arm, sampler, seed, tag, str(e), losses[e]["valid"]["loss"],
-                                 ref_cer, num_refs))
+            runs.append(RunEpoch(arm, sampler, seed, tag, str(e), loss, ref_cer, num_refs))
         rows, ref_cer, num_refs = _checkpoint(
             arm, sampler, seed, FINAL, d / "exposure",
             accuracy(decode_tag))
         canaries += rows
+        errors = {s: (float(r.wer[s]["wer"]["Err"]), float(r.wer[s]["cer"]["Err"]))
+                  for s in test_sets}
         runs.append(RunEpoch(arm, sampler, seed, tag, FINAL, math.nan, ref_cer, num_refs,
-                             _errors(d, decode_tag, test_sets)))
+                             errors))
         if progress is not None:
             progress(f"[export] {i}/{len(tags)} {tag}")
     return RawStudy(runs=runs, canaries=canaries, test_sets=list(test_sets), made_by=made_by)
