@@ -56,6 +56,7 @@ def _run(args: argparse.Namespace) -> None:
     results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
                       args.exposure_name)
     md_dir = args.output_md.resolve().parent
+    rel = lambda p: os.path.relpath(p.resolve(), md_dir)  # noqa: E731
     sections = []
     if args.exposure_name != "none":
         from espnet_pcc.study import raw, results as study_results
@@ -71,13 +72,12 @@ def _run(args: argparse.Namespace) -> None:
                        for s in dict.fromkeys(r.sampler for r in study.runs)]
         study_png = args.study_png or args.output_png.with_name(args.output_png.stem + "_study.png")
         study_results.plot_modes(comparisons, study_png, args.title)
-        rel = lambda p: os.path.relpath(p.resolve(), md_dir)  # noqa: E731
         sections.append(study_results.render_modes(comparisons, args.test_sets, rel(raw_dir))
                         + f"\n\n![exposure over runs]({rel(study_png)})\n")
     plot(results, args.output_png)
     md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
                           title=args.title, notes=args.notes,
-                          plot_name=os.path.relpath(args.output_png.resolve(), md_dir),
+                          plot_name=rel(args.output_png),
                           sections=sections)
     atomic_write_text(args.output_md, md)
     print(comparison_table(results, args.test_sets))

@@ -157,6 +157,13 @@ class Analysis:
     curve: List[Tuple[float, stats.RunComparison]] = field(default_factory=list)
 
 
+def _compare_final(arms, a, b, canaries) -> Contrast:
+    """Arm a against arm b in the final models' rank exposure."""
+    return Contrast(a, b, "rank_exposure", stats.compare_runs(
+        final_values(arms[a], "rank_exposure", canaries),
+        final_values(arms[b], "rank_exposure", canaries)))
+
+
 def _compare(arms, a, b, measure, level, canaries, **kw) -> Contrast:
     return Contrast(a, b, measure, stats.compare_runs(at_level(arms[a], measure, level, canaries),
                                                       at_level(arms[b], measure, level, canaries),
@@ -206,9 +213,7 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
             for a, b in (PRIMARY, ("pcc", "baseline"))]
     analysis.extrapolated = _finite_contrasts(arms, "extrapolated_exposure", level, canaries)
     for a, b in (PRIMARY, ("pcc", "baseline"), ("control", "baseline")):
-        analysis.finals.append(Contrast(a, b, "rank_exposure", stats.compare_runs(
-            final_values(arms[a], "rank_exposure", canaries),
-            final_values(arms[b], "rank_exposure", canaries))))
+        analysis.finals.append(_compare_final(arms, a, b, canaries))
     low, high = reachable_range(all_runs)
     if high > low:
         for level_i in np.linspace(low, high, curve_points):
@@ -280,9 +285,7 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = "baseline") ->
         for arm in order:
             if arm == reference or arm in too_few:
                 continue
-            finals.append(Contrast(arm, reference, "rank_exposure", stats.compare_runs(
-                final_values(arms[arm], "rank_exposure", canaries),
-                final_values(arms[reference], "rank_exposure", canaries))))
+            finals.append(_compare_final(arms, arm, reference, canaries))
             if level is not None:
                 at_l.append(_compare(arms, arm, reference, "rank_exposure", level, canaries))
     return ModeComparison(sampler, reference, arms, canaries, level, finals, at_l, too_few)
@@ -313,5 +316,6 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
     return out
 
 
-__all__ = ["ARMS", "ModeComparison", "compare_modes", "mode_summary", "Analysis", "Contrast", "PRIMARY", "Run", "SECONDARY", "analyse",
-           "arm_summary", "at_level", "equal_loss_level", "reachable_range"]
+__all__ = ["ARMS", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY",
+           "analyse", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
+           "mode_summary", "reachable_range"]

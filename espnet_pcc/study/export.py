@@ -11,7 +11,8 @@ Per model dir ``<expdir>/<tag>`` (tag ``asr_<config>_seed<N>``; the arm is the c
   exposure/exposure.json, <decode tag>/...      the same of the final (averaged) model
   <decode tag>/<set>/score_{wer,cer}/result.json         its WER and CER
 
-and, itself, the per-canary files (``exposure*/exposure.json``, ``utterances.tsv``); it returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export``).
+and, itself, the per-canary files (``exposure*/exposure.json``, ``utterances.tsv``); it
+returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export``).
 """
 from __future__ import annotations
 
@@ -77,12 +78,18 @@ def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
         results = collect(expdir, tags, decode_tag, test_sets, exposure_name="none")
     runs: List[RunEpoch] = []
     canaries: List[CanaryScore] = []
+    seen = {}
     for i, (tag, r) in enumerate(zip(tags, results), 1):
         d = Path(expdir) / tag
         accuracy = (lambda dec: d / dec / "canary_accuracy" / "utterances.tsv") \
             if canary_accuracy else (lambda dec: None)  # noqa: E731
         arm, seed = arm_of(tag)
         sampler = r.batch_sampler
+        # Two configs whose names end alike would merge into one arm's run: refuse.
+        other = seen.setdefault((arm, sampler, seed), tag)
+        if other != tag:
+            raise RawDataError(f"models {other} and {tag} are both arm {arm!r}, seed {seed} "
+                               f"({sampler} batches): give their configs different last fields")
         for e in score_epochs:
             loss = r.epochs[e - 1].get("valid", {}).get("loss") if 0 < e <= len(r.epochs) else None
             if loss is None:

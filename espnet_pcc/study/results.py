@@ -207,7 +207,7 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
             out += [f"L* = {m.level:.3f}: the highest last-epoch validation loss of these runs "
                     "(every run reaches it); a run's exposure there is interpolated between its "
                     "scored epochs.", ""]
-        contrasts = [c for c in m.finals] + [c for c in m.at_level]
+        contrasts = [*m.finals, *m.at_level]
         if contrasts:
             labels = ["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)
             out += [table(_CONTRAST_HEAD + ["where"],

@@ -123,3 +123,10 @@ def test_missing_epoch_output_names_the_stage(tmp_path: Path):
     (exp / "asr_pcc_seed1" / "exposure_2epoch" / "exposure.json").unlink()
     with pytest.raises(UserError, match=r"exposure_2epoch/exposure.json missing \(produced by stage 8"):
         export(exp)
+
+
+def test_two_configs_ending_alike_are_refused_not_merged(tmp_path: Path):
+    exp = make_study(tmp_path)
+    (exp / "asr_x_base_seed0").symlink_to(exp / "asr_base_seed0")
+    with pytest.raises(raw.RawDataError, match=r"asr_base_seed0 and asr_x_base_seed0 are both arm 'base', seed 0"):
+        export_study(exp, [*VALID, "asr_x_base_seed0"], [1, 2], DECODE, EPOCH_DECODE, ["test"])
