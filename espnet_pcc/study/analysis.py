@@ -25,7 +25,8 @@ from espnet_pcc.study.raw import FINAL, RawDataError, RawStudy
 
 PRIMARY_SAMPLER = "shuffled"
 ARMS = ("baseline", "control", "pcc")
-PRIMARY = ("pcc", "control")
+CONTROL_ARM = "control"  # the same cores as PCC, nothing clipped
+PRIMARY = ("pcc", CONTROL_ARM)
 SECONDARY = (("pcc", "baseline", "rank_exposure"), ("control", "baseline", "rank_exposure"),
              ("pcc", "control", "cer_gap"))
 MEASURE_LABELS = {"rank_exposure": "rank exposure (bits)",
@@ -268,6 +269,8 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = "baseline") ->
     """Each arm of ``sampler``'s runs against ``reference`` (or, without such an arm, the
     first arm of the raw data), in pooled rank exposure of the final models and, where every
     run scored the same epochs, at L* (the highest last-epoch validation loss of them all).
+    Where there is a ``control`` arm (the same cores, nothing clipped), each other arm is also
+    compared with it: that contrast is the effect of the clipping alone.
     An arm with fewer than two runs gets no contrast (one run per arm has no run-to-run
     variation to test against)."""
     by_arm = _runs(study, sampler)
@@ -280,14 +283,13 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = "baseline") ->
     canaries = sorted(all_runs[0].repeat_count)
     level = equal_loss_level(all_runs) if all(r.losses for r in all_runs) else None
     too_few = [a for a, runs in arms.items() if len(runs) < 2]
-    finals, at_l = [], []
-    if reference not in too_few:
-        for arm in order:
-            if arm == reference or arm in too_few:
-                continue
-            finals.append(_compare_final(arms, arm, reference, canaries))
-            if level is not None:
-                at_l.append(_compare(arms, arm, reference, "rank_exposure", level, canaries))
+    pairs = [(arm, reference) for arm in order if arm != reference]
+    if CONTROL_ARM in arms and CONTROL_ARM != reference:
+        pairs += [(arm, CONTROL_ARM) for arm in order if arm not in (reference, CONTROL_ARM)]
+    pairs = [(a, b) for a, b in pairs if a not in too_few and b not in too_few]
+    finals = [_compare_final(arms, a, b, canaries) for a, b in pairs]
+    at_l = [] if level is None else \
+        [_compare(arms, a, b, "rank_exposure", level, canaries) for a, b in pairs]
     return ModeComparison(sampler, reference, arms, canaries, level, finals, at_l, too_few)
 
 
@@ -316,6 +318,6 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
     return out
 
 
-__all__ = ["ARMS", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY",
+__all__ = ["ARMS", "CONTROL_ARM", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY",
            "analyse", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
            "mode_summary", "reachable_range"]

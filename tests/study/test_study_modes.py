@@ -130,3 +130,35 @@ def test_two_configs_ending_alike_are_refused_not_merged(tmp_path: Path):
     (exp / "asr_x_base_seed0").symlink_to(exp / "asr_base_seed0")
     with pytest.raises(raw.RawDataError, match=r"asr_base_seed0 and asr_x_base_seed0 are both arm 'base', seed 0"):
         export_study(exp, [*VALID, "asr_x_base_seed0"], [1, 2], DECODE, EPOCH_DECODE, ["test"])
+
+
+def add_control_arm(exp: Path, shift: float) -> list:
+    """A control arm: copies of the pcc runs with every final-model rank exposure raised by
+    ``shift`` (so pcc − control = −shift exactly); returns the model tags, control in the middle."""
+    import shutil
+    for seed in (0, 1):
+        d = exp / f"asr_control_seed{seed}"
+        shutil.copytree(exp / f"asr_pcc_seed{seed}", d)
+        path = d / "exposure" / "exposure.json"
+        doc = json.loads(path.read_text())
+        for c in doc["canaries"]:
+            c["rank_exposure"] += shift
+        path.write_text(json.dumps(doc))
+    return ["asr_base_seed0", "asr_base_seed1", "asr_control_seed0", "asr_control_seed1",
+            "asr_pcc_seed0", "asr_pcc_seed1"]
+
+
+def test_a_control_arm_adds_each_clipped_arm_against_it(tmp_path: Path):
+    exp = make_study(tmp_path)
+    tags = add_control_arm(exp, shift=0.5)
+    m = analysis.compare_modes(export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]),
+                               "espnet")
+    assert [c.name for c in m.finals] == ["control − base", "pcc − base", "pcc − control"]
+    assert [c.name for c in m.at_level] == [c.name for c in m.finals]
+    by_name = {c.name: c.result for c in m.finals}
+    # control = pcc + 0.5 in every run: 1.25 and 0.75 below the baseline's 2.5
+    assert by_name["pcc − control"].difference.value == pytest.approx(-0.5)
+    assert by_name["control − base"].difference.value == pytest.approx(1.25 - 2.5)
+    # the epochs are the pcc runs' own: no difference at L*
+    assert {c.name: c.result.difference.value for c in m.at_level}["pcc − control"] == \
+        pytest.approx(0.0)

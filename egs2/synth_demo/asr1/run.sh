@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Synthetic demo, no download: espeak-ng voices read random sentences into a small corpus in
-# LibriSpeech's layout, then the same stages as the LibriSpeech recipes train baseline / PCC /
-# APCC with a tiny conformer on CPU and print WER and canary exposure side by side.
-#   ./run.sh                      full demo (~8 min on 2 CPU cores) -> RESULTS.md, pcc_comparison*.png
+# LibriSpeech's layout, then the same stages as the LibriSpeech recipes train a small conformer
+# on CPU under several clipping modes and print WER and canary exposure side by side.
+#   ./run.sh                      full demo: baseline / control / PCC x 2 seeds -> RESULTS.md, pcc_comparison*.png
 #   ./run.sh --demo_size study    the memorisation study's primary arms (docs/study.md) -> study/raw, study/RESULTS.md
 #   ./run.sh --demo_size study_sorted  its exploratory sorted-batch arms, added to study/raw and the report
 #   ./run.sh --demo_size privacy  PCC on the Poisson sampler: sigma = 0, noise per utterance, per speaker -> study/PRIVACY.md
@@ -12,7 +12,7 @@ set -euo pipefail
 . ./path.sh
 # One torch thread per process: on a small shared CPU, OpenMP threads spinning against other
 # processes made training up to 15x slower (measured). The cores are used by running jobs side
-# by side instead: the three models are trained, decoded and scored at once (--model_jobs 3).
+# by side instead: three models are trained, decoded and scored at once (--model_jobs 3).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 demo_size=${DEMO_SIZE:-full}
@@ -28,10 +28,14 @@ while [ $# -gt 0 ]; do
 done
 case "${demo_size}" in
     full) corpus=downloads/SynthSpeech; model=demo; decode=demo; datadir=data; expdir=exp
-          # From the study (study/RESULTS.md): x16 canaries reach the rank cap in every mode (no
-          # information), the pooled paired test over canaries is what has power, and |R| = 1000
-          # is enough for the cap. So: counts 1-8, 15 canaries each (60 pooled), |R| = 1000.
+          # What the study learnt (study/RESULTS.md, docs/study.md): a run is the unit, so two
+          # seeds per arm (intervals over runs; add seeds with --seeds "0 1 2 ..."); the control
+          # arm (PCC's cores, nothing clipped) separates clipping from the per-core forwards; the
+          # batches are shuffled afresh every epoch (the configs' batch_sampler); x16 canaries sit
+          # at the rank cap in every arm, so the counts stop at x8 (15 canaries each, 60 pooled).
           canaries="--repeat_counts 1 2 4 8 --canaries_per_count 15 --num_references 1000"
+          configs="conf/train_asr_demo_baseline.yaml conf/train_asr_demo_control.yaml conf/train_asr_demo_pcc.yaml"
+          study_args=(--seeds "0 1")
           results=(--results_md RESULTS.md --results_png pcc_comparison.png) ;;
     study) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
           # The memorisation study's primary arms (docs/study.md, "Pre-registered plan"):
