@@ -98,7 +98,8 @@ if [ -n "${study_tags:-}" ]; then
         --epochs 1 2 3 4 5 6 --output_dir study/raw
     if grep -q "shuffled" study/raw/runs.tsv; then
         python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
-            --output_png study/pcc_comparison.png --notes "${study_notes}"
+            --output_png study/pcc_comparison.png --notes "${study_notes}" \
+            --title "RESULTS (memorisation study, pre-registered)"
     else
         echo "$0: the primary (shuffled-batch) arms are not in study/raw yet: run ./run.sh --demo_size study for the report" >&2
     fi
