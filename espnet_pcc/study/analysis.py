@@ -318,6 +318,6 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
     return out
 
 
-__all__ = ["ARMS", "CONTROL_ARM", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY",
-           "analyse", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
+__all__ = ["ARMS", "CONTROL_ARM", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run",
+           "SECONDARY", "analyse", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
            "mode_summary", "reachable_range"]

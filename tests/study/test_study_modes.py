@@ -1,6 +1,7 @@
 """Stage 9's memorisation section over runs on hand-made model dirs whose statistics are known
 by hand: two modes x two seeds, four canaries, two references, two scored epochs."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,6 @@ def test_two_configs_ending_alike_are_refused_not_merged(tmp_path: Path):
 def add_control_arm(exp: Path, shift: float) -> list:
     """A control arm: copies of the pcc runs with every final-model rank exposure raised by
     ``shift`` (so pcc − control = −shift exactly); returns the model tags, control in the middle."""
-    import shutil
     for seed in (0, 1):
         d = exp / f"asr_control_seed{seed}"
         shutil.copytree(exp / f"asr_pcc_seed{seed}", d)
