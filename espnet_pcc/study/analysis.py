@@ -24,11 +24,15 @@ from espnet_pcc.study import stats
 from espnet_pcc.study.raw import FINAL, RawDataError, RawStudy
 
 PRIMARY_SAMPLER = "shuffled"
-ARMS = ("baseline", "control", "pcc")
+BASELINE_ARM = "baseline"  # one core, nothing clipped
 CONTROL_ARM = "control"  # the same cores as PCC, nothing clipped
-PRIMARY = ("pcc", CONTROL_ARM)
-SECONDARY = (("pcc", "baseline", "rank_exposure"), ("control", "baseline", "rank_exposure"),
-             ("pcc", "control", "cer_gap"))
+PCC_ARM = "pcc"
+ARMS = (BASELINE_ARM, CONTROL_ARM, PCC_ARM)
+PRIMARY = (PCC_ARM, CONTROL_ARM)  # the effect of clipping alone
+PCC_VS_BASELINE = (PCC_ARM, BASELINE_ARM)  # PCC as a whole
+CONTROL_VS_BASELINE = (CONTROL_ARM, BASELINE_ARM)  # the per-core forwards alone
+SECONDARY = ((*PCC_VS_BASELINE, "rank_exposure"), (*CONTROL_VS_BASELINE, "rank_exposure"),
+             (*PRIMARY, "cer_gap"))
 MEASURE_LABELS = {"rank_exposure": "rank exposure (bits)",
                   "cer_gap": "canary CER − reference CER (points)",
                   "extrapolated_exposure": "extrapolated exposure (bits)"}
@@ -211,9 +215,9 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
         ids = [c for c in canaries if all_runs[0].repeat_count[c] == count]
         analysis.per_count[count] = [
             _compare(arms, a, b, "rank_exposure", level, ids, n_resamples=1999)
-            for a, b in (PRIMARY, ("pcc", "baseline"))]
+            for a, b in (PRIMARY, PCC_VS_BASELINE)]
     analysis.extrapolated = _finite_contrasts(arms, "extrapolated_exposure", level, canaries)
-    for a, b in (PRIMARY, ("pcc", "baseline"), ("control", "baseline")):
+    for a, b in (PRIMARY, PCC_VS_BASELINE, CONTROL_VS_BASELINE):
         analysis.finals.append(_compare_final(arms, a, b, canaries))
     low, high = reachable_range(all_runs)
     if high > low:
@@ -229,7 +233,7 @@ def _finite_contrasts(arms, measure, level, canaries) -> List[Contrast]:
     """The primary pairs in ``measure`` where every value is finite (an extrapolated exposure
     is +inf when even the log-CDF underflows: such a contrast is left out, not clipped)."""
     out = []
-    for a, b in (PRIMARY, ("pcc", "baseline")):
+    for a, b in (PRIMARY, PCC_VS_BASELINE):
         xa, xb = (at_level(arms[x], measure, level, canaries) for x in (a, b))
         if np.all(np.isfinite(xa)) and np.all(np.isfinite(xb)):
             out.append(Contrast(a, b, measure, stats.compare_runs(xa, xb)))
@@ -265,7 +269,7 @@ class ModeComparison:
     too_few_runs: List[str]  # arms (the reference too) with fewer than 2 runs: no contrast
 
 
-def compare_modes(study: RawStudy, sampler: str, reference: str = "baseline") -> ModeComparison:
+def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) -> ModeComparison:
     """Each arm of ``sampler``'s runs against ``reference`` (or, without such an arm, the
     first arm of the raw data), in pooled rank exposure of the final models and, where every
     run scored the same epochs, at L* (the highest last-epoch validation loss of them all).
@@ -318,6 +322,6 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
     return out
 
 
-__all__ = ["ARMS", "CONTROL_ARM", "Analysis", "Contrast", "ModeComparison", "PRIMARY", "Run",
-           "SECONDARY", "analyse", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
-           "mode_summary", "reachable_range"]
+__all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PCC_ARM", "Analysis", "Contrast",
+           "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse", "arm_summary", "at_level",
+           "compare_modes", "equal_loss_level", "mode_summary", "reachable_range"]

@@ -162,3 +162,14 @@ def test_a_control_arm_adds_each_clipped_arm_against_it(tmp_path: Path):
     # the epochs are the pcc runs' own: no difference at L*
     assert {c.name: c.result.difference.value for c in m.at_level}["pcc − control"] == \
         pytest.approx(0.0)
+
+
+def test_a_reference_with_one_run_keeps_the_contrasts_against_the_control(tmp_path: Path):
+    exp = make_study(tmp_path)
+    tags = [t for t in add_control_arm(exp, shift=0.5) if t != "asr_base_seed1"]
+    m = analysis.compare_modes(export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]),
+                               "espnet")
+    assert m.too_few_runs == ["base"]
+    # no contrast against one run, but pcc and control both have two
+    assert [c.name for c in m.finals] == ["pcc − control"]
+    assert m.finals[0].result.difference.value == pytest.approx(-0.5)
