@@ -34,7 +34,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_sets", nargs="+", required=True)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--merge", type=str2bool, default=False,
-                   help="keep the rows of --output_dir's other samplers")
+                   help="keep the rows of --output_dir's other samplers (and their notes)")
+    p.add_argument("--notes", default="",
+                   help="how these runs were made (a paragraph, kept in meta.json; the report "
+                        "prints it)")
     return p
 
 
@@ -46,6 +49,7 @@ def _run(args: argparse.Namespace) -> None:
     study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
                          args.epoch_decode_tag, args.test_sets, made_by=made_by,
                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+    study.notes = args.notes
     if args.merge and (args.output_dir / raw.META_JSON).is_file():
         old = raw.read_raw(args.output_dir)
         if old.test_sets != study.test_sets:
@@ -55,6 +59,7 @@ def _run(args: argparse.Namespace) -> None:
         study.runs = [r for r in old.runs if r.sampler not in samplers] + study.runs
         study.canaries = [c for c in old.canaries if c.sampler not in samplers] + study.canaries
         study.made_by = f"{old.made_by}\n{made_by}"
+        study.notes = " ".join(x for x in (old.notes, args.notes) if x)
     raw.write_raw(args.output_dir, study)
     print(f"wrote {args.output_dir}: {len(study.runs)} run rows, {len(study.canaries)} canary rows")
 

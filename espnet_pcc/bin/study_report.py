@@ -5,17 +5,22 @@ Usage::
     python -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \\
         --output_png study/pcc_comparison.png
 
-The pre-registered analysis (docs/study.md) on the shuffled-batch runs; the runs of any other
+Everything in the report comes from ``--raw_dir`` (its provenance paragraph too: the notes
+study_export kept in meta.json) and the options, so the command it prints rebuilds it byte for
+byte. The pre-registered analysis (docs/study.md) on the shuffled-batch runs; the runs of any other
 sampler in the raw data get the same numbers, labelled exploratory.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc.errors import run_main
+
+DEFAULT_TITLE = "RESULTS (memorisation study)"
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -23,15 +28,18 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw_dir", type=Path, required=True, help="written by study_export")
     p.add_argument("--output_md", type=Path, required=True)
     p.add_argument("--output_png", type=Path, required=True)
-    p.add_argument("--title", default="RESULTS (memorisation study)")
-    p.add_argument("--notes", default="", help="how the runs were made (a paragraph)")
+    p.add_argument("--title", default=DEFAULT_TITLE)
     return p
 
 
 def rebuild_command(args: argparse.Namespace) -> str:
+    """The command line that writes this report again (from the directory it was run in)."""
     rel = lambda p: os.path.relpath(p.resolve(), Path.cwd())  # noqa: E731
-    return (f"python -m espnet_pcc.bin.study_report --raw_dir {rel(args.raw_dir)} "
-            f"--output_md {rel(args.output_md)} --output_png {rel(args.output_png)}")
+    words = ["python", "-m", "espnet_pcc.bin.study_report", "--raw_dir", rel(args.raw_dir),
+             "--output_md", rel(args.output_md), "--output_png", rel(args.output_png)]
+    if args.title != DEFAULT_TITLE:
+        words += ["--title", args.title]
+    return shlex.join(words)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -47,7 +55,7 @@ def _run(args: argparse.Namespace) -> None:
     primary = analyse(study, PRIMARY_SAMPLER)
     others = [analyse(study, s) for s in samplers if s != PRIMARY_SAMPLER]
     png = os.path.relpath(args.output_png.resolve(), args.output_md.resolve().parent)
-    provenance = "\n\n".join(x for x in (args.notes, f"![study]({png})") if x)
+    provenance = "\n\n".join(x for x in (study.notes, f"![study]({png})") if x)
     md = results.render_markdown(primary, study.test_sets, args.title, provenance,
                                  rebuild_command(args), exploratory=others,
                                  colocation=raw.read_colocation(args.raw_dir))

@@ -12,8 +12,9 @@ line, written by :func:`write_raw` and read by :func:`read_raw` alone:
 ``canaries.tsv``  one row per run, epoch and canary: arm, sampler, seed, epoch, canary,
                   repeat_count, score (per-token NLL), rank (among the references),
                   rank_exposure, extrapolated_exposure, cer
-``meta.json``     {"format", "test_sets", "made_by"}: the layout version, the test sets of
-                  the ``wer_``/``cer_`` columns, the command that wrote the files
+``meta.json``     {"format", "test_sets", "made_by", "notes"}: the layout version, the test
+                  sets of the ``wer_``/``cer_`` columns, the commands that wrote the files, and
+                  how the runs were made (a paragraph per export, in the report as written)
 
 ``colocation.json`` (optional; :func:`write_colocation` / :func:`read_colocation`)
                   {"format", "num_cores", "samplers": {sampler: {"pairs", "same_batch",
@@ -77,6 +78,7 @@ class RawStudy:
     canaries: List[CanaryScore]
     test_sets: List[str]
     made_by: str = ""
+    notes: str = ""  # provenance: how the runs were made (the report prints it as it stands)
 
 
 _CANARY_COLUMNS = [f.name for f in fields(CanaryScore)]
@@ -109,7 +111,8 @@ def write_raw(directory: Path, study: RawStudy) -> None:
     fileio.atomic_write_text(directory / CANARIES_TSV,
                              _tsv(_CANARY_COLUMNS, [astuple(c) for c in study.canaries]))
     fileio.atomic_write_json(directory / META_JSON, {
-        "format": FORMAT, "test_sets": list(study.test_sets), "made_by": study.made_by})
+        "format": FORMAT, "test_sets": list(study.test_sets), "made_by": study.made_by,
+        "notes": study.notes})
 
 
 def _rows(path: Path) -> List[Dict[str, str]]:
@@ -147,7 +150,7 @@ def read_raw(directory: Path) -> RawStudy:
     except (KeyError, ValueError) as e:
         raise RawDataError(f"{directory}: malformed raw data ({e})") from None
     return RawStudy(runs=runs, canaries=canaries, test_sets=test_sets,
-                    made_by=meta.get("made_by", ""))
+                    made_by=meta.get("made_by", ""), notes=meta.get("notes", ""))
 
 
 COLOCATION_JSON = "colocation.json"
@@ -169,5 +172,6 @@ def read_colocation(directory: Path):
     return int(data["num_cores"]), dict(data["samplers"])
 
 
-__all__ = ["COLOCATION_JSON", "read_colocation", "write_colocation", "CANARIES_TSV", "FINAL", "FORMAT", "META_JSON", "RUNS_TSV", "CanaryScore",
-           "RawDataError", "RawStudy", "RunEpoch", "read_raw", "write_raw"]
+__all__ = ["CANARIES_TSV", "COLOCATION_JSON", "FINAL", "FORMAT", "META_JSON", "RUNS_TSV",
+           "CanaryScore", "RawDataError", "RawStudy", "RunEpoch", "read_colocation", "read_raw",
+           "write_colocation", "write_raw"]

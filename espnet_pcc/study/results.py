@@ -9,6 +9,7 @@ Every table is built by :func:`espnet_pcc.markdown.table`; every p-value goes th
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Sequence
 
@@ -81,8 +82,9 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
                   [_contrast_row(a.primary) + [f"{a.mde:.2f}" if a.mde is not None else "-"]]),
             "", "**" + verdict(a.primary) + "**", ""]
     if a.mde is not None:
-        out += [f"With {a.primary.result.n_a} runs per arm and a run-to-run standard deviation "
-                f"of {a.run_sd:.2f} bits, the study detects a difference of {a.mde:.2f} bits "
+        out += [f"With {a.primary.result.n_a} runs per arm and a standard deviation of "
+                f"{a.run_sd:.2f} bits between the runs' values (each run's mean over its "
+                f"{len(a.canaries)} canaries, within an arm), the study detects a difference of {a.mde:.2f} bits "
                 "with 80 % power (two-sample t approximation); a smaller effect is not "
                 "excluded.", ""]
     out += ["## Secondary endpoints (Holm over three)", "",
@@ -92,10 +94,15 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
     out += ["- " + verdict(c, adjusted=True) for c in a.secondary] + [""]
     if a.aa_rate is not None:
         comp = a.aa_components
+        # A run's value is its run effect plus the noise averaged over its canaries: the sd
+        # of the values (the power paragraph's) is the larger of the two.
+        of_values = math.sqrt(comp.run_sd ** 2 + comp.noise_sd ** 2 / len(a.canaries))
         out += ["## Calibration of the test", "",
-                f"An A/A check with this study's own variances (run sd {comp.run_sd:.2f}, canary "
-                f"sd {comp.unit_sd:.2f}, noise sd {comp.noise_sd:.2f} bits, estimated from the "
-                f"{PRIMARY[0]} and {PRIMARY[1]} runs at L*): of 1000 simulated pairs of arms "
+                f"An A/A check with this study's own variances (sd of the run effect "
+                f"{comp.run_sd:.2f}, of the canary effect {comp.unit_sd:.2f}, of the noise "
+                f"{comp.noise_sd:.2f} bits, estimated from the {PRIMARY[0]} and {PRIMARY[1]} "
+                f"runs at L*; with the noise averaged over {len(a.canaries)} canaries, a run's "
+                f"value varies by {of_values:.2f}): of 1000 simulated pairs of arms "
                 f"drawn from one distribution, the test rejected {100 * a.aa_rate:.1f} % at "
                 "α = 0.05 (nominal 5 %; the unit tests in tests/study/test_run_stats.py check "
                 "the same and the power on a known effect).", ""]
@@ -111,7 +118,8 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
                        for c in [other.primary, *other.secondary]]), ""]
         out += _arms_section(other, test_sets, heading=False)
     out += ["## Rebuilding", "", "Every number above comes from the raw data committed beside "
-            "this file:", "", "```bash", rebuild, "```", ""]
+            "this file. Run where the paths start (the recipe's directory), this command writes "
+            "this file and its plot again, byte for byte:", "", "```bash", rebuild, "```", ""]
     return "\n".join(out)
 
 

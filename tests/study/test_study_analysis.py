@@ -189,7 +189,8 @@ def test_export_reads_the_model_dirs(tmp_path):
     study_export.main(["--expdir", str(tmp_path / "exp"), "--asr_tags",
                        "asr_train_asr_shuffled_pcc_seed3", "--score_epochs", "1", "2",
                        "--decode_tag", "decode_x_final", "--epoch_decode_tag",
-                       "decode_x_{epoch}epoch", "--test_sets", "test", "--output_dir", str(out)])
+                       "decode_x_{epoch}epoch", "--test_sets", "test", "--output_dir", str(out),
+                       "--notes", "First export."])
     study = raw.read_raw(out)
     assert [(r.arm, r.seed, r.epoch, r.valid_loss) for r in study.runs][:2] == [
         ("pcc", 3, "1", 30.0), ("pcc", 3, "2", 20.0)]
@@ -198,4 +199,15 @@ def test_export_reads_the_model_dirs(tmp_path):
     assert final.reference_cer == pytest.approx(0.6)
     assert [(c.epoch, c.rank_exposure, c.cer) for c in study.canaries] == [
         ("1", 1.0, 0.25), ("2", 2.0, 0.25), (FINAL, 2.5, 0.25)]
-    assert "study_export" in study.made_by
+    assert "study_export" in study.made_by and study.notes == "First export."
+    # A merged export keeps the other sampler's runs and adds its paragraph to the notes.
+    _model_dir(tmp_path / "exp", "asr_train_asr_study_pcc_seed3", "espnet", [31.0, 21.0],
+               [1.0, 2.0, 2.5], 0.25)
+    study_export.main(["--expdir", str(tmp_path / "exp"), "--asr_tags",
+                       "asr_train_asr_study_pcc_seed3", "--score_epochs", "1", "2",
+                       "--decode_tag", "decode_x_final", "--epoch_decode_tag",
+                       "decode_x_{epoch}epoch", "--test_sets", "test", "--output_dir", str(out),
+                       "--merge", "true", "--notes", "Second export."])
+    merged = raw.read_raw(out)
+    assert sorted({r.sampler for r in merged.runs}) == ["espnet", "shuffled"]
+    assert merged.notes == "First export. Second export."

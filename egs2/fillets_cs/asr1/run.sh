@@ -56,12 +56,12 @@ fi
 python3 -m espnet_pcc.bin.study_export --expdir exp --asr_tags ${tags} \
     --score_epochs ${score_epochs} --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
     --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
-    --output_dir study/raw
+    --output_dir study/raw \
+    --notes "Made by ./run.sh in egs2/fillets_cs/asr1 (docs/study.md, 'Real speech'): seeds ${seeds}. Corpus: ${corpus_notes}."
 python3 -m espnet_pcc.bin.study_colocation \
     --shape_file exp/asr_stats_raw_char/train/speech_shape \
     --shape_file exp/asr_stats_raw_char/train/text_shape.char \
     --batch_size 16 --fold_length 80000 150 --num_cores 4 --seeds ${seeds} \
     --epochs 1 2 3 4 5 6 7 8 --output_dir study/raw
 python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
-    --output_png study/pcc_comparison.png --title "RESULTS (real speech: Fish Fillets NG, Czech)" \
-    --notes "Made by ./run.sh in egs2/fillets_cs/asr1 (docs/study.md, 'Real speech'): seeds ${seeds}. Corpus: ${corpus_notes}."
+    --output_png study/pcc_comparison.png --title "RESULTS (real speech: Fish Fillets NG, Czech)"

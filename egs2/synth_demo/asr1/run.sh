@@ -16,7 +16,8 @@ set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
 demo_size=${DEMO_SIZE:-full}
-study_notes=${STUDY_NOTES:-"Made by ./run.sh --demo_size study (and study_sorted) in egs2/synth_demo/asr1."}
+# How the runs were made, kept with their raw data (meta.json) and printed in the report.
+study_notes=${STUDY_NOTES:-"The ${demo_size} runs: made by ./run.sh --demo_size ${demo_size} in egs2/synth_demo/asr1 ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))."}
 args=()
 study_args=()
 while [ $# -gt 0 ]; do
@@ -90,7 +91,7 @@ if [ -n "${study_tags:-}" ]; then
     python3 -m espnet_pcc.bin.study_export --expdir "${expdir}" --asr_tags ${study_tags} \
         --score_epochs 1 2 3 4 5 6 --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
         --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
-        --output_dir study/raw --merge true
+        --output_dir study/raw --merge true --notes "${study_notes}"
     python3 -m espnet_pcc.bin.study_colocation \
         --shape_file "${expdir}/asr_stats_raw_char/train/speech_shape" \
         --shape_file "${expdir}/asr_stats_raw_char/train/text_shape.char" \
@@ -98,7 +99,7 @@ if [ -n "${study_tags:-}" ]; then
         --epochs 1 2 3 4 5 6 --output_dir study/raw
     if grep -q "shuffled" study/raw/runs.tsv; then
         python3 -m espnet_pcc.bin.study_report --raw_dir study/raw --output_md study/RESULTS.md \
-            --output_png study/pcc_comparison.png --notes "${study_notes}" \
+            --output_png study/pcc_comparison.png \
             --title "RESULTS (memorisation study, pre-registered)"
     else
         echo "$0: the primary (shuffled-batch) arms are not in study/raw yet: run ./run.sh --demo_size study for the report" >&2
