@@ -160,6 +160,8 @@ class Analysis:
     extrapolated: List[Contrast] = field(default_factory=list)
     finals: List[Contrast] = field(default_factory=list)
     curve: List[Tuple[float, stats.RunComparison]] = field(default_factory=list)
+    #: arm -> the A/A check on its own runs (arms of 4 runs or more)
+    splits: Dict[str, stats.SplitCheck] = field(default_factory=dict)
 
 
 def _compare_final(arms, a, b, canaries) -> Contrast:
@@ -203,13 +205,16 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
         components = stats.VarianceComponents(
             *(math.sqrt(np.mean([getattr(e, k) ** 2 for e in est]))
               for k in ("run_sd", "unit_sd", "noise_sd")))
-        aa_rate = stats.rejection_rate(
-            np.random.default_rng(0),
-            lambda a, b: stats.permutation_p(a.mean(axis=1), b.mean(axis=1))[0],
-            aa_trials, len(ya), len(canaries), components)
+        aa_rate = stats.rejection_rate(np.random.default_rng(0), stats.runs_test, aa_trials,
+                                       len(ya), len(canaries), components)
     analysis = Analysis(sampler=sampler, level=level, arms=arms, canaries=canaries,
                         primary=primary, secondary=secondary, mde=mde, run_sd=run_sd,
                         aa_rate=aa_rate, aa_components=components)
+    # The A/A check on the real runs: each arm's runs split every way into two groups.
+    for arm in ARMS:
+        if len(arms[arm]) >= 4:
+            analysis.splits[arm] = stats.split_check(
+                at_level(arms[arm], "rank_exposure", level, canaries))
     counts = sorted({all_runs[0].repeat_count[c] for c in canaries})
     for count in counts:
         ids = [c for c in canaries if all_runs[0].repeat_count[c] == count]

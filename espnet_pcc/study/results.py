@@ -106,6 +106,22 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
                 f"drawn from one distribution, the test rejected {100 * a.aa_rate:.1f} % at "
                 "α = 0.05 (nominal 5 %; the unit tests in tests/study/test_run_stats.py check "
                 "the same and the power on a known effect).", ""]
+    if a.splits:
+        checks = list(a.splits.items())
+        n = checks[0][1].splits
+        total = sum(c.splits for _, c in checks)
+        canaries = sum(c.canaries_rejected for _, c in checks)
+        runs = sum(c.runs_rejected for _, c in checks)
+        out += [f"On the study's own runs (A/A, exploratory): each arm's runs split every way "
+                f"into two groups ({n} splits per arm, {total} in all; they share runs, so they "
+                f"are not independent trials), rank exposure at L*. The first study's "
+                f"canary-level test called {canaries} of the {total} splits of one arm "
+                f"significantly different at α = 0.05 ("
+                + ", ".join(f"{arm} {c.canaries_rejected}/{c.splits}" for arm, c in checks)
+                + f"; about {0.05 * total:.1f} expected of a calibrated test). The "
+                f"runs-as-unit test called {runs}, but with these group sizes its p cannot go "
+                f"below {checks[0][1].runs_floor:.2f}: the real runs cannot check its "
+                "calibration, which is why the simulation above does.", ""]
     out += _arms_section(a, test_sets)
     out += ["## Exploratory (not pre-registered as endpoints; no p here is a finding)", ""]
     out += _exploratory(a)

@@ -21,9 +21,10 @@ All functions are pure and seeded: the same input gives the same interval.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
@@ -467,3 +468,50 @@ def rejection_rate(rng: np.random.Generator, test: Callable[[np.ndarray, np.ndar
         a, b = simulate_arms(rng, n_runs, n_units, components, effect)
         hits += test(a, b) < alpha
     return hits / n_trials
+
+
+def runs_test(a: np.ndarray, b: np.ndarray) -> float:
+    """p of the runs-as-unit test on two runs x units arrays: each run's mean over its units,
+    arm labels permuted over runs (:func:`permutation_p`)."""
+    return permutation_p(a.mean(axis=1), b.mean(axis=1))[0]
+
+
+def canaries_test(a: np.ndarray, b: np.ndarray) -> float:
+    """p of the first study's canary-level test: each unit averaged over an arm's runs, then a
+    paired sign-flip test over the units (:func:`paired_comparison`). Run-to-run variation
+    is left out, so it rejects too often when runs differ."""
+    return paired_comparison(a.mean(axis=0), b.mean(axis=0), n_resamples=999).p_value
+
+
+def within_arm_splits(n_runs: int) -> Iterator[Tuple[List[int], List[int]]]:
+    """Every split of one arm's ``n_runs`` runs into two groups of ``n_runs // 2`` and the
+    rest, each partition once (the halves of an even split are not counted twice)."""
+    if n_runs < 2:
+        raise ValueError(f"a split needs >= 2 runs, got {n_runs}")
+    k = n_runs // 2
+    for first in itertools.combinations(range(n_runs), k):
+        if 2 * k == n_runs and 0 not in first:
+            continue
+        yield list(first), [i for i in range(n_runs) if i not in first]
+
+
+@dataclass(frozen=True)
+class SplitCheck:
+    """An A/A check on real runs: one arm's runs split every way into two groups (the
+    splits share runs, so they are not independent trials), both tests applied to each."""
+
+    splits: int
+    runs_rejected: int  # splits the runs-as-unit test calls different at alpha
+    runs_floor: float  # the smallest p that test can give for these group sizes
+    canaries_rejected: int  # splits the canary-level test calls different at alpha
+
+
+def split_check(values: Sequence[Sequence[float]], alpha: float = 0.05) -> SplitCheck:
+    """:class:`SplitCheck` of one arm's runs x units ``values``."""
+    x = _run_values(values, "values")
+    splits = list(within_arm_splits(x.shape[0]))
+    runs_p = [runs_test(x[a], x[b]) for a, b in splits]
+    canaries_p = [canaries_test(x[a], x[b]) for a, b in splits]
+    floor = permutation_p(x[splits[0][0]].mean(axis=1), x[splits[0][1]].mean(axis=1))[1]
+    return SplitCheck(splits=len(splits), runs_rejected=sum(p < alpha for p in runs_p),
+                      runs_floor=floor, canaries_rejected=sum(p < alpha for p in canaries_p))

@@ -93,14 +93,7 @@ def test_variance_components_recover_the_simulation():
     assert est.noise_sd == pytest.approx(1.5, abs=0.05)
 
 
-def _runs_test(a, b):
-    return stats.permutation_p(a.mean(axis=1), b.mean(axis=1))[0]
-
-
-def _canaries_test(a, b):
-    """The first study's test: each canary averaged over an arm's runs, then a paired
-    sign-flip test over canaries."""
-    return stats.paired_comparison(a.mean(axis=0), b.mean(axis=0), n_resamples=999).p_value
+_runs_test, _canaries_test = stats.runs_test, stats.canaries_test
 
 
 def test_a_a_comparison_rejects_at_the_nominal_rate():
@@ -132,3 +125,30 @@ def test_format_p_names_the_floor():
     assert stats.format_p(2 / 252, 2 / 252) == "≤ 0.008"
     assert stats.format_p(0.0342, 2 / 252) == "0.034"
     assert stats.format_p(math.nan) == "n/a"
+
+
+def test_within_arm_splits_give_each_partition_once():
+    five = list(stats.within_arm_splits(5))
+    assert len(five) == 10 and all(len(a) == 2 and len(b) == 3 for a, b in five)
+    assert len({frozenset(map(frozenset, split)) for split in five}) == 10
+    # an even split counts {0, 1} | {2, 3} once, not again as {2, 3} | {0, 1}
+    assert list(stats.within_arm_splits(4)) == [([0, 1], [2, 3]), ([0, 2], [1, 3]),
+                                                 ([0, 3], [1, 2])]
+    with pytest.raises(ValueError, match="got 1"):
+        list(stats.within_arm_splits(1))
+
+
+def test_a_split_check_on_runs_that_differ_catches_the_canary_level_test():
+    """One arm whose runs differ by a run effect much larger than the canary noise: every
+    split of its 5 runs looks 'different' to the canary-level test; the runs-as-unit test
+    cannot go below its floor of 2/10 with 2 vs 3 runs, and rejects none."""
+    rng = np.random.default_rng(0)
+    # offsets with no two groups of equal mean (pair sum s never solves s/2 = (26 - s)/3)
+    values = np.array([[0.0], [1.0], [3.0], [7.0], [15.0]]) + rng.normal(0, 0.05, (5, 40))
+    check = stats.split_check(values)
+    assert check.splits == 10 and check.runs_rejected == 0
+    assert check.runs_floor == pytest.approx(0.2)
+    assert check.canaries_rejected == 10
+    # identical runs: nothing to find for either test
+    same = stats.split_check(np.tile(rng.normal(0, 1, 40), (5, 1)))
+    assert (same.runs_rejected, same.canaries_rejected) == (0, 0)

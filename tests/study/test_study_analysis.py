@@ -93,6 +93,11 @@ def test_a_known_effect_is_found_and_no_effect_is_not():
     null = analysis.analyse(simulated(effect=0.0, seed=1), aa_trials=50)
     assert null.primary.result.p_value > 0.05
     assert null.primary.result.difference.low < 0 < null.primary.result.difference.high
+    # the A/A check on the real runs: every arm's 5 runs split 10 ways, at the same level
+    assert sorted(null.splits) == sorted(analysis.ARMS)
+    pcc = analysis.at_level(null.arms["pcc"], "rank_exposure", null.level, CANARIES)
+    assert null.splits["pcc"] == stats.split_check(pcc)
+    assert null.splits["pcc"].splits == 10 and null.splits["pcc"].runs_rejected == 0
 
 
 def test_primary_value_is_the_interpolated_pooled_exposure_by_hand():
@@ -134,6 +139,7 @@ def test_report_rebuilds_from_the_raw_data_alone(tmp_path, capsys):
     assert "The same analysis on espnet batches (exploratory)" in md
     assert "python -m espnet_pcc.bin.study_report --raw_dir" in md
     assert "|espnet|10|70.0 %|20.0 %|" in md
+    assert "(10 splits per arm, 30 in all;" in md  # the A/A on the runs: 5 shuffled, not 3 sorted
     assert (tmp_path / "plot.png").stat().st_size > 0
     first = md
     study_report.main(args)  # deterministic
