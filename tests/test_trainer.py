@@ -100,6 +100,28 @@ def test_build_options_needs_the_tasks_clip_config():
         PCCTrainer.build_options(args)
 
 
+def test_per_core_forwards_give_batch_norm_each_cores_statistics():
+    """What the study's control arm shares with PCC and the baseline lacks: each core is its own
+    forward, so BatchNorm (the conformer's conv module has one) normalises with the core's 4
+    utterances and updates its running statistics once per core, 4 times a step."""
+    batch = make_batches(1, 16)
+    control = TinyASRLike(batch_norm=True)
+    run_epoch(PCCTrainer, control, wrapped_sgd(control, "none", None, lr=0.0), batch,
+              trainer_options("none", {"num_cores": 4}))
+    by_hand = TinyASRLike(batch_norm=True)
+    fields = ("speech", "speech_lengths", "text", "text_lengths")
+    for start in range(0, 16, 4):
+        by_hand(**{k: batch[0][k][start:start + 4] for k in fields})
+    whole = TinyASRLike(batch_norm=True)
+    run_epoch(Trainer, whole, torch.optim.SGD(whole.parameters(), lr=0.0), batch,
+              trainer_options("none", {}))
+    assert control.norm.num_batches_tracked.item() == 4
+    assert whole.norm.num_batches_tracked.item() == 1
+    torch.testing.assert_close(control.norm.running_var, by_hand.norm.running_var)
+    torch.testing.assert_close(control.norm.running_mean, by_hand.norm.running_mean)
+    assert not torch.allclose(control.norm.running_var, whole.norm.running_var, rtol=1e-3)
+
+
 def test_cores_are_micro_batches_times_splits():
     """accum_grad 2 × num_cores 2 on half batches == 1 × 4 on whole batches."""
     whole = make_batches(3, 8)
