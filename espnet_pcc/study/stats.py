@@ -369,19 +369,15 @@ def compare_runs(
 
 
 def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm's step-down adjusted p-values (family-wise error), in the input's order.
+    """Holm's step-down adjusted p-values (family-wise error), in the input's order
+    (statsmodels' ``multipletests``; scipy has only false-discovery-rate control, a weaker
+    promise)."""
+    from statsmodels.stats.multitest import multipletests
 
-    The i-th smallest p (1-based) is multiplied by (m - i + 1), the results made
-    non-decreasing along that order and capped at 1.  (scipy has no Holm: its
-    ``false_discovery_control`` controls the false discovery rate, a weaker promise.)
-    """
     p = np.asarray(p_values, dtype=float)
-    m = p.size
-    order = np.argsort(p, kind="stable")
-    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
-    out = np.empty(m)
-    out[order] = adjusted
-    return out.tolist()
+    if p.size == 0:
+        return []
+    return multipletests(p, method="holm")[1].tolist()
 
 
 def two_sample_power(effect_size: float, n_a: int, n_b: int, alpha: float = 0.05) -> float:
