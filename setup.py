@@ -36,7 +36,7 @@ setup(
         "wordfreq>=3.1.1",  # canary / demo vocabulary
         "jiwer>=4.0.0",  # WER scoring
         "dp-accounting>=0.6.0",  # epsilon of noisy per-core clipping (espnet_pcc.accounting)
-        "statsmodels>=0.14.0",  # Holm's correction of the study's secondary endpoints
+        "statsmodels>=0.15.0",  # Holm's correction of the study's secondary endpoints
     ],
     extras_require={"test": ["pytest>=9.2.0"]},
     # Console scripts and plug-in groups: one list, in espnet_pcc/registry.py.
