@@ -53,7 +53,7 @@ def sensitivity(mode: ClipMode, max_per_unit: int = 1) -> int:
     its own)."""
     if max_per_unit < 1:
         raise ValueError(f"max_per_unit must be >= 1, got {max_per_unit}")
-    return max_per_unit if mode is ClipMode.PER_EXAMPLE else 2
+    return max_per_unit if mode.one_utterance_per_core else 2
 
 
 def dp_event(noise_multiplier: float, sampling_rate: float,

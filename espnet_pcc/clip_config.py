@@ -40,7 +40,8 @@ class ClipConfig:
     noise_multiplier: sigma >= 0; Gaussian noise of standard deviation sigma·C is added
                 to the sum of the clipped cores (per_core and per_example only: APCC's
                 data-dependent bound has no fixed sensitivity).
-    delta:      the delta of the (epsilon, delta) reported with noise (None: 1/N).
+    delta:      the delta of the (epsilon, delta) reported with noise (None: 0.01/N, N the
+                privacy units: utterances, recordings or speakers; accounting.default_delta).
     noise_seed: None (the default): the noise is seeded from the operating system's CSPRNG,
                 kept in the checkpoint for an exact resume and never written to config.yaml
                 or the logs; an integer makes the noise reproducible from the config
@@ -138,7 +139,7 @@ class ClipConfig:
 
     def cores_per_micro_batch(self, batch_size: int) -> int:
         """How many cores a micro-batch of `batch_size` utterances is split into."""
-        if self.mode is ClipMode.PER_EXAMPLE:
+        if self.mode.one_utterance_per_core:
             return batch_size
         return min(self.num_cores, batch_size)
 

@@ -69,6 +69,13 @@ class ClipMode(str, enum.Enum):
         return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.NONE)
 
     @property
+    def one_utterance_per_core(self) -> bool:
+        """True where each utterance is its own core (per_example): a micro-batch is split
+        per utterance, so a Poisson item is a whole micro-batch, one unit moves the sum by C
+        per utterance, and noise needs no hashed cores (any sampler's batches are fine)."""
+        return self is ClipMode.PER_EXAMPLE
+
+    @property
     def allows_speaker_cores(self) -> bool:
         """True where a core may be one speaker's utterances (clip_conf.core_by: speaker)."""
         return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE)

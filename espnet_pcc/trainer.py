@@ -98,7 +98,7 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                        help="max_norm: C (per_core, per_example; global: overrides "
                        "--grad_clip); num_cores: cores per micro-batch; noise_multiplier: "
                        "sigma, noise sigma*C on the sum of clipped cores; delta: of the "
-                       "reported (epsilon, delta) (None: 1/N); target_quantile, bound_lr, "
+                       "reported (epsilon, delta) (None: 0.01/N, N the privacy units); target_quantile, bound_lr, "
                        "initial_bound: C follows a quantile of the core norms; core_by: "
                        "position | speaker; utt2spk: for core_by speaker.  Defaults: "
                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_CLIP_CONF.items()))
@@ -124,7 +124,7 @@ def items_per_step(config: ClipConfig, batch_sampler: str, accum_grad: int) -> i
     """Iterator items of one optimizer step on each rank: accum_grad micro-batches, and with
     the Poisson sampler's hashed cores each micro-batch's cores one item each (per_example:
     the micro-batch is one item, split per utterance)."""
-    if batch_sampler == "poisson" and config.mode is not ClipMode.PER_EXAMPLE:
+    if batch_sampler == "poisson" and not config.mode.one_utterance_per_core:
         return accum_grad * config.num_cores
     return accum_grad
 
@@ -275,7 +275,7 @@ class PCCTrainer(Trainer):
             logging.warning(f"the iterator has no length: {privacy.reporter_key} is not reported")
         step_items = items_per_step(config, options.batch_sampler, options.accum_grad)
         one_core_per_item = (options.batch_sampler == "poisson"
-                             and config.mode is not ClipMode.PER_EXAMPLE)
+                             and not config.mode.one_utterance_per_core)
         model.train()
         all_steps_are_invalid = True
         # Ranks may hold different numbers of batches: stop all when one runs out.

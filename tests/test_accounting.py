@@ -84,7 +84,7 @@ def test_the_effective_multiplier_is_sigma_over_the_sensitivity(layout, sigma, s
         assert privacy.epsilon(500, 2) > epsilon(sigma, q, 500, 1e-6)
 
 
-def test_the_issues_example_grows_sevenfold_with_sensitivity_2c():
+def test_epsilon_grows_sevenfold_from_sensitivity_c_to_2c():
     """sigma = 1.1, q = 1/892, 8920 steps, delta = 1e-5: 0.67 with sensitivity C, 4.70 with
     the 2C of a core holding several utterances."""
     assert epsilon(1.1, 1 / 892, 8920, 1e-5) == pytest.approx(0.67, abs=0.01)

@@ -84,3 +84,16 @@ def test_one_core_per_core_equals_global():
 def test_unknown_mode_names_the_value():
     with pytest.raises(ValueError, match="unknown value 'per-core'"):
         ClipMode.parse("per-core")
+
+
+def test_the_mode_rules_in_one_table():
+    """Which setting belongs to which mode, as the ClipMode properties state it."""
+    rules = {m: (m.clips_each_core, m.has_fixed_bound, m.accepts_max_norm, m.splits_micro_batches,
+                 m.allows_speaker_cores, m.one_utterance_per_core) for m in ClipMode}
+    assert rules == {
+        ClipMode.NONE: (False, False, False, True, False, False),
+        ClipMode.GLOBAL: (False, False, True, False, False, False),
+        ClipMode.PER_CORE: (True, True, True, True, True, False),
+        ClipMode.ADAPTIVE_PER_CORE: (True, False, False, True, True, False),
+        ClipMode.PER_EXAMPLE: (True, True, True, False, False, True),
+    }

@@ -42,7 +42,6 @@ from espnet2.train.distributed_utils import DistributedOption
 from espnet_pcc import distributed, registry
 from espnet_pcc.accounting import PrivacyAccounting, default_delta, sensitivity
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.clipping import ClipMode
 from espnet_pcc.errors import UserError
 from espnet_pcc.poisson import PoissonCoreSampler, PoissonPlan, WithEmptyItems, group_units, \
     make_plan, unit_kind
@@ -167,7 +166,7 @@ def check_privacy_layout(args: argparse.Namespace, config: ClipConfig, sampler: 
         raise ClipConfigError(f"{sigma} with --num_iters_per_epoch {args.num_iters_per_epoch}: "
                               "the accountant would not know how often a unit takes part; "
                               "remove --num_iters_per_epoch")
-    if sampler != "poisson" and config.mode is not ClipMode.PER_EXAMPLE:
+    if sampler != "poisson" and not config.mode.one_utterance_per_core:
         raise ClipConfigError(f"{sigma} with --batch_sampler {sampler} and clip: "
                               f"{config.mode.value}: one utterance more re-cuts every later "
                               "core of its micro-batch, so no sensitivity holds; use "
@@ -211,7 +210,7 @@ def plan_for(args: argparse.Namespace, config: ClipConfig,
              speaker_of: Optional[Dict[str, str]], world: int) -> PoissonPlan:
     """The run's Poisson plan (espnet_pcc.poisson.make_plan) for `world` ranks."""
     # A slot is a core; per_example's micro-batch is one slot whose utterances are its cores.
-    slots = 1 if config.mode is ClipMode.PER_EXAMPLE else config.num_cores
+    slots = 1 if config.mode.one_utterance_per_core else config.num_cores
     return make_plan(read_utt_lengths(args.train_shape_file[0]), args.batch_size,
                      cores_per_micro_batch=slots, accum_grad=args.accum_grad,
                      world_size=world, speaker_of=speaker_of)
@@ -411,7 +410,7 @@ class PCCASRTask(ASRTask):
         if plan is not None and config.mode.has_fixed_bound:
             # Poisson DP-SGD divides by the expected number of cores, not the drawn one.
             kwargs["expected_cores"] = (plan.expected_utterances_per_step
-                                        if config.mode is ClipMode.PER_EXAMPLE
+                                        if config.mode.one_utterance_per_core
                                         else plan.slots_per_step)
         wrapped = wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed, **kwargs)
         args.poisson_plan = plan
