@@ -1,4 +1,5 @@
-"""espnet_pcc.bin.privacy_table: the accountant's ε and the noise, as a Markdown table."""
+"""espnet_pcc.privacy_table and its command line: the accountant's ε and the noise, as a
+Markdown table."""
 import math
 
 import dp_accounting
@@ -7,6 +8,7 @@ from dp_accounting import rdp
 
 from espnet_pcc import accounting, registry
 from espnet_pcc.bin import privacy_table
+from espnet_pcc.privacy_table import fmt_num
 
 # A small custom setup: N = 1000 utterances, S = 100 speakers, d = 10,000 parameters.
 SMALL = ["--num_utterances", "1000", "--num_speakers", "100", "--params", "1e4",
@@ -15,11 +17,12 @@ SMALL = ["--num_utterances", "1000", "--num_speakers", "100", "--params", "1e4",
 
 def table_rows(text):
     """{(unit, layout, σ, batch): row as a dict of the header's columns}."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    lines = [line for line in text.splitlines()
+             if line.startswith("|") and not line.startswith("|---")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[1:]:
-        if line.startswith("| setup "):
+        if line.startswith("|setup|"):
             continue
         row = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
         rows[row["unit"], row["layout"], row["σ"], row["expected batch (utt.)"]] = row
@@ -98,20 +101,19 @@ def test_presets_give_both_setups(tmp_path, capsys):
     assert "## librispeech960" in text and "## demo" in text
     assert "N = 281,241 utterances, S = 2,338 speakers" in text
     assert "N = 1,414 utterances, S = 142 speakers" in text
-    rows = [line for line in text.splitlines() if line.startswith("| demo ")]
+    rows = [line for line in text.splitlines() if line.startswith("|demo|")]
     assert len(rows) == 3  # one σ, one B, one epoch count: the three units / layouts
     # demo, per utterance, per_core: q = 256/1414, round(1/q) = 6 steps, δ = 0.01/1414.
     q = 256 / 1414
     eps = accounting.epsilon(2.0, q, 6, 0.01 / 1414, sensitivity=2)
-    assert f"| demo | utterance | per_core | 2 | 1 | 256 | {q:.3g} | 6 | 7.07e-06 | {eps:.3g} |" \
-        in text
+    assert f"|demo|utterance|per_core|2|1|256|{q:.3g}|6|7.07e-06|{eps:.3g}|" in text
 
 
 def test_formatting_of_epsilon():
-    assert privacy_table.fmt_num(math.inf) == "inf"
-    assert privacy_table.fmt_num(2.5e6) == ">1e6"
-    assert privacy_table.fmt_num(1234.5) == "1230"
-    assert privacy_table.fmt_num(0.01234) == "0.0123"
+    assert fmt_num(math.inf) == "inf"
+    assert fmt_num(2.5e6) == ">1e6"
+    assert fmt_num(1234.5) == "1230"
+    assert fmt_num(0.01234) == "0.0123"
 
 
 def test_is_a_console_script():
