@@ -104,6 +104,15 @@ class CoreSums(Protocol):
         """Σ over all ranks with the step's noise: (Σ per parameter, which parameters it
         holds, the statistics over all ranks)."""
 
+    @property
+    def resumes_pending(self) -> bool:
+        """Whether this process takes a checkpoint's pending cores (rank 0 writes the
+        checkpoint with every rank's cores in it, so rank 0 alone resumes them)."""
+
+    def gather(self, core_norms: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        """Every process's pending cores into the one that writes the checkpoint: the norms
+        this process now holds, or None where it gave its cores away (collective)."""
+
 
 def _sum_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -165,6 +174,11 @@ class LocalSums:
         if add_noise is not None:
             add_noise(self.sums, used)
         return self.sums, used, statistics
+
+    resumes_pending = True  # the one process writes and resumes the checkpoint
+
+    def gather(self, core_norms: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+        return core_norms  # already in the process that writes the checkpoint
 
 
 __all__ = ["COUNTS", "SLOT", "CoreSums", "LocalSums", "StepStatistics", "add_rest",

@@ -13,12 +13,12 @@ inside) to rank 0, which alone writes the checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
 
-from espnet_pcc.core_sums import AddNoise, Sums, add_rest, statistics_length
+from espnet_pcc.core_sums import AddNoise, CoreSums, LocalSums, Sums, add_rest, statistics_length
 
 
 def distributed(group: Any = None) -> bool:
@@ -26,10 +26,20 @@ def distributed(group: Any = None) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
+def core_sums_for(params: Sequence[torch.nn.Parameter], group: Any = None) -> CoreSums:
+    """The accumulation strategy of this process: the flat buffer under DDP, per-parameter
+    sums in one process (the one place the two are chosen between)."""
+    return FlatSums(params, group) if distributed(group) else LocalSums()
+
+
 class FlatSums:
     """Σ of one rank in the flat buffer (see the module docstring)."""
 
     keeps_first_core = False
+
+    @property
+    def resumes_pending(self) -> bool:
+        return self.rank == 0  # rank 0 writes the checkpoint, with every rank's cores
 
     def __init__(self, params: Sequence[torch.nn.Parameter], group: Any = None):
         self.group = group
@@ -109,4 +119,15 @@ class FlatSums:
         return [n for r, g in enumerate(gathered) for n in g[:counts[r]]]
 
 
-__all__ = ["FlatSums", "distributed"]
+def sums_of_flat_buffer(pending: Dict[str, Any],
+                        params: Sequence[torch.nn.Parameter]) -> List[Optional[torch.Tensor]]:
+    """Σ per parameter from a checkpoint whose pending cores are in the older layout, the
+    flat buffer itself (``buffer``, ``has_grad``), which the optimizer then wrote in every
+    process."""
+    flat, has_grad = pending["buffer"], set(pending["has_grad"])
+    parts = flat[:sum(p.numel() for p in params)].split([p.numel() for p in params])
+    return [part.view_as(p) if i in has_grad else None
+            for i, (part, p) in enumerate(zip(parts, params))]
+
+
+__all__ = ["FlatSums", "core_sums_for", "distributed", "sums_of_flat_buffer"]

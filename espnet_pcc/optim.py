@@ -40,17 +40,16 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Protocol, Union, runtime_checkable
+from typing import Any, Dict, Iterator, List, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
 from espnet_pcc.clipping import ClipMode, clip_factor, grad_norm
-from espnet_pcc.core_sums import LocalSums, StepStatistics, Sums, decode_statistics, \
+from espnet_pcc.core_sums import CoreSums, StepStatistics, Sums, decode_statistics, \
     encode_statistics
-from espnet_pcc.ddp_sums import FlatSums, distributed
+from espnet_pcc.ddp_sums import core_sums_for, sums_of_flat_buffer
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -162,7 +161,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self.original_optimizer = optimizer
         self.clip_config = clip_config
         self.process_group = process_group
-        self._sums: Optional[Union[LocalSums, FlatSums]] = None  # built at the first core
+        self._sums: Optional[CoreSums] = None  # built at the first core
         self._core_norms: List[torch.Tensor] = []
         self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
         if expected_cores is not None and not expected_cores > 0:
@@ -257,15 +256,15 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # a checkpoint with pending cores in the flat-buffer layout was written with K̂ = 1.
         if self.expected_cores is None:
             self._divisor = pending.get("divisor", 1)
-        if self._distributed() and dist.get_rank(self.process_group) != 0:
-            return  # rank 0 resumes every rank's pending cores (gather_pending)
         params = self._params()
         sums = self._start_step(params)
+        if not sums.resumes_pending:
+            return  # rank 0 resumes every rank's pending cores (gather_pending)
         device = params[0].device
         if "sums" in pending:
             pending_sums, ref = pending["sums"], pending["ref"]
         else:  # the flat-buffer layout: APCC with r = 1
-            pending_sums = _sums_of_flat_buffer(pending, params)
+            pending_sums = sums_of_flat_buffer(pending, params)
             ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
         for i, s in enumerate(pending_sums):
             if s is not None:
@@ -281,13 +280,12 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     def _params(self) -> List[torch.nn.Parameter]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
-    def _start_step(self, params: List[torch.nn.Parameter]) -> Union[LocalSums, FlatSums]:
+    def _start_step(self, params: List[torch.nn.Parameter]) -> CoreSums:
         """Σ empty for a new step, in the strategy of this process (built once)."""
         if not params:
             raise ValueError("PerCoreClipOptimizer: the optimizer has no trainable parameters")
         if self._sums is None:
-            self._sums = FlatSums(params, self.process_group) if self._distributed() \
-                else LocalSums()
+            self._sums = core_sums_for(params, self.process_group)
         self._sums.start(params)
         self._ref = None
         return self._sums
@@ -354,16 +352,15 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         a resume is unchanged: the next `reduce_cores` sums the same cores.  Must be called
         on every rank (`espnet_pcc.ddp_sums.FlatSums.gather`).
         """
-        if not self._distributed():
-            return
         sums = self._sums if self._core_norms else self._start_step(self._params())
         norms = sums.gather(self._core_norms)
         if norms is None:
             self._reset_accumulation()
         elif norms:
             self._core_norms = norms
-            if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-                self._ref = torch.ones((), device=norms[0].device)  # r = 1 on every rank
+            if self.mode is ClipMode.ADAPTIVE_PER_CORE and self._ref is None:
+                # Cores from other ranks only: their sums were added, so r = 1.
+                self._ref = torch.ones((), device=norms[0].device)
 
     # -- the step -----------------------------------------------------------------
     @torch.no_grad()
@@ -383,7 +380,13 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         stats, sums, used, noise_scale = self._reduce(params)
         bound, scale = self._scale_of(stats)
         self._write_update(params, sums, used, scale)
+        reduction = self._reduction(stats, bound, noise_scale)
         self._end_step(stats, bound)
+        return reduction
+
+    def _reduction(self, stats: StepStatistics, bound: float, noise_scale: float
+                   ) -> CoreReduction:
+        """What the step reports (before `_end_step` moves K̂ on)."""
         some = stats.num_cores > 0
         return CoreReduction(
             num_cores=stats.num_cores, bound=bound,
@@ -457,9 +460,6 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             self._divisor = stats.num_cores
         self.steps += 1
 
-    def _distributed(self) -> bool:
-        return distributed(self.process_group)
-
 
 def step_noise(params: List[torch.nn.Parameter], seed: int, step: int,
                device: torch.device) -> Iterator[torch.Tensor]:
@@ -494,12 +494,3 @@ def next_quantile_bound(bound: float, unclipped_fraction: float, target_quantile
     C is the γ-quantile of the core norms, which it tracks over steps.
     """
     return bound * math.exp(-bound_lr * (unclipped_fraction - target_quantile))
-
-
-def _sums_of_flat_buffer(pending: Dict[str, Any],
-                         params: List[torch.nn.Parameter]) -> List[Optional[torch.Tensor]]:
-    """Σ per parameter from a checkpoint whose pending cores are in the older flat-buffer layout."""
-    flat, has_grad = pending["buffer"], set(pending["has_grad"])
-    parts = flat[:sum(p.numel() for p in params)].split([p.numel() for p in params])
-    return [part.view_as(p) if i in has_grad else None
-            for i, (part, p) in enumerate(zip(parts, params))]
