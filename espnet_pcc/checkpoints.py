@@ -9,11 +9,14 @@ early-stopping rule applied to a resumed state.
 - **Resume completion.** What a kill between two of espnet2's end-of-epoch writes left undone
   is completed (`complete_epoch_files`); stale temp files are removed (`remove_temp_files`).
 - **Early stop.** `stopped_early` is espnet2's rule on the reporter's last epoch, so a
-  resumed early-stopped run can end before training another epoch.
+  resumed early-stopped run can end before training another epoch (`epochs_to_train`).
+
+`resumed_reporter` and `epochs_to_train` are what `PCCTrainer.run` does before espnet2's loop.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import os
@@ -134,3 +137,37 @@ def stopped_early(reporter: Reporter, patience: Optional[int],
     if log:
         return reporter.check_early_stopping(patience, key1, key2, mode)
     return reporter.get_epoch() - reporter.get_best_epoch(key1, key2, mode) > patience
+
+
+def resumed_reporter(output_dir: Path, options: TrainerOptions, writes_files: bool) -> Reporter:
+    """The reporter the run starts from: the checkpoint's on a resume (its epochs), else an
+    empty one. The process that writes files first removes the temp files of interrupted
+    writes and completes the last epoch's files."""
+    reporter = Reporter()
+    if writes_files:
+        remove_temp_files(output_dir)
+    checkpoint = output_dir / CHECKPOINT
+    if options.resume and checkpoint.exists():
+        # Read here as well as in espnet2's resume (memory-mapped: cheap) for the reporter's
+        # epochs and the model state of the last epoch.
+        states = load_checkpoint(checkpoint)
+        reporter.load_state_dict(states["reporter"])
+        if writes_files:
+            complete_epoch_files(output_dir, reporter, states["model"], options)
+        del states
+    return reporter
+
+
+def epochs_to_train(reporter: Reporter, options: TrainerOptions,
+                    nothing_to_train: Callable[[str], None]) -> TrainerOptions:
+    """``options`` for espnet2's loop: with max_epoch the last epoch when the resumed run had
+    stopped early (espnet2 would train epoch N+1 before checking). Where nothing is left to
+    train, ``nothing_to_train`` is told why."""
+    if stopped_early(reporter, options.patience, options.early_stopping_criterion, log=True):
+        logging.info(f"The training had stopped early at epoch {reporter.get_epoch()}: "
+                     "nothing to train (raise --patience to continue)")
+        nothing_to_train("stopped early before: nothing to train")
+        return dataclasses.replace(options, max_epoch=reporter.get_epoch())
+    if reporter.get_epoch() >= options.max_epoch:
+        nothing_to_train("finished before: nothing to train")
+    return options

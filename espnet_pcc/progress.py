@@ -71,6 +71,11 @@ class EpochProgress:
     def print(self, line: str) -> None:
         print(line, file=self.stream or sys.stderr, flush=True)
 
+    def nothing_to_train(self, reporter: Reporter, note: str) -> None:
+        """The one line of a resume that trains no epoch (``note`` says why)."""
+        self.print(format_progress(self.output_dir, reporter, self.options.max_epoch, None, 0,
+                                   note))
+
     def __call__(self, obj, path: Path) -> None:
         if path.name != CHECKPOINT:
             return

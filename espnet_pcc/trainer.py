@@ -58,21 +58,20 @@ from espnet2.torch_utils.add_gradient_noise import add_gradient_noise
 from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.recursive_op import recursive_average
 from espnet2.train.distributed_utils import DistributedOption
-from espnet2.train.reporter import Reporter, SubReporter
+from espnet2.train.reporter import SubReporter
 from espnet2.train.trainer import Trainer, TrainerOptions, autocast, autocast_args
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_pcc import accounting, registry
-from espnet_pcc.checkpoints import CHECKPOINT, atomic_torch_saves, complete_epoch_files, \
-    load_checkpoint, remove_temp_files, stopped_early
+from espnet_pcc.checkpoints import atomic_torch_saves, epochs_to_train, resumed_reporter
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
 from espnet_pcc.optim import CoreClippingOptimizer
 from espnet_pcc.poisson import is_empty
-from espnet_pcc.progress import EpochProgress, format_progress
+from espnet_pcc.progress import EpochProgress
 
 
 @dataclasses.dataclass
@@ -197,32 +196,11 @@ class PCCTrainer(Trainer):
         a resumed early stop, and progress lines (see the module docstring)."""
         output_dir = Path(trainer_options.output_dir)
         writes_files = not distributed_option.distributed or distributed_option.dist_rank == 0
-        checkpoint = output_dir / CHECKPOINT
-        reporter = Reporter()
-        if writes_files:
-            remove_temp_files(output_dir)
-        if trainer_options.resume and checkpoint.exists():
-            # Read here as well as in espnet2's resume (memory-mapped: cheap) for the
-            # reporter's epochs and the model state of the last epoch.
-            states = load_checkpoint(checkpoint)
-            reporter.load_state_dict(states["reporter"])
-            if writes_files:
-                complete_epoch_files(output_dir, reporter, states["model"], trainer_options)
-            del states
+        reporter = resumed_reporter(output_dir, trainer_options, writes_files)
         progress = EpochProgress(output_dir, trainer_options, reporter.get_epoch() + 1)
-        if stopped_early(reporter, trainer_options.patience,
-                         trainer_options.early_stopping_criterion, log=True):
-            # espnet2 would train epoch N+1 before checking: end the loop before it starts.
-            logging.info(f"The training had stopped early at epoch {reporter.get_epoch()}: "
-                         "nothing to train (raise --patience to continue)")
-            if writes_files:
-                progress.print(format_progress(output_dir, reporter, trainer_options.max_epoch,
-                                               None, 0, "stopped early before: nothing to train"))
-            trainer_options = dataclasses.replace(trainer_options,
-                                                  max_epoch=reporter.get_epoch())
-        elif writes_files and reporter.get_epoch() >= trainer_options.max_epoch:
-            progress.print(format_progress(output_dir, reporter, trainer_options.max_epoch,
-                                           None, 0, "finished before: nothing to train"))
+        trainer_options = epochs_to_train(
+            reporter, trainer_options,
+            lambda note: progress.nothing_to_train(reporter, note) if writes_files else None)
         with atomic_torch_saves(progress if writes_files else (lambda obj, path: None)):
             super().run(
                 model=model, optimizers=optimizers, schedulers=schedulers,
