@@ -128,10 +128,9 @@ def train_log_by_epoch(path: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
 
 def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]:
     """(mean rank exposure, mean extrapolated exposure) per repeat count, and the summary's
-    scalars (cap, chance, |R|, score), from score_exposure's summary.json."""
-    data = json.loads(Path(path).read_text())
-    if data.get("format") != schema.SUMMARY_FORMAT:
-        raise ModelDirError(f"{path}: unknown format {data.get('format')!r} (rerun stage 8)")
+    scalars (cap, chance, |R|, score), from score_exposure's summary.json (its one reader,
+    :func:`espnet_pcc.exposure.schema.read_summary_json`, checks the format)."""
+    data = schema.read_summary_json(path)
     rank = schema.mean_per_repeat_count(data, schema.RANK_EXPOSURE)
     extra = schema.mean_per_repeat_count(data, schema.EXTRAPOLATED_EXPOSURE)
     info = {k: data.get(k) for k in schema.SUMMARY_SCALARS}

@@ -75,3 +75,24 @@ def test_an_unamplified_epsilon_is_read_and_labelled(tmp_path: Path):
     assert result.epochs[0]["train"]["loss"] == float("-inf")
     assert result.dp_epsilon == 7.5 and result.dp_epsilon_key == "dp_epsilon_unamplified"
     assert epsilon_cell(result.dp_epsilon, result.dp_epsilon_key) == "7.5 (no amplification)"
+
+
+def test_load_exposure_reads_the_summary_through_its_one_checked_reader(tmp_path: Path):
+    import json
+
+    from espnet_pcc.errors import UserError
+    from espnet_pcc.exposure import schema
+    from espnet_pcc.model_dir import load_exposure
+
+    summary = {"format": schema.SUMMARY_FORMAT, "num_references": 8, "rank_exposure_cap": 3.17,
+               "chance_rank_exposure": 1.4, "score": "att_nll", "repeat_counts": [
+                   {"repeat_count": 4, "rank_exposure": {"mean": 2.5},
+                    "extrapolated_exposure": {"mean": 3.5}}]}
+    schema.write_summary_json(tmp_path / "summary.json", summary)
+    rank, extrapolated, info = load_exposure(tmp_path / "summary.json")
+    assert (rank, extrapolated) == ({4: 2.5}, {4: 3.5})
+    assert info == {"num_references": 8, "rank_exposure_cap": 3.17, "chance_rank_exposure": 1.4,
+                    "score": "att_nll"}
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "format": "other/9"}))
+    with pytest.raises(UserError, match=r"unknown format 'other/9' \(rerun stage 8\)"):
+        load_exposure(tmp_path / "summary.json")

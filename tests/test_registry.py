@@ -78,16 +78,28 @@ def test_every_cli_a_recipe_runs_is_a_console_script():
     assert registry.console_script("score_wer") == "espnet-pcc-score-wer"
 
 
+def install_plugin_metadata(site: Path, name: str, target: str) -> None:
+    """What `pip install` of another package that registers a wrapper leaves on sys.path:
+    a dist-info directory whose entry_points.txt names it in the optimizer group."""
+    info = site / "counting_wrapper_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: counting-wrapper-plugin\n"
+                                   "Version: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[{registry.OPTIMIZERS}]\n{name} = {target}\n")
+
+
 def test_a_second_registered_wrapper_trains(corpus, tmp_path, monkeypatch):
-    """The entry-point group is real: a wrapper registered under another name, which is not a
-    PerCoreClipOptimizer, is chosen with --clip_wrapper and trains through asr_train."""
+    """The entry-point group is real: a wrapper another package registers through its
+    entry-point metadata (not in registry.PLUGINS), which is not a PerCoreClipOptimizer, is
+    chosen with --clip_wrapper and trains through asr_train."""
     from asr_train_helpers import train_args
     from espnet_pcc.bin import asr_train
     from trainer_helpers import CountingWrapper
 
-    monkeypatch.setitem(registry.PLUGINS, registry.OPTIMIZERS,
-                        {**registry.PLUGINS[registry.OPTIMIZERS],
-                         "counting": "trainer_helpers:CountingWrapper"})
+    install_plugin_metadata(tmp_path / "site", "counting", "trainer_helpers:CountingWrapper")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert "counting" not in registry.PLUGINS[registry.OPTIMIZERS]
+    assert registry.load(registry.OPTIMIZERS, "counting") is CountingWrapper
     monkeypatch.setattr(CountingWrapper, "cores_added", 0)
     out = tmp_path / "counting"
     asr_train.main(train_args(corpus, out, {"clip": "per_core", "max_epoch": 1,

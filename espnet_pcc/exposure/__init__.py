@@ -4,8 +4,9 @@ One concern per module:
 
 * :mod:`~espnet_pcc.exposure.metric`: ranks, rank exposure, the skew-normal fit, extrapolated
   exposure and the per-repeat-count summary; numpy/scipy only.
-* :mod:`~espnet_pcc.exposure.schema`: summary.json's layout (format, key names, file names),
-  the per-repeat-count table (printed and summary.tsv) and a reader; plain Python.
+* :mod:`~espnet_pcc.exposure.schema`: the output files' layouts (format, key names, file
+  names), one writer and one reader each, the per-repeat-count table (printed and
+  summary.tsv); plain Python.
 * :mod:`~espnet_pcc.exposure.scoring`: load a trained model, per-utterance NLL (torch/ESPnet,
   imported when called).
 * :mod:`~espnet_pcc.exposure.run`: score a canary dir and write the outputs.

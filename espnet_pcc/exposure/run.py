@@ -6,10 +6,10 @@ exposures (:mod:`~espnet_pcc.exposure.metric`) and writes ``output_dir`` atomica
 temp dir and renamed, so it is complete or absent)::
 
     scores.tsv       utt_id  kind(canary|reference)  repeat_count  num_tokens  nll_sum  score
-    exposure.tsv     canary_id  repeat_count  score  rank  rank_exposure  extrapolated_exposure  text
-    exposure.json    {"canaries": [...]}: one entry per canary (:mod:`~espnet_pcc.exposure.schema`)
+    exposure.tsv     the per-canary table (:func:`~espnet_pcc.exposure.schema.exposure_tsv`)
+    exposure.json    one entry per canary (layout, writer and reader in :mod:`~espnet_pcc.exposure.schema`)
     summary.tsv      the per-repeat-count table (:func:`~espnet_pcc.exposure.schema.summary_tsv`)
-    summary.json     the summary (layout in :mod:`espnet_pcc.exposure.schema`)
+    summary.json     the summary (layout, writer and reader in :mod:`espnet_pcc.exposure.schema`)
 """
 from __future__ import annotations
 
@@ -49,24 +49,15 @@ def scores_tsv(utt_ids: Sequence[str], counts: Mapping[str, int],
     return "".join(lines)
 
 
-def exposure_tsv(per_canary: Sequence[Mapping[str, Any]]) -> str:
-    """exposure.tsv: one line per canary."""
-    lines = ["canary_id\trepeat_count\tscore\trank\trank_exposure\textrapolated_exposure\ttext\n"]
-    for p in per_canary:
-        lines.append(f"{p['id']}\t{p['repeat_count']}\t{p['score']:.6f}\t{p['rank']}\t"
-                     f"{p['rank_exposure']:.4f}\t{p['extrapolated_exposure']:.4f}\t{p['text']}\n")
-    return "".join(lines)
-
-
 def write_outputs(output_dir: Path, scores_text: str, per_canary: List[Dict[str, Any]],
                   summary: Mapping[str, Any]) -> None:
     """All five output files, into ``output_dir`` as one atomic replacement."""
     with fileio.atomic_dir(output_dir) as tmp:
         (tmp / schema.SCORES_TSV).write_text(scores_text, encoding="utf-8")
-        (tmp / schema.EXPOSURE_TSV).write_text(exposure_tsv(per_canary), encoding="utf-8")
-        fileio.atomic_write_json(tmp / schema.EXPOSURE_JSON, {"canaries": per_canary})
+        (tmp / schema.EXPOSURE_TSV).write_text(schema.exposure_tsv(per_canary), encoding="utf-8")
+        schema.write_exposure_json(tmp / schema.EXPOSURE_JSON, per_canary)
         (tmp / schema.SUMMARY_TSV).write_text(schema.summary_tsv(summary), encoding="utf-8")
-        fileio.atomic_write_json(tmp / schema.SUMMARY_JSON, summary)
+        schema.write_summary_json(tmp / schema.SUMMARY_JSON, summary)
 
 
 def score_exposure(

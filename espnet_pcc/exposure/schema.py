@@ -1,7 +1,8 @@
-"""The exposure summary: its ``summary.json`` layout, the one table of it, and a reader.
+"""The exposure outputs' layouts, their one writer and one reader each, and the one table.
 
-``summary.json`` (written by :func:`espnet_pcc.exposure.run.score_exposure`, read by the
-stage-9 report)::
+``summary.json`` (body built by :func:`espnet_pcc.exposure.metric.compute_exposures` and
+:func:`espnet_pcc.exposure.run.score_exposure`, written by :func:`write_summary_json`, read by
+:func:`read_summary_json` alone)::
 
     {"format": "espnet-pcc-exposure/1",
      "score": "att_nll" | "ctc_nll",          # which likelihood was used
@@ -18,17 +19,26 @@ stage-9 report)::
          "extrapolated_exposure": {"mean", "std", "max"},
          "score": {"mean", "std"}}, ...]}
 
-``exposure.json`` (same writer; read by :func:`read_exposure_json` alone)::
+``exposure.json`` (written by :func:`write_exposure_json`, read by :func:`read_exposure_json`
+alone)::
 
     {"canaries": [{"id", "text", "repeat_count", "score", "num_tokens", "rank",
                    "rank_exposure", "extrapolated_exposure"}, ...]}   # CANARY_KEYS
+
+``exposure.tsv`` (:func:`exposure_tsv`; for people and shell tools, read by no code): the same
+entries, one line each, :data:`EXPOSURE_TSV_COLUMNS`.
 
 Non-finite numbers are written as JSON ``Infinity``/``NaN`` (Python's json reads them back).
 This module is plain Python, so a reader of summaries imports no numpy, torch or ESPnet.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Union
+
+from espnet_pcc import fileio
+from espnet_pcc.errors import UserError
 
 #: ``summary.json``'s "format" value; bump it when the layout changes.
 SUMMARY_FORMAT = "espnet-pcc-exposure/1"
@@ -41,18 +51,27 @@ REPEAT_COUNTS, REPEAT_COUNT = "repeat_counts", "repeat_count"
 #: The two exposure measures, each summarised per group as {"mean", "std", "max"}.
 RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE = "rank_exposure", "extrapolated_exposure"
 MEASURES = (RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE)
+#: exposure.json's one top-level key: the list of per-canary entries.
+CANARIES = "canaries"
 #: The keys of one canary in exposure.json.
 CANARY_ID, CANARY_TEXT, SCORE, NUM_TOKENS, RANK = "id", "text", "score", "num_tokens", "rank"
 CANARY_KEYS = (CANARY_ID, CANARY_TEXT, REPEAT_COUNT, SCORE, NUM_TOKENS, RANK, RANK_EXPOSURE,
                EXTRAPOLATED_EXPOSURE)
+#: |R|: how many never-inserted references each canary is ranked among.
+NUM_REFERENCES = "num_references"
 #: Top-level numbers that say how to read the exposures (range, chance level, likelihood).
-SUMMARY_SCALARS = ("num_references", "rank_exposure_cap", "chance_rank_exposure", "score")
+SUMMARY_SCALARS = (NUM_REFERENCES, "rank_exposure_cap", "chance_rank_exposure", "score")
+
+#: Columns of exposure.tsv (one line per canary): its id, the exposure.json keys, then its text.
+EXPOSURE_TSV_COLUMNS = ("canary_id", REPEAT_COUNT, SCORE, RANK, RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE,
+                        CANARY_TEXT)
 
 #: Columns of the per-repeat-count table (printed, and written to summary.tsv).
 TABLE_COLUMNS = ("repeats", "canaries", "rank_exp_mean", "rank_exp_std", "rank_exp_max",
                  "extrap_exp_mean", "extrap_exp_std", "extrap_exp_max", "score_mean", "score_std")
 
 Cell = Union[int, float]
+PathLike = Union[str, Path]
 
 
 def summary_table(summary: Mapping[str, Any]) -> List[List[Cell]]:
@@ -93,18 +112,45 @@ def mean_per_repeat_count(summary: Mapping[str, Any], measure: str) -> Dict[int,
     return {int(g[REPEAT_COUNT]): float(g[measure]["mean"]) for g in summary[REPEAT_COUNTS]}
 
 
-def read_exposure_json(path, keys: Sequence[str] = CANARY_KEYS) -> List[Dict[str, Any]]:
-    """The per-canary entries of an ``exposure.json``; a missing file, or an entry without
-    one of ``keys`` (the ones the caller reads), is a one-line error."""
-    import json
-    from pathlib import Path
+def exposure_tsv(per_canary: Sequence[Mapping[str, Any]]) -> str:
+    """exposure.tsv: one line per exposure.json entry, for people and shell tools."""
+    lines = ["\t".join(EXPOSURE_TSV_COLUMNS) + "\n"]
+    for p in per_canary:
+        lines.append(f"{p[CANARY_ID]}\t{p[REPEAT_COUNT]}\t{p[SCORE]:.6f}\t{p[RANK]}\t"
+                     f"{p[RANK_EXPOSURE]:.4f}\t{p[EXTRAPOLATED_EXPOSURE]:.4f}\t{p[CANARY_TEXT]}\n")
+    return "".join(lines)
 
-    from espnet_pcc.errors import UserError
 
+def write_summary_json(path: PathLike, summary: Mapping[str, Any]) -> None:
+    """``summary.json``, written atomically; a body of another layout is a bug, not an output."""
+    if summary.get("format") != SUMMARY_FORMAT:
+        raise ValueError(f"summary format {summary.get('format')!r}, expected {SUMMARY_FORMAT!r}")
+    fileio.atomic_write_json(Path(path), summary)
+
+
+def read_summary_json(path: PathLike) -> Dict[str, Any]:
+    """The summary in a ``summary.json``; a missing file or another layout is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} missing (produced by stage 8, exposure)")
-    canaries = json.loads(path.read_text())["canaries"]
+    summary = json.loads(path.read_text())
+    if summary.get("format") != SUMMARY_FORMAT:
+        raise UserError(f"{path}: unknown format {summary.get('format')!r} (rerun stage 8)")
+    return summary
+
+
+def write_exposure_json(path: PathLike, per_canary: Sequence[Mapping[str, Any]]) -> None:
+    """``exposure.json`` of the per-canary entries (:data:`CANARY_KEYS`), written atomically."""
+    fileio.atomic_write_json(Path(path), {CANARIES: list(per_canary)})
+
+
+def read_exposure_json(path: PathLike, keys: Sequence[str] = CANARY_KEYS) -> List[Dict[str, Any]]:
+    """The per-canary entries of an ``exposure.json``; a missing file, or an entry without
+    one of ``keys`` (the ones the caller reads), is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} missing (produced by stage 8, exposure)")
+    canaries = json.loads(path.read_text())[CANARIES]
     for c in canaries:
         missing = [k for k in keys if k not in c]
         if missing:

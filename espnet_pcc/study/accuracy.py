@@ -15,26 +15,48 @@ Per utterance (the unit every interval and paired test of the study resamples):
 
 Per repeat count (0 = references): the mean of each over the utterances, with a bootstrap
 interval over them (:func:`espnet_pcc.study.stats.bootstrap_interval`).
+
+:func:`score_canary_accuracy` (``bin/score_canary_accuracy``, stage 7) writes both files of
+``<decode dir>/canary_accuracy/`` (:data:`ACCURACY_DIR`), this module owning their layouts:
+
+``utterances.tsv``  one row per scored utterance, :data:`UTTERANCE_COLUMNS`, tab-separated,
+                    with a header line (:func:`write_utterances_tsv`, read by
+                    :func:`read_utterances_tsv` alone)
+``summary.json``    {"format": SUMMARY_FORMAT, "canary_dir", "hyp_text": [...],
+                    "repeat_counts": [{"repeat_count": c, "cer" | "wer" | "exact":
+                    Interval.as_dict()}, ...]} (ascending repeat count, 0 = references;
+                    :func:`write_summary_json`; read by people, by no code)
 """
 from __future__ import annotations
 
 import csv
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import jiwer
 
+from espnet_pcc import fileio, kaldi_dir
+from espnet_pcc.canary.canary_dir import read_canary_dir
+from espnet_pcc.errors import UserError
 from espnet_pcc.recipe.scoring import tokens
 from espnet_pcc.study.stats import Interval, bootstrap_interval
 
-#: ``utterances.tsv`` (written by :func:`espnet_pcc.bin.score_canary_accuracy` through
-#: :func:`write_utterances_tsv`, read by :func:`read_utterances_tsv` alone): one row per
-#: scored utterance, these columns, tab-separated, with a header line.
+logger = logging.getLogger(__name__)
+
+#: The dir of a decode dir that stage 7 writes the canary accuracy into.
+ACCURACY_DIR = "canary_accuracy"
+#: The per-utterance rows (see the module docstring).
 UTTERANCES_TSV = "utterances.tsv"
 UTTERANCE_COLUMNS = ("utt_id", "repeat_count", "cer", "wer", "exact", "ref", "hyp")
 METRICS = ("cer", "wer", "exact")
+#: The per-repeat-count summary, and its "format" value (bump it when the layout changes).
+SUMMARY_JSON = "summary.json"
+SUMMARY_FORMAT = "espnet-pcc-canary-accuracy/1"
+
+Summary = Dict[int, Dict[str, Interval]]
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,7 @@ def by_repeat_count(rows: Iterable[UtteranceAccuracy]) -> Dict[int, List[Utteran
     return dict(sorted(groups.items()))
 
 
-def summarise(rows: Iterable[UtteranceAccuracy]) -> Dict[int, Dict[str, Interval]]:
+def summarise(rows: Iterable[UtteranceAccuracy]) -> Summary:
     """Mean CER, WER and exact-match fraction per repeat count, each with its interval."""
     return {
         count: {m: bootstrap_interval([getattr(r, m) for r in group]) for m in METRICS}
@@ -102,8 +124,6 @@ def summarise(rows: Iterable[UtteranceAccuracy]) -> Dict[int, Dict[str, Interval
 
 def write_utterances_tsv(path: Path, rows: Iterable[UtteranceAccuracy]) -> None:
     """``utterances.tsv`` of :data:`UTTERANCE_COLUMNS`, written atomically."""
-    from espnet_pcc import fileio
-
     lines = ["\t".join(UTTERANCE_COLUMNS)]
     lines += [f"{r.utt_id}\t{r.repeat_count}\t{r.cer:.6f}\t{r.wer:.6f}\t{r.exact}\t{r.ref}\t{r.hyp}"
               for r in rows]
@@ -112,8 +132,6 @@ def write_utterances_tsv(path: Path, rows: Iterable[UtteranceAccuracy]) -> None:
 
 def read_utterances_tsv(path: Path) -> List[UtteranceAccuracy]:
     """The rows of an ``utterances.tsv``; a missing or malformed file is a one-line error."""
-    from espnet_pcc.errors import UserError
-
     if not Path(path).is_file():
         raise UserError(f"{path} missing (produced by stage 7, canary accuracy)")
     with open(path, encoding="utf-8", newline="") as f:
@@ -127,3 +145,95 @@ def read_utterances_tsv(path: Path) -> List[UtteranceAccuracy]:
                                       r["hyp"] or "") for r in reader]
         except (TypeError, ValueError) as e:
             raise UserError(f"{path}: malformed row ({e})") from None
+
+
+def summary_json(summary: Summary, canary_dir: Path, hyp_text: Sequence[Path]) -> Dict[str, Any]:
+    """The body of ``summary.json``: the summary and the inputs it was scored from."""
+    return {
+        "format": SUMMARY_FORMAT,
+        "canary_dir": str(canary_dir),
+        "hyp_text": [str(p) for p in hyp_text],
+        "repeat_counts": [
+            {"repeat_count": c, **{m: iv.as_dict() for m, iv in metrics.items()}}
+            for c, metrics in summary.items()
+        ],
+    }
+
+
+def write_summary_json(path: Path, summary: Summary, canary_dir: Path,
+                       hyp_text: Sequence[Path]) -> None:
+    """``summary.json`` (:func:`summary_json`), written atomically."""
+    fileio.atomic_write_json(path, summary_json(summary, canary_dir, hyp_text))
+
+
+def summary_lines(summary: Summary) -> List[str]:
+    """One line per repeat count for people: n, and each metric with its interval."""
+    lines = []
+    for c, metrics in summary.items():
+        what = "references" if c == 0 else f"canaries x{c}"
+        lines.append(f"{what}: n={metrics['cer'].n} CER {metrics['cer'].fmt(3)} "
+                     f"WER {metrics['wer'].fmt(3)} exact {metrics['exact'].fmt(3)}")
+    return lines
+
+
+def read_hypotheses(hyp_text: Sequence[Path], known: Set[str], canary_dir: Path) -> Dict[str, str]:
+    """Every hypothesis of the Kaldi texts ``hyp_text``, checked first, so that a missing file or
+    an utterance the manifest lacks is a one-line error before anything is written."""
+    hyps: Dict[str, str] = {}
+    for path in hyp_text:
+        if not path.is_file():
+            raise UserError(f"hypotheses {path} missing (produced by stage 6)")
+        table = kaldi_dir.read_table(path, allow_empty_value=True)
+        if not table:
+            logger.warning(f"{path} lists no hypothesis")
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise UserError(f"{path}: {len(unknown)} utterances not in {canary_dir}/manifest.json, "
+                            f"e.g. {unknown[0]}")
+        hyps.update(table)
+    if not hyps:
+        raise UserError(f"no hypotheses in {' '.join(map(str, hyp_text))}")
+    return hyps
+
+
+def decoded_references(references: Set[str], hyps: Mapping[str, str], reference_dir: Optional[Path],
+                       canary_dir: Path) -> Set[str]:
+    """The references that were decoded (a sample, --num_decoded_references): those of
+    ``reference_dir`` when it is given, else those with a hypothesis."""
+    if reference_dir is None:
+        return set(hyps)
+    sample = set(kaldi_dir.read(reference_dir).utt2spk)
+    unknown = sorted(sample - references)
+    if unknown:
+        raise UserError(f"{reference_dir}: {len(unknown)} utterances are not references "
+                        f"of {canary_dir}, e.g. {unknown[0]}")
+    return sample
+
+
+def score_canary_accuracy(canary_dir: Path, hyp_text: Sequence[Path], output_dir: Path,
+                          reference_dir: Optional[Path] = None) -> Summary:
+    """Score the decoded canaries and references of a ``make_canaries`` dir, write
+    ``utterances.tsv`` and ``summary.json`` into ``output_dir``, and return the summary.
+
+    Every canary is scored, a missing hypothesis as empty: dropping it would raise the
+    canaries' accuracy.  Of the references, the decoded sample is (:func:`decoded_references`),
+    a missing hypothesis of ``reference_dir`` as empty.  Every input is checked before
+    ``output_dir`` is made.
+    """
+    found = read_canary_dir(canary_dir)
+    known = {u["id"]: u for u in found.entries("canaries") + found.entries("references")}
+    hyps = read_hypotheses(hyp_text, set(known), canary_dir)
+    sample = decoded_references({u["id"] for u in found.entries("references")}, hyps,
+                                reference_dir, canary_dir)
+    refs = {u["id"]: u["text"] for u in found.entries("canaries")}
+    refs.update({u["id"]: u["text"] for u in found.entries("references") if u["id"] in sample})
+    missing = len(set(refs) - set(hyps))
+    if missing:
+        logger.warning(f"{missing} of the {len(refs)} canaries and decoded references have no "
+                       "hypothesis in the decoded texts: scored as empty")
+    rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in refs})
+    summary = summarise(rows)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_utterances_tsv(output_dir / UTTERANCES_TSV, rows)
+    write_summary_json(output_dir / SUMMARY_JSON, summary, canary_dir, hyp_text)
+    return summary

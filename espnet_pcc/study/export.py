@@ -16,7 +16,6 @@ returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export`
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -24,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 from espnet_pcc.exposure import schema
 from espnet_pcc.model_dir import ModelResult, collect, split_tag
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
-from espnet_pcc.study.accuracy import read_utterances_tsv
+from espnet_pcc.study.accuracy import ACCURACY_DIR, UTTERANCES_TSV, read_utterances_tsv
 
 
 def arm_of(tag: str) -> Tuple[str, int]:
@@ -35,10 +34,8 @@ def arm_of(tag: str) -> Tuple[str, int]:
 
 
 def _num_references(exposure_dir: Path) -> int:
-    summary = exposure_dir / schema.SUMMARY_JSON
-    if not summary.is_file():
-        raise RawDataError(f"{summary} missing (produced by stage 8, exposure)")
-    return int(json.loads(summary.read_text())["num_references"])
+    """|R| of one scored checkpoint, from its summary.json (read, and checked, by its one reader)."""
+    return int(schema.read_summary_json(exposure_dir / schema.SUMMARY_JSON)[schema.NUM_REFERENCES])
 
 
 def _checkpoint(arm: str, sampler: str, seed: int, epoch: str, exposure_dir: Path,
@@ -81,7 +78,7 @@ def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
     seen = {}
     for i, (tag, r) in enumerate(zip(tags, results), 1):
         d = Path(expdir) / tag
-        accuracy = (lambda dec: d / dec / "canary_accuracy" / "utterances.tsv") \
+        accuracy = (lambda dec: d / dec / ACCURACY_DIR / UTTERANCES_TSV) \
             if canary_accuracy else (lambda dec: None)  # noqa: E731
         arm, seed = arm_of(tag)
         sampler = r.batch_sampler

@@ -104,6 +104,27 @@ def test_summary_json_keeps_infinity():
     assert back["repeat_counts"][0]["extrapolated_exposure"]["std"] == math.inf
 
 
+def test_summary_and_exposure_json_round_trip_through_their_one_writer_and_reader(tmp_path):
+    from espnet_pcc.errors import UserError
+    from espnet_pcc.exposure import schema
+
+    per, summ = ex.compute_exposures(HAND_SCORES, HAND_COUNTS, HAND_REFS)
+    per = [{**p, schema.CANARY_TEXT: "a", schema.NUM_TOKENS: 1} for p in per]
+    schema.write_summary_json(tmp_path / schema.SUMMARY_JSON, summ)
+    schema.write_exposure_json(tmp_path / schema.EXPOSURE_JSON, per)
+    assert schema.read_summary_json(tmp_path / schema.SUMMARY_JSON) == summ
+    assert schema.read_exposure_json(tmp_path / schema.EXPOSURE_JSON) == per
+    # A reader of another layout, or of nothing, stops with one line naming stage 8.
+    (tmp_path / "old.json").write_text(json.dumps({**summ, "format": "espnet-pcc-exposure/0"}))
+    with pytest.raises(UserError, match=r"unknown format 'espnet-pcc-exposure/0' \(rerun stage 8"):
+        schema.read_summary_json(tmp_path / "old.json")
+    with pytest.raises(UserError, match=r"nope.json missing \(produced by stage 8"):
+        schema.read_summary_json(tmp_path / "nope.json")
+    with pytest.raises(ValueError, match="summary format None"):
+        schema.write_summary_json(tmp_path / "bad.json", {"num_references": 3})
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_metric_and_schema_import_without_torch_or_espnet():
     code = ("import sys; import espnet_pcc.exposure.metric, espnet_pcc.exposure.schema; "
             "print(sorted(m for m in ('torch', 'espnet', 'espnet2') if m in sys.modules))")

@@ -7,7 +7,7 @@ import pytest
 
 from espnet_pcc import kaldi_dir
 from espnet_pcc.bin import score_exposure
-from espnet_pcc.exposure import run, scoring
+from espnet_pcc.exposure import run, schema, scoring
 
 pytestmark = pytest.mark.needs_tts  # every test uses the generated canary dir
 
@@ -112,4 +112,4 @@ def test_output_files_from_hand_values():
                                  "r1\treference\t0\t4\t2.000000\t0.500000"]
     per = [{"id": "c1", "repeat_count": 4, "score": 2.0, "rank": 1, "rank_exposure": 3.0,
             "extrapolated_exposure": math.inf, "text": "a b"}]
-    assert run.exposure_tsv(per).splitlines()[1] == "c1\t4\t2.000000\t1\t3.0000\tinf\ta b"
+    assert schema.exposure_tsv(per).splitlines()[1] == "c1\t4\t2.000000\t1\t3.0000\tinf\ta b"

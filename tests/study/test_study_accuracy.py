@@ -29,6 +29,18 @@ def test_score_and_summarise_per_repeat_count():
     assert summary[0]["cer"].n == 1
 
 
+def test_summary_json_body_and_printed_lines_by_hand():
+    rows = accuracy.score_utterances({"c1": "A B", "r1": "C D"}, {"c1": "A B", "r1": "C"},
+                                     {"c1": 4, "r1": 0})
+    body = accuracy.summary_json(accuracy.summarise(rows), "canaries", ["hyp"])
+    assert body["format"] == accuracy.SUMMARY_FORMAT
+    assert (body["canary_dir"], body["hyp_text"]) == ("canaries", ["hyp"])
+    assert [g["repeat_count"] for g in body["repeat_counts"]] == [0, 4]
+    assert body["repeat_counts"][0]["wer"]["value"] == 0.5
+    lines = accuracy.summary_lines(accuracy.summarise(rows))
+    assert [line.split(":")[0] for line in lines] == ["references", "canaries x4"]
+
+
 def _canary_dir(tmp_path):
     import json
 

@@ -174,7 +174,8 @@ def _model_dir(root, tag, sampler, losses, exposures, cer):
             {"id": "c1", "text": "A", "num_tokens": 1, "repeat_count": 4, "score": 1.5, "rank": 3,
              "rank_exposure": x,
              "extrapolated_exposure": x + 1}]}))
-        (d / exp_dir / "summary.json").write_text(json.dumps({"num_references": 1000}))
+        (d / exp_dir / "summary.json").write_text(json.dumps({"format": "espnet-pcc-exposure/1",
+                                                              "num_references": 1000}))
         acc = d / dec / "canary_accuracy"
         acc.mkdir(parents=True)
         (acc / "utterances.tsv").write_text(
