@@ -6,7 +6,8 @@ the package imports neither torch nor ESPnet: keep this module free of such impo
 Plug-in group read by the code:
 
 `espnet_pcc.optimizers` maps a name to an optimizer *wrapper* class, built as
-``Wrapper(inner_optimizer, clip_config=ClipConfig, noise_seed=int)``:
+``Wrapper(inner_optimizer, clip_config=ClipConfig, noise_seed=int, expected_cores=...)``
+(keyword-only; ``expected_cores``, the fixed divisor D, only with the Poisson sampler):
 ``PCCASRTask.build_optimizers`` loads the one named by ``--clip_wrapper`` (default
 ``per_core_clip``, `espnet_pcc.optim.PerCoreClipOptimizer`).  Another package registers its
 own wrapper under this group with a new name; `PCCTrainer` trains with any wrapper that

@@ -6,21 +6,17 @@ Usage::
         --decode_tag decode_asr_valid.acc.ave --test_sets dev test \\
         --output_md RESULTS.md --output_png exp/pcc_comparison.png
 
-The model dirs are read once: their per-run, per-canary memorisation into the raw data of
-:mod:`espnet_pcc.study.raw` (written to ``--raw_dir``, the same files the study's report is
-rebuilt from), their utility through :func:`espnet_pcc.model_dir.collect`.
+The pipeline (model dirs read once, raw data, both views): :mod:`espnet_pcc.recipe.stage9`.
 """
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet2.utils.types import str2bool
 
 from espnet_pcc.errors import run_main
-from espnet_pcc.fileio import atomic_write_text
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -50,39 +46,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.model_dir import collect
-    from espnet_pcc.recipe.report import comparison_table, plot, results_markdown
+    from espnet_pcc.recipe.stage9 import Outputs, write_comparison
 
-    results = collect(args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
-                      args.exposure_name)
-    md_dir = args.output_md.resolve().parent
-    rel = lambda p: os.path.relpath(p.resolve(), md_dir)  # noqa: E731
-    sections = []
-    if args.exposure_name != "none":
-        from espnet_pcc.study import raw, results as study_results
-        from espnet_pcc.study.analysis import compare_modes
-        from espnet_pcc.study.export import export_study
-
-        raw_dir = args.raw_dir or args.output_md.with_name(args.output_md.stem + "_raw")
-        study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
-                             args.epoch_decode_tag, args.test_sets, made_by="espnet_pcc.bin.report",
-                             canary_accuracy=args.canary_accuracy, results=results)
-        raw.write_raw(raw_dir, study)
-        comparisons = [compare_modes(study, s)
-                       for s in dict.fromkeys(r.sampler for r in study.runs)]
-        study_png = args.study_png or args.output_png.with_name(args.output_png.stem + "_study.png")
-        study_results.plot_modes(comparisons, study_png, args.title)
-        sections.append(study_results.render_modes(comparisons, args.test_sets, rel(raw_dir))
-                        + f"\n\n![exposure over runs]({rel(study_png)})\n")
-    plot(results, args.output_png)
-    md = results_markdown(results, args.test_sets, args.decode_tag, args.expdir,
-                          title=args.title, notes=args.notes,
-                          plot_name=rel(args.output_png),
-                          sections=sections)
-    atomic_write_text(args.output_md, md)
-    print(comparison_table(results, args.test_sets))
-    for section in sections:
-        print(section)
+    printed = write_comparison(
+        args.expdir, args.asr_tags, args.decode_tag, args.test_sets,
+        Outputs(args.output_md, args.output_png, args.study_png, args.raw_dir),
+        exposure_name=args.exposure_name, title=args.title, notes=args.notes,
+        score_epochs=args.score_epochs, epoch_decode_tag=args.epoch_decode_tag,
+        canary_accuracy=args.canary_accuracy)
+    for text in printed:
+        print(text)
     print(f"wrote {args.output_md} and {args.output_png}")
 
 

@@ -45,15 +45,13 @@ def rebuild_command(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace) -> None:
     from espnet_pcc.fileio import atomic_write_text
     from espnet_pcc.study import raw, results
-    from espnet_pcc.study.analysis import PRIMARY_SAMPLER, analyse
+    from espnet_pcc.study.analysis import analyse_study
 
     study = raw.read_raw(args.raw_dir)
-    samplers = sorted({r.sampler for r in study.runs})
-    if PRIMARY_SAMPLER not in samplers:
-        raise raw.RawDataError(f"{args.raw_dir}: no {PRIMARY_SAMPLER}-batch runs (the primary "
-                               f"arms); samplers found: {', '.join(samplers) or 'none'}")
-    primary = analyse(study, PRIMARY_SAMPLER)
-    others = [analyse(study, s) for s in samplers if s != PRIMARY_SAMPLER]
+    try:
+        primary, others = analyse_study(study)
+    except raw.RawDataError as e:
+        raise raw.RawDataError(f"{args.raw_dir}: {e}") from None
     png = os.path.relpath(args.output_png.resolve(), args.output_md.resolve().parent)
     provenance = "\n\n".join(x for x in (study.notes, f"![study]({png})") if x)
     md = results.render_markdown(primary, study.test_sets, args.title, provenance,

@@ -234,6 +234,17 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
     return analysis
 
 
+def analyse_study(study: RawStudy) -> Tuple[Analysis, List[Analysis]]:
+    """The pre-registered analysis of the primary (shuffled-batch) runs, and the same
+    numbers, exploratory, for every other sampler in the raw data (in name order)."""
+    samplers = sorted({r.sampler for r in study.runs})
+    if PRIMARY_SAMPLER not in samplers:
+        raise RawDataError(f"no {PRIMARY_SAMPLER}-batch runs (the primary arms); samplers "
+                           f"found: {', '.join(samplers) or 'none'}")
+    return analyse(study, PRIMARY_SAMPLER), [analyse(study, s) for s in samplers
+                                              if s != PRIMARY_SAMPLER]
+
+
 def _finite_contrasts(arms, measure, level, canaries) -> List[Contrast]:
     """The primary pairs in ``measure`` where every value is finite (an extrapolated exposure
     is +inf when even the log-CDF underflows: such a contrast is left out, not clipped)."""
@@ -328,5 +339,6 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
 
 
 __all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PCC_ARM", "Analysis", "Contrast",
-           "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse", "arm_summary", "at_level",
-           "compare_modes", "equal_loss_level", "mode_summary", "reachable_range"]
+           "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse", "analyse_study",
+           "arm_summary", "at_level", "compare_modes", "equal_loss_level", "mode_summary",
+           "reachable_range"]
