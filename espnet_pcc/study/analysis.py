@@ -285,6 +285,13 @@ class ModeComparison:
     too_few_runs: List[str]  # arms (the reference too) with fewer than 2 runs: no contrast
 
 
+def past_level(runs: Sequence[Run], level: float) -> int:
+    """How many of ``runs`` are already at or below ``level`` at their first scored epoch:
+    their value "at the level" is that epoch's, from a model trained further than the level
+    says, not an interpolation."""
+    return sum(1 for r in runs if r.losses and r.losses[0] <= level)
+
+
 def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) -> ModeComparison:
     """Each arm of ``sampler``'s runs against ``reference`` (or, without such an arm, the
     first arm of the raw data), in pooled rank exposure of the final models and, where every
@@ -341,4 +348,4 @@ def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequen
 __all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PCC_ARM", "Analysis", "Contrast",
            "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse", "analyse_study",
            "arm_summary", "at_level", "compare_modes", "equal_loss_level", "mode_summary",
-           "reachable_range"]
+           "past_level", "reachable_range"]

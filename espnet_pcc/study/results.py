@@ -19,7 +19,7 @@ from espnet_pcc.fileio import atomic_path
 from espnet_pcc.markdown import table
 from espnet_pcc.study import stats
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
-    ModeComparison, arm_summary, at_level, mode_summary
+    ModeComparison, arm_summary, at_level, mode_summary, past_level
 
 
 def _p(c: Contrast, adjusted: bool = False) -> str:
@@ -231,6 +231,14 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
             out += [f"L* = {m.level:.3f}: the highest last-epoch validation loss of these runs "
                     "(every run reaches it); a run's exposure there is interpolated between its "
                     "scored epochs.", ""]
+            early = {arm: past_level(runs, m.level) for arm, runs in m.arms.items()}
+            if any(early.values()):
+                out += ["**Not like for like at L\*:** "
+                        + ", ".join(f"{n} of the {len(m.arms[arm])} {arm} runs"
+                                    for arm, n in early.items() if n)
+                        + " are already below L* at their first scored epoch, so their value "
+                        "there is that epoch's, from a model trained further than L* (score "
+                        "earlier epochs, or compare such arms at their own level).", ""]
         contrasts = [*m.finals, *m.at_level]
         if contrasts:
             labels = ["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)

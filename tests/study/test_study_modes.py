@@ -173,3 +173,19 @@ def test_a_reference_with_one_run_keeps_the_contrasts_against_the_control(tmp_pa
     # no contrast against one run, but pcc and control both have two
     assert [c.name for c in m.finals] == ["pcc − control"]
     assert m.finals[0].result.difference.value == pytest.approx(-0.5)
+
+
+def test_runs_already_below_the_level_at_their_first_scored_epoch_are_flagged(tmp_path: Path):
+    from espnet_pcc.study import results
+
+    exp = make_study(tmp_path)
+    # base seed 0 at 7.5 after epoch 1: below L* = 8.0 (pcc seed 0's last epoch) from the start
+    (exp / "asr_base_seed0" / "train.log").write_text(train_log((7.5, 6.0)))
+    m = analysis.compare_modes(export(exp), "espnet")
+    assert m.level == 8.0
+    assert {arm: analysis.past_level(runs, m.level) for arm, runs in m.arms.items()} == \
+        {"base": 1, "pcc": 0}
+    text = results.render_modes([m], ["test"], "raw")
+    assert "**Not like for like at L\\*:** 1 of the 2 base runs are already below L*" in text
+    untouched = analysis.compare_modes(export(make_study(tmp_path / "again")), "espnet")
+    assert "Not like for like" not in results.render_modes([untouched], ["test"], "raw")
