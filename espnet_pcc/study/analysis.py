@@ -283,6 +283,9 @@ class ModeComparison:
     finals: List[Contrast]  # pooled rank exposure of the final (decoded) models
     at_level: List[Contrast]  # the same at L*
     too_few_runs: List[str]  # arms (the reference too) with fewer than 2 runs: no contrast
+    #: the same contrasts at each pair's own level (the highest last-epoch loss of the two
+    #: arms' runs), where that differs from L*: like for like when a third arm sets L*
+    at_pair_level: List[Tuple[float, Contrast]] = field(default_factory=list)
 
 
 def past_level(runs: Sequence[Run], level: float) -> int:
@@ -298,6 +301,9 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) 
     run scored the same epochs, at L* (the highest last-epoch validation loss of them all).
     Where there is a ``control`` arm (the same cores, nothing clipped), each other arm is also
     compared with it: that contrast is the effect of the clipping alone.
+    Where a pair's own level (the highest last-epoch loss of its two arms' runs) differs from
+    L*, the pair is also compared there: L* is set by the worst-trained arm, which can lie
+    above where two better-trained arms' first scored epochs are.
     An arm with fewer than two runs gets no contrast (one run per arm has no run-to-run
     variation to test against)."""
     by_arm = _runs(study, sampler)
@@ -317,7 +323,14 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) 
     finals = [_compare_final(arms, a, b, canaries) for a, b in pairs]
     at_l = [] if level is None else \
         [_compare(arms, a, b, "rank_exposure", level, canaries) for a, b in pairs]
-    return ModeComparison(sampler, reference, arms, canaries, level, finals, at_l, too_few)
+    at_pair = []
+    for a, b in (pairs if level is not None else []):
+        pair_level = equal_loss_level(arms[a] + arms[b])
+        if pair_level != level:
+            at_pair.append((pair_level, _compare(arms, a, b, "rank_exposure", pair_level,
+                                                 canaries)))
+    return ModeComparison(sampler, reference, arms, canaries, level, finals, at_l, too_few,
+                          at_pair)
 
 
 def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequence[str],

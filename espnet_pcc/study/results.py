@@ -238,10 +238,13 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
                                     for arm, n in early.items() if n)
                         + " are already below L* at their first scored epoch, so their value "
                         "there is that epoch's, from a model trained further than L* (score "
-                        "earlier epochs, or compare such arms at their own level).", ""]
-        contrasts = [*m.finals, *m.at_level]
+                        "earlier epochs, or read the rows at the two arms' own level, where "
+                        "there are such rows).", ""]
+        contrasts = [*m.finals, *m.at_level, *(c for _, c in m.at_pair_level)]
         if contrasts:
-            labels = ["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)
+            labels = (["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)
+                      + [f"at L = {lvl:.3f} (the two arms' own level)"
+                         for lvl, _ in m.at_pair_level])
             out += [table(_CONTRAST_HEAD + ["where"],
                           [_contrast_row(c) + [w] for c, w in zip(contrasts, labels)]), ""]
             out += ["- " + verdict(c) for c in m.finals] + [""]

@@ -189,3 +189,23 @@ def test_runs_already_below_the_level_at_their_first_scored_epoch_are_flagged(tm
     assert "**Not like for like at L\\*:** 1 of the 2 base runs are already below L*" in text
     untouched = analysis.compare_modes(export(make_study(tmp_path / "again")), "espnet")
     assert "Not like for like" not in results.render_modes([untouched], ["test"], "raw")
+
+
+def test_a_pair_is_also_compared_at_its_own_level_when_a_third_arm_sets_l_star(tmp_path: Path):
+    from espnet_pcc.study import results
+
+    exp = make_study(tmp_path)
+    for seed in (0, 1):  # a worse-trained third arm: last-epoch loss 15, so L* = 15
+        d = exp / f"asr_worse_seed{seed}"
+        shutil.copytree(exp / f"asr_pcc_seed{seed}", d)
+        (d / "train.log").write_text(train_log((20.0, 15.0)))
+    tags = [*VALID, "asr_worse_seed0", "asr_worse_seed1"]
+    m = analysis.compare_modes(export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]),
+                               "espnet")
+    assert m.level == 15.0
+    # pcc − base at their own level 8.0 (pcc seed 0's last epoch), as without the third arm
+    (level, pair), = [(lvl, c) for lvl, c in m.at_pair_level if c.name == "pcc − base"]
+    alone = analysis.compare_modes(export(make_study(tmp_path / "alone")), "espnet")
+    assert level == 8.0 == alone.level
+    assert pair.result.difference.value == pytest.approx(alone.at_level[0].result.difference.value)
+    assert "at L = 8.000 (the two arms' own level)" in results.render_modes([m], ["test"], "raw")
