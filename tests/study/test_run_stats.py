@@ -152,3 +152,19 @@ def test_a_split_check_on_runs_that_differ_catches_the_canary_level_test():
     # identical runs: nothing to find for either test
     same = stats.split_check(np.tile(rng.normal(0, 1, 40), (5, 1)))
     assert (same.runs_rejected, same.canaries_rejected) == (0, 0)
+
+
+def test_two_level_bootstrap_interval_by_hand():
+    """Small enough to enumerate. Runs level: arm a's 2 runs are 1 and 3, arm b's are 0, so a
+    resampled difference is 1, 2 or 3 with probabilities 1/4, 1/2, 1/4, and the 95 % percentile
+    interval is [1, 3]. Canary level: every run of arm a measures 1 and 3 on its two canaries,
+    arm b 0; the canaries, drawn once for all runs, give 1, 2 or 3 alike: [1, 3] again. Both
+    levels (runs 1 apart around 2, canaries 1 apart around the run): the difference is
+    R + U, R in {1, 2, 3} and U in {-1, 0, 1}, each with 1/4, 1/2, 1/4; P(0) = P(4) = 1/16,
+    more than 2.5 %, so the interval is [0, 4]."""
+    runs = stats.compare_runs([[1.0], [3.0]], [[0.0], [0.0]])
+    assert (runs.difference.value, runs.difference.low, runs.difference.high) == (2.0, 1.0, 3.0)
+    units = stats.compare_runs([[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]])
+    assert (units.difference.value, units.difference.low, units.difference.high) == (2.0, 1.0, 3.0)
+    both = stats.compare_runs([[0.0, 2.0], [2.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]])
+    assert (both.difference.value, both.difference.low, both.difference.high) == (2.0, 0.0, 4.0)
