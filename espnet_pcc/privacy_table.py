@@ -105,10 +105,10 @@ def setups_from(names: Optional[Sequence[str]], num_utterances: Optional[int],
     custom = num_utterances is not None or num_speakers is not None
     names = names if names is not None else ([] if custom else list(PRESETS))
     setups = []
-    for name in names:
-        if name not in PRESETS:
-            raise UserError(f"--setup {name!r}: unknown; presets: {', '.join(PRESETS)}")
-        setups.append(PRESETS[name])
+    for preset in names:
+        if preset not in PRESETS:
+            raise UserError(f"--setup {preset!r}: unknown; presets: {', '.join(PRESETS)}")
+        setups.append(PRESETS[preset])
     if custom:
         if num_utterances is None or num_speakers is None:
             raise UserError("a custom setup needs both --num_utterances and --num_speakers")

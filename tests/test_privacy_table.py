@@ -119,3 +119,9 @@ def test_formatting_of_epsilon():
 def test_is_a_console_script():
     assert (registry.CONSOLE_SCRIPTS["espnet-pcc-privacy-table"]
             == "espnet_pcc.bin.privacy_table:main")
+
+
+def test_a_preset_and_a_custom_setup_side_by_side_keep_their_names(capsys):
+    text = run(["--setup", "demo"] + SMALL + ["--name", "mine"], capsys)
+    assert "## demo" in text and "## mine" in text
+    assert "N = 1,000 utterances, S = 100 speakers" in text
