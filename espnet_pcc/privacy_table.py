@@ -1,4 +1,4 @@
-"""The (epsilon, delta) and the noise of noisy PCC at a data set's scale, as Markdown and the noise of noisy PCC at a data set's scale.
+"""The (epsilon, delta) and the noise of noisy PCC at a data set's scale, as Markdown.
 
 Command line: :mod:`espnet_pcc.bin.privacy_table`.
 

@@ -84,8 +84,8 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
     if a.mde is not None:
         out += [f"With {a.primary.result.n_a} runs per arm and a standard deviation of "
                 f"{a.run_sd:.2f} bits between the runs' values (each run's mean over its "
-                f"{len(a.canaries)} canaries, within an arm), the study detects a difference of {a.mde:.2f} bits "
-                "with 80 % power (two-sample t approximation); a smaller effect is not "
+                f"{len(a.canaries)} canaries, within an arm), the study detects a difference "
+                f"of {a.mde:.2f} bits with 80 % power (two-sample t approximation); a smaller effect is not "
                 "excluded.", ""]
     out += ["## Secondary endpoints (Holm over three)", "",
             table(_CONTRAST_HEAD + ["measure", "p (Holm)"],
@@ -233,7 +233,7 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
                     "scored epochs.", ""]
             early = {arm: past_level(runs, m.level) for arm, runs in m.arms.items()}
             if any(early.values()):
-                out += ["**Not like for like at L\*:** "
+                out += ["**Not like for like at L\\*:** "
                         + ", ".join(f"{n} of the {len(m.arms[arm])} {arm} runs"
                                     for arm, n in early.items() if n)
                         + " are already below L* at their first scored epoch, so their value "
