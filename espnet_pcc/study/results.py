@@ -243,8 +243,11 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
         contrasts = [*m.finals, *m.at_level, *(c for _, c in m.at_pair_level)]
         if contrasts:
             labels = (["final model"] * len(m.finals) + ["at L*"] * len(m.at_level)
-                      + [f"at L = {lvl:.3f} (the two arms' own level)"
-                         for lvl, _ in m.at_pair_level])
+                      + [f"at L = {lvl:.3f} (the two arms' own level"
+                         + ("" if not any(past_level(m.arms[x], lvl) for x in (c.arm_a, c.arm_b))
+                            else "; not like for like either: runs below it at their first "
+                                 "scored epoch") + ")"
+                         for lvl, c in m.at_pair_level])
             out += [table(_CONTRAST_HEAD + ["where"],
                           [_contrast_row(c) + [w] for c, w in zip(contrasts, labels)]), ""]
             out += ["- " + verdict(c) for c in m.finals] + [""]

@@ -209,3 +209,23 @@ def test_a_pair_is_also_compared_at_its_own_level_when_a_third_arm_sets_l_star(t
     assert level == 8.0 == alone.level
     assert pair.result.difference.value == pytest.approx(alone.at_level[0].result.difference.value)
     assert "at L = 8.000 (the two arms' own level)" in results.render_modes([m], ["test"], "raw")
+
+
+def test_a_pair_level_row_is_flagged_too_when_its_runs_start_below_it(tmp_path: Path):
+    from espnet_pcc.study import results
+
+    exp = make_study(tmp_path)
+    for seed in (0, 1):
+        d = exp / f"asr_worse_seed{seed}"
+        shutil.copytree(exp / f"asr_pcc_seed{seed}", d)
+        (d / "train.log").write_text(train_log((20.0, 15.0)))
+    tags = [*VALID, "asr_worse_seed0", "asr_worse_seed1"]
+    clean = results.render_modes([analysis.compare_modes(
+        export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]), "espnet")], ["test"], "raw")
+    assert "|at L = 8.000 (the two arms' own level)|" in clean
+    # base seed 0 at 7.5 after epoch 1: below the pcc/base level 8.0 from the start
+    (exp / "asr_base_seed0" / "train.log").write_text(train_log((7.5, 6.0)))
+    flagged = results.render_modes([analysis.compare_modes(
+        export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]), "espnet")], ["test"], "raw")
+    assert ("|at L = 8.000 (the two arms' own level; not like for like either: runs below it "
+            "at their first scored epoch)|") in flagged
