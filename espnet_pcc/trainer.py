@@ -98,8 +98,9 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
                        "--grad_clip); num_cores: cores per micro-batch; noise_multiplier: "
                        "sigma, noise sigma*C on the sum of clipped cores; delta: of the "
                        "reported (epsilon, delta) (None: 0.01/N, N the privacy units); "
-                       "target_quantile, bound_lr, initial_bound: C follows a quantile of the core norms; core_by: "
-                       "position | speaker; utt2spk: for core_by speaker.  Defaults: "
+                       "target_quantile, bound_lr, initial_bound: C follows a quantile of "
+                       "the core norms; core_by: position | speaker; utt2spk: for core_by "
+                       "speaker.  Defaults: "
                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_CLIP_CONF.items()))
     group.add_argument("--clip_wrapper", type=str, default=registry.PER_CORE_CLIP,
                        help="the optimizer wrapper of the per-core modes: a name registered "
