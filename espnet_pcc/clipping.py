@@ -12,16 +12,23 @@ computes the gradient of its own mean loss, g_k.  With K cores and bound C:
 
 ‖·‖ is the L2 norm over *all* parameters of the model.  Everything here works on
 lists of tensors (one per parameter) and imports nothing from ESPnet.
+
+Each mode is stated here in both forms: the reference form (:func:`clipped_average`, all K
+cores at once) and the streaming form that `espnet_pcc.optim` runs, one core at a time
+(:func:`step_scaling`: what a core enters the sum with, and what turns the sum into u).  A new
+variant is a `ClipMode` value, its properties, and its scaling class, all in this module.
 """
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
 
 Grads = Sequence[torch.Tensor]
+_TINY = torch.finfo(torch.float32).tiny
 
 
 class ClipMode(str, enum.Enum):
@@ -93,7 +100,7 @@ def clip_factor(norm: torch.Tensor, max_norm: torch.Tensor | float) -> torch.Ten
     """min(1, C/‖g‖); a zero gradient keeps factor 1 (nothing to clip)."""
     norm = torch.as_tensor(norm, dtype=torch.float32)
     max_norm = torch.as_tensor(max_norm, dtype=torch.float32, device=norm.device)
-    ratio = max_norm / norm.clamp_min(torch.finfo(torch.float32).tiny)
+    ratio = max_norm / norm.clamp_min(_TINY)
     return torch.clamp(ratio, max=1.0)
 
 
@@ -148,3 +155,124 @@ def clipped_average(core_grads: Sequence[Grads], mode: ClipMode | str,
         factors = clip_factor(grad_norm(update), bound).reshape(1)
         update = [u * factors[0] for u in update]
     return update, ClipStats(norms, bound, factors, grad_norm(update))
+
+
+# -- the streaming form ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepStatistics:
+    """A streamed step's core norms over all cores of all ranks (`espnet_pcc.core_sums` computes
+    them in one process, `espnet_pcc.ddp_sums` combines them over ranks)."""
+
+    num_cores: int
+    norm_sum: float  # over the finite cores
+    num_over_bound: int  # cores whose factor against the C known before the step is < 1
+    nonfinite: int
+    norm_min: float  # over the finite cores (+inf: none)
+    norm_max: float  # over the finite cores (-inf: none)
+    num_at_min: int  # finite cores of norm norm_min
+
+    @classmethod
+    def of_values(cls, values: Sequence[float]) -> "StepStatistics":
+        """From the seven numbers in field order (`espnet_pcc.core_sums.core_statistics`)."""
+        num_cores, norm_sum, over, nonfinite, norm_min, norm_max, at_min = values
+        return cls(int(num_cores), norm_sum, int(over), int(nonfinite), norm_min, norm_max,
+                   int(at_min))
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a streamed step ends: its C, the factor that turns Σ into u, the clipped cores."""
+
+    bound: float
+    scale: float
+    num_clipped: int
+
+
+class BoundScaling:
+    """The streaming form of the modes whose C is known before the step (per_core, per_example;
+    none with C = +inf).  Core k enters Σ as f_k·g_k/D, f_k = min(1, C/‖g_k‖) and D the divisor
+    the optimizer keeps (K̂, the previous step's core count, or Poisson's fixed denominator);
+    u = Σ·D/K, or u = Σ where D is the fixed denominator."""
+
+    #: r of adaptive_per_core (none here); kept with a checkpoint's pending cores.
+    reference: Optional[torch.Tensor] = None
+
+    def __init__(self, bound: float, divisor: float, fixed_denominator: bool):
+        self.bound, self.divisor, self.fixed_denominator = bound, divisor, fixed_denominator
+
+    @property
+    def counted_bound(self) -> float:
+        """The C a core's norm is counted against in `StepStatistics.num_over_bound`."""
+        return self.bound
+
+    def resume(self, reference: torch.Tensor) -> None:
+        """Takes over a checkpoint's pending cores (nothing to restore here)."""
+
+    def factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
+        """What the core of norm ‖g_k‖ is multiplied by in Σ; None where that is 1."""
+        factor = clip_factor(norm, self.bound) if math.isfinite(self.bound) else None
+        if self.divisor == 1:
+            return factor
+        return (torch.ones_like(norm) if factor is None else factor) / self.divisor
+
+    def finish(self, stats: StepStatistics) -> StepOutcome:
+        if self.fixed_denominator:
+            scale = 1.0  # Σ was divided by the fixed D as the cores came in
+        else:
+            scale = self.divisor / stats.num_cores if stats.num_cores else 0.0
+        return StepOutcome(self.bound, scale, stats.num_over_bound)
+
+
+class AdaptiveScaling:
+    """The streaming form of adaptive_per_core: C = min_k ‖g_k‖ is known only at the step's end,
+    but then every factor is C/‖g_k‖, so core k enters Σ as g_k·r/‖g_k‖ for a reference norm r
+    and u = Σ·C/(K·r).  r is the norm of the step's first core where that core can go into Σ
+    as it is (`keeps_first_core`: one process, no copy), else 1 (under DDP the ranks add their
+    sums, so they share r)."""
+
+    counted_bound = math.inf  # C is not known while the cores come in
+
+    def __init__(self, keeps_first_core: bool, device: torch.device):
+        self.reference: Optional[torch.Tensor] = (
+            None if keeps_first_core else torch.ones((), device=device))
+
+    def resume(self, reference: torch.Tensor) -> None:
+        """Takes over a checkpoint's pending cores, summed with `reference` as r."""
+        self.reference = reference
+
+    def factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.reference is None:  # the step's first core sets r and goes in as it is
+            self.reference = norm.clamp_min(_TINY)
+            return None
+        # r/‖g_k‖ is inf for a zero core (or one below float32's range), and 0·inf = NaN
+        # would skip a step whose update is 0 (C = min_k ‖g_k‖ = 0): such a core adds
+        # 0 instead.  A non-finite core still poisons the step (its norm is counted).
+        ratio = self.reference / norm
+        return torch.where(torch.isinf(ratio), torch.zeros_like(ratio), ratio)
+
+    def finish(self, stats: StepStatistics) -> StepOutcome:
+        bound = stats.norm_min
+        scale = bound / (stats.num_cores * self.reference.item()) if stats.num_cores else 0.0
+        # Every finite core above the minimum is scaled down to it.
+        return StepOutcome(bound, scale, stats.num_cores - stats.nonfinite - stats.num_at_min)
+
+
+StepScaling = BoundScaling | AdaptiveScaling
+
+
+def step_scaling(mode: ClipMode, *, max_norm: Optional[float], divisor: float,
+                 fixed_denominator: bool, keeps_first_core: bool,
+                 device: torch.device) -> StepScaling:
+    """The streaming form of `mode` for one step (the one place a mode picks it).
+
+    `max_norm` is the step's C; `divisor` and `fixed_denominator` are the optimizer's D (see
+    `BoundScaling`); `keeps_first_core` whether the step's first core may go into Σ unscaled.
+    """
+    if mode is ClipMode.ADAPTIVE_PER_CORE:
+        return AdaptiveScaling(keeps_first_core, device)
+    if not mode.clips_each_core and mode is not ClipMode.NONE:
+        raise ValueError(f"clip: {mode.value} clips the averaged gradient; it is not streamed")
+    bound = float(max_norm) if mode.has_fixed_bound else math.inf
+    return BoundScaling(bound, divisor, fixed_denominator)

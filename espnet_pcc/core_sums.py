@@ -1,25 +1,19 @@
-"""Where `PerCoreClipOptimizer` keeps the sum Σ of a step's clipped cores, and the step's
-statistics.
+"""Where `PerCoreClipOptimizer` keeps the sum Σ of a step's clipped cores.
 
 Two strategies behind one interface (:class:`CoreSums`), chosen once per step by the
 optimizer: :class:`LocalSums` in one process (here), `espnet_pcc.ddp_sums.FlatSums` under
-DDP (one flat buffer that a single all-reduce sums, statistics included).
-
-The statistics of a step are one float64 vector whose layout lets one SUM over ranks combine
-them (:func:`encode_statistics`, :func:`decode_statistics`): the number of cores, Σ‖g_k‖ over
-finite cores, clipped cores, non-finite cores; then one slot per rank, zero on every other
-rank, for what a sum cannot combine but can gather: min_k‖g_k‖, −max_k‖g_k‖ and the number
-of cores at that minimum.
+DDP (one flat buffer that a single all-reduce sums, the step's statistics in its tail, laid
+out there).  Each process states its step's statistics as one vector
+(:func:`core_statistics`); each strategy returns them over all its processes.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-from espnet_pcc.clipping import ClipMode, clip_factor
+from espnet_pcc.clipping import StepStatistics, clip_factor
 
 Sums = List[Optional[torch.Tensor]]  # per parameter; None: no core had a gradient for it
 #: Adds the step's noise to Σ: noise(sums, used), `used[i]` whether parameter i is in Σ.
@@ -27,56 +21,23 @@ Sums = List[Optional[torch.Tensor]]  # per parameter; None: no core had a gradie
 #: parameter received a gradient can depend on the data, so every one gets its noise.
 AddNoise = Optional[Callable[[Sums, List[bool]], None]]
 
-COUNTS = 4  # the summed counts at the head of the statistics
-SLOT = 3  # the per-rank slot after them
 
-
-def statistics_length(world_size: int) -> int:
-    return COUNTS + SLOT * world_size
-
-
-def encode_statistics(norms: torch.Tensor, mode: ClipMode, max_norm: Optional[float],
-                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
-    """This rank's statistics of the step, in the layout of the module docstring."""
+def core_statistics(norms: torch.Tensor, counted_bound: float) -> torch.Tensor:
+    """This process's statistics of a step: one float64 vector of the `StepStatistics` fields,
+    in their order, from its cores' norms (`counted_bound`: the C known before the step)."""
     finite = norms[torch.isfinite(norms)]
-    out = torch.zeros(statistics_length(world_size), dtype=torch.float64, device=norms.device)
+    out = torch.zeros(7, dtype=torch.float64, device=norms.device)
     out[0] = norms.numel()
     out[1] = finite.sum()
-    if mode.has_fixed_bound:
-        out[2] = (clip_factor(norms, max_norm) < 1.0).sum()
+    if math.isfinite(counted_bound):
+        out[2] = (clip_factor(norms, counted_bound) < 1.0).sum()
     out[3] = norms.numel() - finite.numel()
-    slot = out[COUNTS + SLOT * rank:][:SLOT]
     if finite.numel():
         low = finite.min()
-        slot.copy_(torch.stack([low, -finite.max(), (finite == low).sum()]))
+        out[4:].copy_(torch.stack([low, finite.max(), (finite == low).sum()]))
     else:
-        slot.copy_(torch.tensor([math.inf, math.inf, 0.0]))
+        out[4:].copy_(torch.tensor([math.inf, -math.inf, 0.0]))
     return out
-
-
-@dataclass(frozen=True)
-class StepStatistics:
-    """The statistics of a step over all ranks (:func:`decode_statistics`)."""
-
-    num_cores: int
-    norm_sum: float  # over the finite cores
-    num_clipped: int  # fixed-bound modes; APCC: the cores above the minimum
-    nonfinite: int
-    norm_min: float
-    norm_max: float
-
-
-def decode_statistics(summary: torch.Tensor, mode: ClipMode) -> StepStatistics:
-    """The combined statistics of the SUM of every rank's :func:`encode_statistics`."""
-    num_cores, norm_sum, num_clipped, nonfinite = summary[:COUNTS].tolist()
-    slots = summary[COUNTS:].view(-1, SLOT)
-    norm_min, norm_max = slots[:, 0].min().item(), -slots[:, 1].min().item()
-    if mode is ClipMode.ADAPTIVE_PER_CORE:
-        # Every finite core above the minimum is scaled down to it.
-        at_min = slots[slots[:, 0] == norm_min, 2].sum().item()
-        num_clipped = num_cores - nonfinite - at_min
-    return StepStatistics(int(num_cores), norm_sum, int(num_clipped), int(nonfinite), norm_min,
-                          norm_max)
 
 
 class CoreSums(Protocol):
@@ -100,9 +61,9 @@ class CoreSums(Protocol):
         """Σ_index = value (a checkpoint's pending sum)."""
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
-               ) -> Tuple[Sums, List[bool], torch.Tensor]:
-        """Σ over all ranks with the step's noise: (Σ per parameter, which parameters it
-        holds, the statistics over all ranks)."""
+               ) -> Tuple[Sums, List[bool], StepStatistics]:
+        """Σ over all ranks with the step's noise, from this process's `core_statistics`:
+        (Σ per parameter, which parameters it holds, the statistics over all ranks)."""
 
     @property
     def resumes_pending(self) -> bool:
@@ -166,14 +127,14 @@ class LocalSums:
         self.sums[index] = value.clone()
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
-               ) -> Tuple[Sums, List[bool], torch.Tensor]:
+               ) -> Tuple[Sums, List[bool], StepStatistics]:
         if add_noise is not None:
             self.sums = [torch.zeros_like(p, dtype=_sum_dtype(p.dtype)) if s is None
                          else s for s, p in zip(self.sums, self._params)]
         used = [s is not None for s in self.sums]
         if add_noise is not None:
             add_noise(self.sums, used)
-        return self.sums, used, statistics
+        return self.sums, used, StepStatistics.of_values(statistics.tolist())
 
     resumes_pending = True  # the one process writes and resumes the checkpoint
 
@@ -181,5 +142,4 @@ class LocalSums:
         return core_norms  # already in the process that writes the checkpoint
 
 
-__all__ = ["COUNTS", "SLOT", "CoreSums", "LocalSums", "StepStatistics", "add_rest",
-           "at_least_float32", "decode_statistics", "encode_statistics", "statistics_length"]
+__all__ = ["CoreSums", "LocalSums", "add_rest", "at_least_float32", "core_statistics"]

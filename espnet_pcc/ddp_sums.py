@@ -1,8 +1,13 @@
 """Σ under DDP: one flat buffer that a single all-reduce per step sums, statistics included.
 
 The buffer holds, in order: Σ of every trainable parameter (a view per parameter), the
-step's statistics (`espnet_pcc.core_sums`, one slot per rank), then one flag per parameter
-(whether any rank has a gradient for it).  A parameter's first gradient of the step is
+step's statistics, then one flag per parameter (whether any rank has a gradient for it).
+
+The statistics are laid out so that the SUM combines them (:func:`encode_statistics`,
+:func:`decode_statistics`): the number of cores, Σ‖g_k‖ over finite cores, cores over the
+bound, non-finite cores; then one slot per rank, zero on every other rank, for what a sum
+cannot combine but can gather: min_k‖g_k‖, −max_k‖g_k‖ and the number of cores at that
+minimum.  A parameter's first gradient of the step is
 written into its view once, scaled (`torch.mul(out=view)`); views no core of this rank
 touched are zeroed before the all-reduce.  Noise is added by rank 0 alone, so that the sum
 carries it once.
@@ -18,7 +23,36 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.distributed as dist
 
-from espnet_pcc.core_sums import AddNoise, CoreSums, LocalSums, Sums, add_rest, statistics_length
+from espnet_pcc.clipping import StepStatistics
+from espnet_pcc.core_sums import AddNoise, CoreSums, LocalSums, Sums, add_rest
+
+COUNTS = 4  # the summed counts at the head of the statistics
+SLOT = 3  # the per-rank slot after them
+
+
+def statistics_length(world_size: int) -> int:
+    return COUNTS + SLOT * world_size
+
+
+def encode_statistics(statistics: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """One rank's `core_sums.core_statistics` in the layout of the module docstring."""
+    out = torch.zeros(statistics_length(world_size), dtype=torch.float64,
+                      device=statistics.device)
+    out[:COUNTS] = statistics[:COUNTS]
+    slot = out[COUNTS + SLOT * rank:][:SLOT]
+    slot.copy_(statistics[COUNTS:])
+    slot[1] = -slot[1]  # −max: the minimum over the slots gives the maximum
+    return out
+
+
+def decode_statistics(summary: torch.Tensor) -> StepStatistics:
+    """The statistics over all ranks of the SUM of every rank's :func:`encode_statistics`."""
+    num_cores, norm_sum, over, nonfinite = summary[:COUNTS].tolist()
+    slots = summary[COUNTS:].view(-1, SLOT)
+    norm_min, norm_max = slots[:, 0].min().item(), -slots[:, 1].min().item()
+    at_min = slots[slots[:, 0] == norm_min, 2].sum().item()
+    return StepStatistics.of_values((num_cores, norm_sum, over, nonfinite, norm_min, norm_max,
+                                     at_min))
 
 
 def distributed(group: Any = None) -> bool:
@@ -74,19 +108,19 @@ class FlatSums:
                 view.zero_()
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
-               ) -> Tuple[Sums, List[bool], torch.Tensor]:
+               ) -> Tuple[Sums, List[bool], StepStatistics]:
         self._zero_unused()
         if add_noise is not None and self.rank == 0:
             # Once for the step: rank 0 adds it, the all-reduce spreads it.
             add_noise(self.views, [True] * len(self.views))
         tail = self.flat[self.numel:]
-        n = statistics.numel()
-        tail[:n] = statistics
+        n = statistics_length(self.world_size)
+        tail[:n] = encode_statistics(statistics, self.rank, self.world_size)
         tail[n:] = torch.tensor([s is not None for s in self.sums], dtype=tail.dtype)
         dist.all_reduce(self.flat, op=dist.ReduceOp.SUM, group=self.group)
         # With noise every parameter holds its noise (core_sums.AddNoise).
         used = [True] * len(self.views) if add_noise is not None else (tail[n:] > 0).tolist()
-        return self.views, used, tail[:n].double()
+        return self.views, used, decode_statistics(tail[:n].double())
 
     def gather(self, core_norms: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
         """Moves every rank's pending cores to rank 0 (collective).
@@ -130,4 +164,5 @@ def sums_of_flat_buffer(pending: Dict[str, Any],
             for i, (part, p) in enumerate(zip(parts, params))]
 
 
-__all__ = ["FlatSums", "core_sums_for", "distributed", "sums_of_flat_buffer"]
+__all__ = ["COUNTS", "SLOT", "FlatSums", "core_sums_for", "decode_statistics", "distributed",
+           "encode_statistics", "statistics_length", "sums_of_flat_buffer"]

@@ -5,10 +5,15 @@
   <decode_tag>/<set>/score_wer/result.json, score_cer/result.json      (stage 7)
   exposure/summary.json                mean exposure per repeat count  (stage 8)
 
-:func:`collect` reads them into one :class:`ModelResult` per model; the per-canary files of a
-study (``exposure*/exposure.json``, ``canary_accuracy/utterances.tsv``) are read by
-:mod:`espnet_pcc.study.export` through their own modules' readers.  A model tag may end in
-``_seed<N>`` (``pcc_asr.sh --seeds``): :func:`split_tag`.
+and, with ``per_canary`` (the memorisation over runs), every scored checkpoint's canaries:
+
+  exposure/exposure.json, exposure_<N>epoch/{summary,exposure}.json    (stage 8)
+  <decode_tag>/canary_accuracy/utterances.tsv, the same of epoch N       (stage 7)
+
+:func:`collect` reads them into one :class:`ModelResult` per model, each file through its own
+module's reader (`espnet_pcc.exposure.schema`, `espnet_pcc.study.accuracy`): every report is a
+view of these results (`espnet_pcc.recipe.stage9`).  A model tag may end in ``_seed<N>``
+(``pcc_asr.sh --seeds``): :func:`split_tag`.
 """
 from __future__ import annotations
 
@@ -16,12 +21,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from espnet_pcc.errors import UserError
 from espnet_pcc.exposure import schema
+from espnet_pcc.study.accuracy import ACCURACY_DIR, UTTERANCES_TSV, UtteranceAccuracy, \
+    read_utterances_tsv
 
 _EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
 _SECTION_RE = re.compile(r"\[(\w+)\] ([^\[]*)")
@@ -39,6 +46,21 @@ class ModelDirError(UserError):
     """A model dir lacks what a reader needs (names the stage that produces it)."""
 
 
+@dataclass(frozen=True)
+class ScoredCheckpoint:
+    """One checkpoint of a model whose canaries were scored (stage 8): an epoch's model, or
+    the final (averaged, decoded) one."""
+
+    epoch: Optional[int]  # None: the final model
+    exposure_dir: Path
+    canaries: List[Dict[str, Any]]  # exposure.json's rows (`schema.CANARY_KEYS`)
+    num_references: int  # |R| of the exposure
+    #: stage 7's canary transcription (utterances.tsv) and its rows; None and [] where the
+    #: canaries were not transcribed
+    accuracy_tsv: Optional[Path] = None
+    utterances: List[UtteranceAccuracy] = field(default_factory=list)
+
+
 @dataclass
 class ModelResult:
     tag: str
@@ -51,6 +73,9 @@ class ModelResult:
     epochs: List[Dict[str, Dict[str, float]]] = field(default_factory=list)
     cores_per_step: Optional[int] = None
     batch_sampler: str = "espnet"  # config.yaml's --batch_sampler
+    #: the scored checkpoints, in epoch order and the final model last (`collect`'s
+    #: ``per_canary``; empty otherwise)
+    scored: List[ScoredCheckpoint] = field(default_factory=list)
 
     @property
     def sec_per_step(self) -> Optional[float]:
@@ -137,11 +162,32 @@ def load_exposure(path: Path) -> Tuple[Dict[int, float], Dict[int, float], dict]
     return rank, extra, info
 
 
+def read_checkpoint(epoch: Optional[int], exposure_dir: Path,
+                    accuracy_tsv: Optional[Path]) -> ScoredCheckpoint:
+    """One scored checkpoint: exposure.json's rows, |R| from its summary.json, and, where
+    ``accuracy_tsv`` is given, stage 7's transcription of its canaries and references."""
+    canaries = schema.read_exposure_json(exposure_dir / schema.EXPOSURE_JSON)
+    summary = schema.read_summary_json(exposure_dir / schema.SUMMARY_JSON)
+    utterances = [] if accuracy_tsv is None else read_utterances_tsv(accuracy_tsv)
+    return ScoredCheckpoint(epoch, exposure_dir, canaries, int(summary[schema.NUM_REFERENCES]),
+                            accuracy_tsv, utterances)
+
+
 def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Sequence[str],
-            exposure_name: str = "exposure", require: bool = True) -> List[ModelResult]:
-    """Gather every model's numbers; with ``require`` a missing input is a one-line error."""
+            exposure_name: str = "exposure", require: bool = True, *,
+            per_canary: bool = False, score_epochs: Sequence[int] = (),
+            epoch_decode_tag: str = "", canary_accuracy: bool = False,
+            progress: Optional[Callable[[str], None]] = None) -> List[ModelResult]:
+    """Gather every model's numbers; with ``require`` a missing input is a one-line error.
+
+    ``per_canary``: also every scored checkpoint (``ModelResult.scored``): the epochs
+    ``score_epochs`` (``exposure_<N>epoch``, decoded in ``epoch_decode_tag``, which has an
+    ``{epoch}`` field) and the final model (``exposure_name``, ``decode_tag``); with
+    ``canary_accuracy`` their canary transcriptions too (stage 7 ``--canary_sets``).
+    ``progress`` is told each model as it is read.
+    """
     results = []
-    for tag in tags:
+    for i, tag in enumerate(tags, 1):
         d = Path(expdir) / tag
         r = ModelResult(tag=tag)
         cfg_path = d / "config.yaml"
@@ -173,9 +219,19 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
             r.exposure, r.exposure_extrapolated, r.exposure_info = load_exposure(summary)
         elif require:
             raise ModelDirError(f"{summary} missing (produced by stage 8, exposure)")
+        if per_canary:
+            accuracy = (lambda dec: d / dec / ACCURACY_DIR / UTTERANCES_TSV) \
+                if canary_accuracy else (lambda dec: None)  # noqa: E731
+            r.scored = [read_checkpoint(e, d / f"exposure_{e}epoch",
+                                        accuracy(epoch_decode_tag.format(epoch=e)))
+                        for e in score_epochs]
+            r.scored.append(read_checkpoint(None, d / exposure_name, accuracy(decode_tag)))
         results.append(r)
+        if progress is not None:
+            progress(f"[collect] {i}/{len(tags)} {tag}")
     return results
 
 
-__all__ = ["ModelDirError", "ModelResult", "collect", "cores_per_step", "load_exposure",
-           "parse_train_log", "split_tag", "train_log_by_epoch"]
+__all__ = ["ModelDirError", "ModelResult", "ScoredCheckpoint", "collect", "cores_per_step",
+           "load_exposure", "parse_train_log", "read_checkpoint", "split_tag",
+           "train_log_by_epoch"]

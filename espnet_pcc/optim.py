@@ -12,8 +12,10 @@ in place, becomes the sum itself (no buffer, no copy: one core costs what
 `clip_grad_norm_` costs); under DDP it is written once into the flat buffer that the
 step's single all-reduce sums (`espnet_pcc.ddp_sums`).
 
-APCC needs one sum too: with C = min_k ‖g_k‖ every factor is C/‖g_k‖, so cores are
-added as g_k·r/‖g_k‖ for a reference norm r and the common C/(K·r) is applied once.
+What each mode adds a core with, and how the sum becomes u, is the mode's streaming form in
+`espnet_pcc.clipping` (`step_scaling`): this module runs it, whatever the mode.  APCC needs
+one sum too: with C = min_k ‖g_k‖ every factor is C/‖g_k‖, so cores are added as
+g_k·r/‖g_k‖ for a reference norm r and the common C/(K·r) is applied once.
 
 Mixed precision: `loss_scale` S multiplies every gradient; norms are ‖S·g_k‖/S, so
 the sum stays in scaled units and the usual `GradScaler.unscale_`/`step`/`update`
@@ -46,12 +48,10 @@ import numpy as np
 import torch
 
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.clipping import ClipMode, clip_factor, grad_norm
-from espnet_pcc.core_sums import CoreSums, StepStatistics, Sums, decode_statistics, \
-    encode_statistics
+from espnet_pcc.clipping import ClipMode, StepOutcome, StepScaling, StepStatistics, grad_norm, \
+    step_scaling
+from espnet_pcc.core_sums import CoreSums, Sums, core_statistics
 from espnet_pcc.ddp_sums import core_sums_for, sums_of_flat_buffer
-
-_TINY = torch.finfo(torch.float32).tiny
 
 
 @dataclass
@@ -113,10 +113,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     1. After each core's backward, :meth:`add_core` reads that core's gradient g_k from
        ``p.grad`` once for ‖g_k‖, adds f_k·g_k/K̂ to the sum Σ in one fused pass
-       (f_k = min(1, C/‖g_k‖); none: 1) and releases ``p.grad``.
+       (f_k = min(1, C/‖g_k‖); none: 1; the mode's `clipping.step_scaling` gives it) and
+       releases ``p.grad``.
     2. :meth:`reduce_cores`, in named stages: the step's statistics, Σ over the ranks with
-       the noise (`_reduce`), the bound and the scale (`_scale_of`), u = scale·Σ into
-       ``p.grad`` (`_write_update`), the next step's state (`_end_step`).
+       the noise (`_reduce`), the bound and the scale (`_outcome`, the mode's `finish`),
+       u = scale·Σ into ``p.grad`` (`_write_update`), the next step's state (`_end_step`).
     3. :meth:`step` is the wrapped optimizer's step on u.
 
     K̂ is the number of cores of the previous step (1 at first), so u costs no pass
@@ -163,7 +164,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self.process_group = process_group
         self._sums: Optional[CoreSums] = None  # built at the first core
         self._core_norms: List[torch.Tensor] = []
-        self._ref: Optional[torch.Tensor] = None  # r of adaptive_per_core
+        self._scaling: Optional[StepScaling] = None  # the mode's streaming form, per step
         if expected_cores is not None and not expected_cores > 0:
             raise ValueError(f"expected_cores must be > 0, got {expected_cores!r}")
         self.expected_cores = None if expected_cores is None else float(expected_cores)
@@ -228,7 +229,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         pending = None
         if self._core_norms:
             pending = {"sums": [None if s is None else s.clone() for s in self._sums.sums],
-                       "core_norms": torch.stack(self._core_norms), "ref": self._ref,
+                       "core_norms": torch.stack(self._core_norms),
+                       "ref": self._scaling.reference,
                        "divisor": self._divisor}
         # The noise's seed, secret unless clip_conf.noise_seed gave it: a resume draws the
         # noise the uninterrupted run would have drawn.  (So checkpoint.pth is as private as
@@ -263,17 +265,16 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         device = params[0].device
         if "sums" in pending:
             pending_sums, ref = pending["sums"], pending["ref"]
-        else:  # the flat-buffer layout: APCC with r = 1
-            pending_sums = sums_of_flat_buffer(pending, params)
-            ref = torch.ones(()) if self.mode is ClipMode.ADAPTIVE_PER_CORE else None
+        else:  # the flat-buffer layout: summed with r = 1
+            pending_sums, ref = sums_of_flat_buffer(pending, params), None
         for i, s in enumerate(pending_sums):
             if s is not None:
                 sums.put(i, s.to(device))
         if ref is not None and not sums.keeps_first_core:
             # Ranks add their sums, so under DDP r is 1.
             torch._foreach_div_([s for s in sums.sums if s is not None], ref.to(device))
-            ref = torch.ones(())
-        self._ref = None if ref is None else ref.to(device)
+            ref = None
+        self._scaling.resume(torch.ones((), device=device) if ref is None else ref.to(device))
         self._core_norms = list(pending["core_norms"].to(device))
 
     # -- per-core accumulation ----------------------------------------------------
@@ -287,14 +288,16 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         if self._sums is None:
             self._sums = core_sums_for(params, self.process_group)
         self._sums.start(params)
-        self._ref = None
+        self._scaling = step_scaling(
+            self.mode, max_norm=self.max_norm, divisor=self._divisor,
+            fixed_denominator=self.expected_cores is not None,
+            keeps_first_core=self._sums.keeps_first_core, device=params[0].device)
         return self._sums
 
     def _reset_accumulation(self) -> None:
         if self._sums is not None:
             self._sums.sums = []
         self._core_norms = []
-        self._ref = None
 
     @property
     def num_pending_cores(self) -> int:
@@ -318,28 +321,10 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # core adds 0 (it is counted, and reported as nonfinite_cores) and the step goes on
         # with its noise.  Without noise it poisons the step, which every rank skips.
         if not (self.clip_config.noise_multiplier > 0 and not bool(torch.isfinite(norm))):
-            sums.add(used, grads, self._factor(norm))
+            sums.add(used, grads, self._scaling.factor(norm))
         self._core_norms.append(norm)
         for p in params:
             p.grad = None
-
-    def _factor(self, norm: torch.Tensor) -> Optional[torch.Tensor]:
-        """What the core of norm ‖g_k‖ is multiplied by in Σ; None where that is 1."""
-        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            if self._ref is None:  # the step's first core sets r
-                if self._sums.keeps_first_core:
-                    self._ref = norm.clamp_min(_TINY)
-                    return None
-                self._ref = torch.ones_like(norm)
-            # r/‖g_k‖ is inf for a zero core (or one below float32's range), and 0·inf = NaN
-            # would skip a step whose update is 0 (C = min_k ‖g_k‖ = 0): such a core adds
-            # 0 instead.  A non-finite core still poisons the step (its norm is counted).
-            ratio = self._ref / norm
-            return torch.where(torch.isinf(ratio), torch.zeros_like(ratio), ratio)
-        factor = None if self.mode is ClipMode.NONE else clip_factor(norm, self.max_norm)
-        if self._divisor == 1:
-            return factor
-        return (torch.ones_like(norm) if factor is None else factor) / self._divisor
 
     @torch.no_grad()
     def gather_pending(self) -> None:
@@ -358,9 +343,6 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             self._reset_accumulation()
         elif norms:
             self._core_norms = norms
-            if self.mode is ClipMode.ADAPTIVE_PER_CORE and self._ref is None:
-                # Cores from other ranks only: their sums were added, so r = 1.
-                self._ref = torch.ones((), device=norms[0].device)
 
     # -- the step -----------------------------------------------------------------
     @torch.no_grad()
@@ -378,22 +360,23 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             # gather_pending (it still takes part, with zeros).
             self._start_step(params)
         stats, sums, used, noise_scale = self._reduce(params)
-        bound, scale = self._scale_of(stats)
-        self._write_update(params, sums, used, scale)
-        reduction = self._reduction(stats, bound, noise_scale)
-        self._end_step(stats, bound)
+        outcome = self._outcome(stats)
+        self._write_update(params, sums, used, outcome.scale)
+        reduction = self._reduction(stats, outcome, noise_scale)
+        self._end_step(stats, outcome)
         return reduction
 
-    def _reduction(self, stats: StepStatistics, bound: float, noise_scale: float
+    def _reduction(self, stats: StepStatistics, outcome: StepOutcome, noise_scale: float
                    ) -> CoreReduction:
         """What the step reports (before `_end_step` moves K̂ on)."""
         some = stats.num_cores > 0
+        bound = outcome.bound
         return CoreReduction(
             num_cores=stats.num_cores, bound=bound,
             norm_min=stats.norm_min if some else math.nan,
             norm_mean=stats.norm_sum / max(stats.num_cores - stats.nonfinite, 1),
             norm_max=stats.norm_max if some else math.nan,
-            clipped_fraction=stats.num_clipped / max(stats.num_cores, 1),
+            clipped_fraction=outcome.num_clipped / max(stats.num_cores, 1),
             nonfinite_cores=stats.nonfinite,
             # One core, divided by nothing (K̂ undone by the scale): ‖u‖ = min(‖g‖, C).
             update_norm=(min(stats.norm_max, bound) if stats.num_cores == 1
@@ -407,8 +390,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         """Σ and the statistics over all ranks, with the step's noise in Σ."""
         norms = torch.stack(self._core_norms) if self._core_norms else \
             torch.empty(0, device=params[0].device)
-        local = encode_statistics(norms, self.mode, self.max_norm, self._sums.rank,
-                                  self._sums.world_size)
+        local = core_statistics(norms, self._scaling.counted_bound)
         # In Σ's units: Σ = Σ_k f_k·S·g_k/K̂, so σ·C·S/K̂ there is σ·C on the plain sum.
         noise_scale = (self.clip_config.noise_multiplier * self.max_norm * self._loss_scale
                        / self._divisor) if self.clip_config.noise_multiplier > 0 else 0.0
@@ -420,23 +402,17 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
                 if u:
                     s.add_(z, alpha=noise_scale)
 
-        sums, used, combined = self._sums.reduce(local, add_noise if noise_scale else None)
-        return decode_statistics(combined, self.mode), sums, used, noise_scale
+        sums, used, stats = self._sums.reduce(local, add_noise if noise_scale else None)
+        return stats, sums, used, noise_scale
 
-    def _scale_of(self, stats: StepStatistics):
-        """(C of the step, the factor that turns Σ into u); NaN where a core is non-finite
-        and there is no noise, so that every rank skips the step."""
-        if self.mode is ClipMode.ADAPTIVE_PER_CORE:
-            bound = stats.norm_min
-            scale = bound / (stats.num_cores * self._ref.item()) if stats.num_cores else 0.0
-        else:
-            bound = math.inf if self.mode is ClipMode.NONE else float(self.max_norm)
-            if self.expected_cores is not None:
-                scale = 1.0  # Σ was divided by the fixed D as the cores came in
-            else:
-                scale = self._divisor / stats.num_cores if stats.num_cores else 0.0
-        skip = stats.nonfinite and not self.clip_config.noise_multiplier > 0
-        return bound, math.nan if skip else scale
+    def _outcome(self, stats: StepStatistics) -> StepOutcome:
+        """The step's C, the factor that turns Σ into u (the mode's `finish`) and its clipped
+        cores; the factor is NaN where a core is non-finite and there is no noise, so that
+        every rank skips the step."""
+        outcome = self._scaling.finish(stats)
+        if stats.nonfinite and not self.clip_config.noise_multiplier > 0:
+            return StepOutcome(outcome.bound, math.nan, outcome.num_clipped)
+        return outcome
 
     def _write_update(self, params: List[torch.nn.Parameter], sums: Sums, used: List[bool],
                       scale: float) -> None:
@@ -449,11 +425,11 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             if u:
                 p.grad = s if s.dtype == p.dtype else s.to(p.dtype)
 
-    def _end_step(self, stats: StepStatistics, bound: float) -> None:
+    def _end_step(self, stats: StepStatistics, outcome: StepOutcome) -> None:
         """The next step: K̂ = K, the step counter, the adaptive bound."""
         if not stats.nonfinite and self.clip_config.adaptive_bound:
             self._bound = next_quantile_bound(
-                bound, (stats.num_cores - stats.num_clipped) / stats.num_cores,
+                outcome.bound, (stats.num_cores - outcome.num_clipped) / stats.num_cores,
                 self.clip_config.target_quantile, self.clip_config.bound_lr)
         self._reset_accumulation()
         if self.expected_cores is None and stats.num_cores:

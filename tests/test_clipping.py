@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from espnet_pcc.clipping import ClipMode, clip_factor, clipped_average, grad_norm
+from espnet_pcc.clipping import ClipMode, StepStatistics, clip_factor, clipped_average, grad_norm, \
+    step_scaling
 
 
 def core(*values):
@@ -97,3 +98,86 @@ def test_the_mode_rules_in_one_table():
         ClipMode.ADAPTIVE_PER_CORE: (True, False, False, True, True, False),
         ClipMode.PER_EXAMPLE: (True, True, True, False, False, True),
     }
+
+
+# -- the streaming form: each mode's scaling, by hand ------------------------------------------
+
+def step_stats(num_cores, norm_min=1.0, over=0, nonfinite=0, at_min=1):
+    return StepStatistics(num_cores, 0.0, over, nonfinite, norm_min, 10.0, at_min)
+
+
+def test_bound_scaling_clips_and_divides_by_the_previous_count():
+    scaling = step_scaling(ClipMode.PER_CORE, max_norm=2.0, divisor=4, fixed_denominator=False,
+                           keeps_first_core=True, device="cpu")
+    assert scaling.factor(torch.tensor(5.0)).item() == pytest.approx(0.4 / 4)
+    assert scaling.factor(torch.tensor(1.0)).item() == pytest.approx(1 / 4)
+    outcome = scaling.finish(step_stats(num_cores=2, over=1))
+    assert (outcome.bound, outcome.scale, outcome.num_clipped) == (2.0, 2.0, 1)  # Σ·K̂/K
+
+
+def test_bound_scaling_with_a_fixed_denominator_scales_by_nothing_more():
+    scaling = step_scaling(ClipMode.PER_EXAMPLE, max_norm=1.0, divisor=8.0,
+                           fixed_denominator=True, keeps_first_core=True, device="cpu")
+    assert scaling.factor(torch.tensor(4.0)).item() == pytest.approx(0.25 / 8)
+    assert scaling.finish(step_stats(num_cores=3)).scale == 1.0
+
+
+def test_none_adds_cores_as_they_are():
+    scaling = step_scaling(ClipMode.NONE, max_norm=None, divisor=1, fixed_denominator=False,
+                           keeps_first_core=True, device="cpu")
+    assert scaling.factor(torch.tensor(1e9)) is None
+    assert scaling.counted_bound == math.inf
+    outcome = scaling.finish(step_stats(num_cores=4))
+    assert (outcome.bound, outcome.scale, outcome.num_clipped) == (math.inf, 0.25, 0)
+
+
+def test_adaptive_scaling_keeps_the_first_core_and_scales_the_rest_to_its_norm():
+    # r = 5 (the first core, added as it is); a core of norm 10 enters as g·5/10; at the end
+    # C = min = 1 over K = 2 cores: u = Σ·1/(2·5), each core then has norm 1/2 of its share.
+    scaling = step_scaling(ClipMode.ADAPTIVE_PER_CORE, max_norm=None, divisor=3,
+                           fixed_denominator=False, keeps_first_core=True, device="cpu")
+    assert scaling.factor(torch.tensor(5.0)) is None
+    assert scaling.factor(torch.tensor(10.0)).item() == pytest.approx(0.5)
+    assert scaling.factor(torch.tensor(0.0)).item() == 0.0  # r/0 = inf would poison the step
+    outcome = scaling.finish(step_stats(num_cores=3, norm_min=1.0, at_min=1))
+    assert outcome.bound == 1.0
+    assert outcome.scale == pytest.approx(1 / (3 * 5))
+    assert outcome.num_clipped == 2  # every finite core above the minimum
+
+
+def test_adaptive_scaling_shares_r_1_where_sums_are_added():
+    scaling = step_scaling(ClipMode.ADAPTIVE_PER_CORE, max_norm=None, divisor=1,
+                           fixed_denominator=False, keeps_first_core=False, device="cpu")
+    assert scaling.reference.item() == 1.0
+    assert scaling.factor(torch.tensor(4.0)).item() == pytest.approx(0.25)
+    assert scaling.finish(step_stats(num_cores=0)).scale == 0.0  # a step with no core
+
+
+def test_global_is_not_streamed():
+    with pytest.raises(ValueError, match="global"):
+        step_scaling(ClipMode.GLOBAL, max_norm=1.0, divisor=1, fixed_denominator=False,
+                     keeps_first_core=True, device="cpu")
+
+
+@pytest.mark.parametrize("mode, max_norm", [("none", None), ("per_core", 2.0),
+                                            ("adaptive_per_core", None), ("per_example", 2.0)])
+def test_streaming_scaling_is_the_reference_form(mode, max_norm):
+    """Σ_k factor_k·g_k, then finish's scale, is clipped_average's u (one process)."""
+    mode = ClipMode(mode)
+    scaling = step_scaling(mode, max_norm=max_norm, divisor=1, fixed_denominator=False,
+                           keeps_first_core=True, device="cpu")
+    norms = torch.stack([grad_norm(c) for c in CORES]).float()
+    total = None
+    for c, n in zip(CORES, norms):
+        f = scaling.factor(n)
+        part = flat(c) if f is None else flat(c) * f.double()
+        total = part if total is None else total + part
+    clipped = [] if not math.isfinite(scaling.counted_bound) else \
+        [n for n in norms.tolist() if n > scaling.counted_bound]
+    stats = StepStatistics(3, norms.sum().item(), len(clipped), 0, norms.min().item(),
+                           norms.max().item(), 1)
+    outcome = scaling.finish(stats)
+    update, reference = clipped_average(CORES, mode, max_norm)
+    assert torch.allclose(total * outcome.scale, flat(update))
+    assert outcome.bound == pytest.approx(reference.bound.item())
+    assert outcome.num_clipped == round(reference.clipped_fraction.item() * 3)

@@ -1,11 +1,12 @@
 """Stage 9: the comparison of a recipe's clipping modes, one pipeline.
 
-The model dirs are read once: their utility into :class:`espnet_pcc.model_dir.ModelResult`
-(:func:`espnet_pcc.model_dir.collect`), their per-run, per-canary memorisation from those
-results and the exposure files into the raw data of :mod:`espnet_pcc.study.raw`
-(:func:`espnet_pcc.study.export.export_study`, written beside the report: the same files the
-study's report is rebuilt from). Two views of that: the utility table and plot
-(:mod:`espnet_pcc.recipe.report`) and the memorisation over runs (:mod:`espnet_pcc.study.results`).
+The model dirs are read once, by their one reader, into one
+:class:`espnet_pcc.model_dir.ModelResult` per model (:func:`espnet_pcc.model_dir.collect`, with
+every scored checkpoint's canaries where there is exposure).  Two views of those results: the
+utility table and plot (:mod:`espnet_pcc.recipe.report`), and the memorisation over runs
+(:mod:`espnet_pcc.study.results`), through the raw data that
+:func:`espnet_pcc.study.export.study_of` makes of the same results and that is written beside
+the report (the files the study's report is rebuilt from).
 
 Command line: :mod:`espnet_pcc.bin.report`.
 """
@@ -39,19 +40,20 @@ def write_comparison(expdir: Path, tags: Sequence[str], decode_tag: str,
                      canary_accuracy: bool = False) -> List[str]:
     """Writes RESULTS.md, its plots and (with exposure) the raw data; returns what is printed
     in the terminal: the comparison table, then each memorisation section."""
-    results = collect(expdir, tags, decode_tag, test_sets, exposure_name)
+    memorisation = exposure_name != "none"
+    results = collect(expdir, tags, decode_tag, test_sets, exposure_name,
+                      per_canary=memorisation, score_epochs=score_epochs,
+                      epoch_decode_tag=epoch_decode_tag, canary_accuracy=canary_accuracy)
     md_dir = out.md.resolve().parent
     rel = lambda p: os.path.relpath(p.resolve(), md_dir)  # noqa: E731
     sections = []
-    if exposure_name != "none":
+    if memorisation:
         from espnet_pcc.study import raw, results as study_results
         from espnet_pcc.study.analysis import compare_modes
-        from espnet_pcc.study.export import export_study
+        from espnet_pcc.study.export import study_of
 
         raw_dir = out.raw_dir or out.md.with_name(out.md.stem + "_raw")
-        study = export_study(expdir, tags, score_epochs, decode_tag, epoch_decode_tag,
-                             test_sets, made_by="espnet_pcc.bin.report",
-                             canary_accuracy=canary_accuracy, results=results)
+        study = study_of(results, test_sets, made_by="espnet_pcc.bin.report")
         raw.write_raw(raw_dir, study)
         comparisons = [compare_modes(study, s)
                        for s in dict.fromkeys(r.sampler for r in study.runs)]

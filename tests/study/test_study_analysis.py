@@ -160,7 +160,7 @@ def test_report_without_the_primary_arms_is_one_line(tmp_path, capsys):
 
 
 def _model_dir(root, tag, sampler, losses, exposures, cer):
-    """A model dir as stages 5-8 leave it (only what study_export reads)."""
+    """A model dir as stages 5-8 leave it (what study_export reads)."""
     d = root / tag
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(f"batch_sampler: {sampler}\n")
@@ -174,8 +174,10 @@ def _model_dir(root, tag, sampler, losses, exposures, cer):
             {"id": "c1", "text": "A", "num_tokens": 1, "repeat_count": 4, "score": 1.5, "rank": 3,
              "rank_exposure": x,
              "extrapolated_exposure": x + 1}]}))
-        (d / exp_dir / "summary.json").write_text(json.dumps({"format": "espnet-pcc-exposure/1",
-                                                              "num_references": 1000}))
+        (d / exp_dir / "summary.json").write_text(json.dumps({
+            "format": "espnet-pcc-exposure/1", "num_references": 1000,
+            "repeat_counts": [{"repeat_count": 4, "rank_exposure": {"mean": x},
+                               "extrapolated_exposure": {"mean": x + 1}}]}))
         acc = d / dec / "canary_accuracy"
         acc.mkdir(parents=True)
         (acc / "utterances.tsv").write_text(
