@@ -229,3 +229,41 @@ def test_a_pair_level_row_is_flagged_too_when_its_runs_start_below_it(tmp_path: 
         export_study(exp, tags, [1, 2], DECODE, EPOCH_DECODE, ["test"]), "espnet")], ["test"], "raw")
     assert ("|at L = 8.000 (the two arms' own level; not like for like either: runs below it "
             "at their first scored epoch)|") in flagged
+
+
+def test_stage9_reads_the_final_canaries_from_the_exposure_dir_it_is_given(tmp_path: Path):
+    """--exposure_name names the final model's exposure for both views: its summary for the
+    per-model table and its exposure.json for the runs."""
+    exp = make_study(tmp_path)
+    for tag in VALID:
+        (exp / tag / "exposure").rename(exp / tag / "exposure_renamed")
+    md, png = tmp_path / "RESULTS.md", tmp_path / "cmp.png"
+    report_cli.main(["--expdir", str(exp), "--asr_tags", *VALID, "--decode_tag", DECODE,
+                     "--test_sets", "test", "--output_md", str(md), "--output_png", str(png),
+                     "--score_epochs", "1", "2", "--canary_accuracy", "true",
+                     "--epoch_decode_tag", EPOCH_DECODE, "--exposure_name", "exposure_renamed"])
+    assert "|pcc − base|0.75|2.50|-1.75 " in md.read_text()
+
+
+def test_a_scored_epoch_missing_from_train_log_is_one_line(tmp_path: Path):
+    exp = make_study(tmp_path)
+    (exp / "asr_pcc_seed0" / "train.log").write_text(train_log((12.0,)))
+    with pytest.raises(raw.RawDataError,
+                       match=r"model asr_pcc_seed0: train.log has no validation loss of epoch 2"):
+        export(exp)
+
+
+def test_collect_reads_every_scored_checkpoint_once(tmp_path: Path):
+    from espnet_pcc.model_dir import collect
+
+    exp = make_study(tmp_path)
+    (result,) = collect(exp, ["asr_pcc_seed1"], DECODE, ["test"], per_canary=True,
+                        score_epochs=[1, 2], epoch_decode_tag=EPOCH_DECODE, canary_accuracy=True)
+    assert [s.epoch for s in result.scored] == [1, 2, None]  # the final model last
+    final = result.scored[-1]
+    assert final.exposure_dir == exp / "asr_pcc_seed1" / "exposure"
+    assert final.num_references == 2
+    assert [c["id"] for c in final.canaries] == list(CANARIES)
+    assert {u.utt_id for u in final.utterances} == {*CANARIES, *REFS}
+    (plain,) = collect(exp, ["asr_pcc_seed1"], DECODE, ["test"])
+    assert plain.scored == []  # the utility table alone reads no canary file
