@@ -130,7 +130,17 @@ class ClipConfig:
         its per-core loop: per_core, adaptive_per_core, per_example, and none with
         num_cores > 1 (the unclipped control); global and plain none run espnet2's own loop
         with the optimizer as built."""
-        return self.mode.clips_each_core or (self.mode is ClipMode.NONE and self.num_cores > 1)
+        return self.mode.clips_each_core or (self.mode.clips_nothing and self.num_cores > 1)
+
+    def stock_grad_clip(self, grad_clip: float) -> float:
+        """ESPnet's --grad_clip for the modes that run espnet2's own loop: +inf where nothing
+        is clipped (clip_grad_norm_ then only measures); where the mean is clipped,
+        clip_conf.max_norm when given, else --grad_clip as in any ESPnet config."""
+        if self.mode.clips_nothing:
+            return math.inf
+        if self.mode.clips_mean and self.max_norm is not None:
+            return self.max_norm
+        return grad_clip
 
     @property
     def adaptive_bound(self) -> bool:
@@ -158,8 +168,9 @@ def _noise_multiplier(value: Any, mode: ClipMode) -> float:
     if value < 0:
         raise ClipConfigError(f"clip_conf.noise_multiplier must be >= 0, got {value!r}")
     if value > 0 and not mode.has_fixed_bound:
+        # Not a fixed bound but each core clipped: the bound is chosen from the norms (APCC).
         why = ("its bound min_k ||g_k|| depends on the data, so no noise scale gives a "
-               "guarantee" if mode is ClipMode.ADAPTIVE_PER_CORE else "it has no per-core bound")
+               "guarantee" if mode.clips_each_core else "it has no per-core bound")
         raise ClipConfigError(f"clip_conf.noise_multiplier={value!r} is not allowed with clip: "
                               f"{mode.value} ({why}); use per_core or per_example")
     return float(value)
@@ -193,7 +204,7 @@ def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:
                                   "(e.g. clip_conf: {max_norm: 1.0})")
         return None
     if not mode.accepts_max_norm:
-        why = "C = min_k ||g_k|| is chosen each step" if mode is ClipMode.ADAPTIVE_PER_CORE \
+        why = "C = min_k ||g_k|| is chosen each step" if mode.clips_each_core \
             else "nothing is clipped"
         raise ClipConfigError(f"clip_conf.max_norm={value!r} is not allowed for clip: "
                               f"{mode.value} ({why}); remove it")

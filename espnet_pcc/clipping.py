@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 
@@ -51,6 +51,17 @@ class ClipMode(str, enum.Enum):
     # Which setting belongs to which mode: stated here once, read by clip_config and optim.
 
     @property
+    def clips_nothing(self) -> bool:
+        """True where no gradient is clipped (none): the plain mean, or with num_cores > 1 the
+        control of PCC."""
+        return self is ClipMode.NONE
+
+    @property
+    def clips_mean(self) -> bool:
+        """True where the averaged gradient is clipped (global, espnet2's own --grad_clip)."""
+        return self is ClipMode.GLOBAL
+
+    @property
     def clips_each_core(self) -> bool:
         """True where every core is clipped before the average (PCC family)."""
         return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.PER_EXAMPLE)
@@ -66,7 +77,7 @@ class ClipMode(str, enum.Enum):
     def accepts_max_norm(self) -> bool:
         """True where clip_conf.max_norm means something: C of the fixed-bound modes, and
         global's override of --grad_clip."""
-        return self.has_fixed_bound or self is ClipMode.GLOBAL
+        return self.has_fixed_bound or self.clips_mean
 
     @property
     def splits_micro_batches(self) -> bool:
@@ -108,7 +119,7 @@ def clip_bound(core_norms: torch.Tensor, mode: ClipMode, max_norm: Optional[floa
     """C of one step: `max_norm`, or min_k ‖g_k‖ for APCC, or +inf where nothing clips."""
     if mode is ClipMode.ADAPTIVE_PER_CORE:
         return core_norms.min()
-    if mode is ClipMode.NONE or max_norm is None:
+    if mode.clips_nothing or max_norm is None:
         return torch.tensor(float("inf"), device=core_norms.device)
     return torch.tensor(float(max_norm), device=core_norms.device)
 
@@ -151,7 +162,7 @@ def clipped_average(core_grads: Sequence[Grads], mode: ClipMode | str,
         sum(f.to(gs[i].dtype) * gs[i] for f, gs in zip(factors, core_grads)) / num_cores
         for i in range(len(core_grads[0]))
     ]
-    if mode is ClipMode.GLOBAL:
+    if mode.clips_mean:
         factors = clip_factor(grad_norm(update), bound).reshape(1)
         update = [u * factors[0] for u in update]
     return update, ClipStats(norms, bound, factors, grad_norm(update))
@@ -259,7 +270,7 @@ class AdaptiveScaling:
         return StepOutcome(bound, scale, stats.num_cores - stats.nonfinite - stats.num_at_min)
 
 
-StepScaling = BoundScaling | AdaptiveScaling
+StepScaling = Union[BoundScaling, AdaptiveScaling]
 
 
 def step_scaling(mode: ClipMode, *, max_norm: Optional[float], divisor: float,
@@ -272,7 +283,7 @@ def step_scaling(mode: ClipMode, *, max_norm: Optional[float], divisor: float,
     """
     if mode is ClipMode.ADAPTIVE_PER_CORE:
         return AdaptiveScaling(keeps_first_core, device)
-    if not mode.clips_each_core and mode is not ClipMode.NONE:
+    if mode.clips_mean:
         raise ValueError(f"clip: {mode.value} clips the averaged gradient; it is not streamed")
     bound = float(max_norm) if mode.has_fixed_bound else math.inf
     return BoundScaling(bound, divisor, fixed_denominator)

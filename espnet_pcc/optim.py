@@ -89,11 +89,12 @@ class CoreReduction:
 @runtime_checkable
 class CoreClippingOptimizer(Protocol):
     """What `PCCTrainer` calls on the optimizer of a per-core mode: any wrapper registered as
-    the `espnet_pcc.optimizers` entry point that implements this trains (with `param_groups`,
-    `step`, `zero_grad`, `state_dict` and `load_state_dict` of a torch optimizer)."""
+    the `espnet_pcc.optimizers` entry point that implements this trains.  The last five are a
+    torch optimizer's own (ESPnet's checkpoints, its schedulers and `GradScaler` use them)."""
 
     #: Optimizer steps taken (`reduce_cores` calls): numbers the noise, reported as epsilon.
     steps: int
+    param_groups: List[Dict[str, Any]]
 
     def add_core(self, loss_scale: float = 1.0) -> None:
         """Takes the core whose gradient is in `p.grad` (scaled by `loss_scale`)."""
@@ -103,6 +104,18 @@ class CoreClippingOptimizer(Protocol):
 
     def gather_pending(self) -> None:
         """At an epoch's end: the cores of an unfinished step onto rank 0 (collective)."""
+
+    def step(self, closure: Any = None) -> Any:
+        """The wrapped optimizer's step on the update in `p.grad`."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Releases `p.grad` and starts a new step."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        """What ESPnet's checkpoint keeps of the optimizer (a pending step's cores included)."""
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores `state_dict`'s optimizer (and a pending step's cores)."""
 
 
 class PerCoreClipOptimizer(torch.optim.Optimizer):

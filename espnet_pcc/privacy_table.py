@@ -191,7 +191,7 @@ def rows_for(setup: Setup, sigmas: Sequence[float], batch_sizes: Sequence[int],
                     # q·Σ_s min(n_s, m) <= K·min(m, N/S).
                     q, units = K / S, S
                     batch = f"≤ {K * min(max(1, B // K), N / S):.0f}"
-                D = B if mode is ClipMode.PER_EXAMPLE else K
+                D = B if mode.one_utterance_per_core else K
                 sens = sensitivity(mode, 1)
                 steps = E * steps_per_epoch(q)
                 delta = default_delta(units)

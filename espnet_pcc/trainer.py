@@ -5,7 +5,7 @@ Cores of one optimizer step = (DDP rank) × (`accum_grad` micro-batch) ×
 core_by speaker: one speaker's run of utterances).  For each core the trainer
 runs forward and backward on that core's own mean loss (under DDP `no_sync`,
 so no gradient is communicated per micro-batch), hands the gradient to
-`PerCoreClipOptimizer.add_core()`, and every `accum_grad` micro-batches
+the wrapper's `add_core()` (`optim.CoreClippingOptimizer`), and every `accum_grad` micro-batches
 reduces the clipped sum over ranks (one all-reduce, with the noise where
 clip_conf.noise_multiplier asks for it) and steps.  With noise, the epsilon
 spent so far is registered at each epoch's last step, as `dp_epsilon` (Poisson sampling) or
@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -105,19 +104,6 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--clip_wrapper", type=str, default=registry.PER_CORE_CLIP,
                        help="the optimizer wrapper of the per-core modes: a name registered "
                        f"in the {registry.OPTIMIZERS} entry-point group")
-
-
-def effective_grad_clip(config: ClipConfig, grad_clip: float) -> float:
-    """ESPnet's grad_clip for the modes that run the stock loop.
-
-    none → +inf (clip_grad_norm_ then only measures); global → clip_conf.max_norm
-    when given, else --grad_clip as in any ESPnet config.
-    """
-    if config.mode is ClipMode.NONE:
-        return math.inf
-    if config.mode is ClipMode.GLOBAL and config.max_norm is not None:
-        return config.max_norm
-    return grad_clip
 
 
 def items_per_step(config: ClipConfig, batch_sampler: str, accum_grad: int) -> int:
@@ -183,7 +169,7 @@ class PCCTrainer(Trainer):
             raise ValueError("args.privacy is not set: PCCASRTask.build_optimizers sets what a "
                              "noisy run's epsilon is computed from")
         options = build_dataclass(PCCTrainerOptions, args)
-        options.grad_clip = effective_grad_clip(options.clip_config, options.grad_clip)
+        options.grad_clip = options.clip_config.stock_grad_clip(options.grad_clip)
         return options
 
     @classmethod
@@ -231,7 +217,8 @@ class PCCTrainer(Trainer):
                 distributed_option=distributed_option)
         if len(optimizers) != 1 or not isinstance(optimizers[0], CoreClippingOptimizer):
             raise RuntimeError(f"clip: {config.mode.value} needs exactly one optimizer wrapped "
-                               "in a per-core wrapper (add_core, reduce_cores, gather_pending; "
+                               "in a per-core wrapper (optim.CoreClippingOptimizer: add_core, "
+                               "reduce_cores, gather_pending and a torch optimizer's surface; "
                                "build it with espnet_pcc's task)")
         if isinstance(model, torch.nn.DataParallel):
             raise RuntimeError(f"clip: {config.mode.value} does not support DataParallel "

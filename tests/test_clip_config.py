@@ -60,3 +60,9 @@ def test_bad_privacy_options_fail_with_one_line(clip, conf, words):
 
 def test_mode_is_parsed():
     assert ClipConfig.from_options("none", {}).mode is ClipMode.NONE
+
+
+def test_stock_grad_clip():
+    assert ClipConfig.from_options("none", {}).stock_grad_clip(5.0) == float("inf")
+    assert ClipConfig.from_options("global", {}).stock_grad_clip(5.0) == 5.0
+    assert ClipConfig.from_options("global", {"max_norm": 2}).stock_grad_clip(5.0) == 2.0

@@ -7,7 +7,8 @@ from espnet2.schedulers.warmup_lr import WarmupLR
 
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import clipped_average
-from espnet_pcc.optim import PerCoreClipOptimizer, next_quantile_bound, step_noise
+from espnet_pcc.optim import CoreClippingOptimizer, PerCoreClipOptimizer, next_quantile_bound, \
+    step_noise
 
 
 class TinyNet(torch.nn.Module):
@@ -468,3 +469,24 @@ def test_one_core_under_a_fixed_denominator_reports_no_shortcut_norm():
     core_loss(model, *core_inputs(1)[0]).backward()
     opt.add_core()
     assert opt.reduce_cores().update_norm is None
+
+
+def test_the_wrapper_protocol_asks_for_what_the_trainer_calls():
+    """PerCoreClipOptimizer is a CoreClippingOptimizer; a class with the per-core calls but
+    without a torch optimizer's surface (which the trainer, ESPnet's checkpoints and the
+    GradScaler also call) is not."""
+    model = torch.nn.Linear(2, 2)
+    wrapper = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                   clip_config=ClipConfig.from_options("per_core", {"max_norm": 1}))
+    assert isinstance(wrapper, CoreClippingOptimizer)
+
+    class PerCoreCallsOnly:
+        steps = 0
+
+        def add_core(self, loss_scale=1.0): ...
+
+        def reduce_cores(self): ...
+
+        def gather_pending(self): ...
+
+    assert not isinstance(PerCoreCallsOnly(), CoreClippingOptimizer)

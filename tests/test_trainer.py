@@ -8,7 +8,7 @@ import torch
 from espnet2.train.trainer import Trainer
 
 from espnet_pcc.clip_config import ClipConfig
-from espnet_pcc.trainer import PCCTrainer, effective_grad_clip
+from espnet_pcc.trainer import PCCTrainer
 from trainer_helpers import TinyASRLike, make_batches, run_epoch, trainer_options, wrapped_sgd
 
 
@@ -62,12 +62,6 @@ def test_unclipped_cores_are_per_core_with_an_unreachable_bound():
     run_epoch(Trainer, stock, torch.optim.SGD(stock.parameters(), lr=0.5, momentum=0.9),
               batches, trainer_options("none", {}))
     assert_same_params(params(control), params(stock))
-
-
-def test_effective_grad_clip():
-    assert effective_grad_clip(ClipConfig.from_options("none", {}), 5.0) == float("inf")
-    assert effective_grad_clip(ClipConfig.from_options("global", {}), 5.0) == 5.0
-    assert effective_grad_clip(ClipConfig.from_options("global", {"max_norm": 2}), 5.0) == 2.0
 
 
 @pytest.mark.parametrize("clip,clip_conf,wraps", [
