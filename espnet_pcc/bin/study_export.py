@@ -51,15 +51,7 @@ def _run(args: argparse.Namespace) -> None:
                          progress=lambda line: print(line, file=sys.stderr, flush=True))
     study.notes = args.notes
     if args.merge and (args.output_dir / raw.META_JSON).is_file():
-        old = raw.read_raw(args.output_dir)
-        if old.test_sets != study.test_sets:
-            raise raw.RawDataError(f"{args.output_dir}: test sets {old.test_sets}, these runs "
-                                   f"{study.test_sets}")
-        samplers = {r.sampler for r in study.runs}
-        study.runs = [r for r in old.runs if r.sampler not in samplers] + study.runs
-        study.canaries = [c for c in old.canaries if c.sampler not in samplers] + study.canaries
-        study.made_by = f"{old.made_by}\n{made_by}"
-        study.notes = " ".join(x for x in (old.notes, args.notes) if x)
+        study = raw.merge(raw.read_raw(args.output_dir), study, args.output_dir)
     raw.write_raw(args.output_dir, study)
     print(f"wrote {args.output_dir}: {len(study.runs)} run rows, {len(study.canaries)} canary rows")
 

@@ -43,23 +43,10 @@ def rebuild_command(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.fileio import atomic_write_text
-    from espnet_pcc.study import raw, results
-    from espnet_pcc.study.analysis import analyse_study
+    from espnet_pcc.study.results import write_study_report
 
-    study = raw.read_raw(args.raw_dir)
-    try:
-        primary, others = analyse_study(study)
-    except raw.RawDataError as e:
-        raise raw.RawDataError(f"{args.raw_dir}: {e}") from None
-    png = os.path.relpath(args.output_png.resolve(), args.output_md.resolve().parent)
-    provenance = "\n\n".join(x for x in (study.notes, f"![study]({png})") if x)
-    md = results.render_markdown(primary, study.test_sets, args.title, provenance,
-                                 rebuild_command(args), exploratory=others,
-                                 colocation=raw.read_colocation(args.raw_dir))
-    results.plot(primary, args.output_png, args.title)
-    atomic_write_text(args.output_md, md)
-    print(results.verdict(primary.primary))
+    print(write_study_report(args.raw_dir, args.output_md, args.output_png, args.title,
+                             rebuild_command(args)))
     print(f"wrote {args.output_md} and {args.output_png}")
 
 

@@ -30,23 +30,18 @@ versions give a byte-identical file)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from espnet_pcc import fileio, kaldi_dir, tts
-from espnet_pcc.errors import UserError
+from espnet_pcc.canary.canary_dir import CANARIES, ID, MANIFEST_FORMAT, REFERENCES, REPEAT_COUNT, \
+    TEXT, CanaryError, read_manifest, write_manifest
 from espnet_pcc.canary.vocab import vocab_digest
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = "espnet-pcc-canaries/1"
-
-
-class CanaryError(UserError):
-    """Bad canary configuration (counts, sizes, vocabulary too small, existing output)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,27 +174,15 @@ def _kaldi(utts: List[Utterance], wav_root: Path) -> kaldi_dir.KaldiDir:
 
 def _entry(u: Utterance, dur: float, sample_rate: int) -> Dict[str, Any]:
     return {
-        "id": u.utt_id,
-        "text": u.text,
-        "repeat_count": u.repeat_count,
+        ID: u.utt_id,
+        TEXT: u.text,
+        REPEAT_COUNT: u.repeat_count,
         "voice": u.voice.to_dict(),
         "speed": u.speed,
         "wav": u.wav,
         "duration": round(dur, 5),
         "num_samples": int(round(dur * sample_rate)),
     }
-
-
-def read_manifest(canary_dir: Path) -> Dict[str, Any]:
-    """Load ``canary_dir/manifest.json`` (raises :class:`CanaryError` if missing or foreign)."""
-    path = Path(canary_dir) / "manifest.json"
-    if not path.is_file():
-        raise CanaryError(f"{path} not found: is {canary_dir} a make_canaries output dir?")
-    with open(path, encoding="utf-8") as f:
-        man = json.load(f)
-    if man.get("format") != MANIFEST_FORMAT:
-        raise CanaryError(f"{path}: unknown manifest format {man.get('format')!r}")
-    return man
 
 
 def generate(
@@ -247,10 +230,10 @@ def generate(
             len(canaries), len(references), cfg.speed, nj,
         )
         durs = tts.speak_batch(jobs, nj=nj, log_every=log_every)
-        kaldi_dir.write_files(_kaldi(canaries, final_root), _mkdir(tmp / "canaries"))
-        kaldi_dir.write_files(_kaldi(references, final_root), _mkdir(tmp / "references"))
-        kaldi_dir.validate_files(tmp / "canaries")
-        kaldi_dir.validate_files(tmp / "references")
+        kaldi_dir.write_files(_kaldi(canaries, final_root), _mkdir(tmp / CANARIES))
+        kaldi_dir.write_files(_kaldi(references, final_root), _mkdir(tmp / REFERENCES))
+        kaldi_dir.validate_files(tmp / CANARIES)
+        kaldi_dir.validate_files(tmp / REFERENCES)
         manifest = {
             "format": MANIFEST_FORMAT,
             "config": cfg.to_dict(),
@@ -260,10 +243,10 @@ def generate(
                 "wordfreq": _package_version("wordfreq"),
                 "espnet_pcc": _package_version("espnet-pcc"),
             },
-            "canaries": [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in canaries],
-            "references": [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in references],
+            CANARIES: [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in canaries],
+            REFERENCES: [_entry(u, durs[u.utt_id], cfg.sample_rate) for u in references],
         }
-        fileio.atomic_write_json(tmp / "manifest.json", manifest)
+        write_manifest(tmp, manifest)
     logger.info("wrote %s", output_dir)
     return manifest
 

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 
 from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.errors import UserError
-from espnet_pcc.canary.canary_dir import CanaryDir, read_canary_dir
+from espnet_pcc.canary.canary_dir import CANARIES, MANIFEST_JSON, CanaryDir, read_canary_dir
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def _input_files(train_dir: Path, canary_dir: Path) -> List[Path]:
 
     (The wavs are referenced, not copied, so they are no input of the output dir.)
     """
-    files = [canary_dir / "manifest.json"]
-    for d in (train_dir, canary_dir / "canaries"):
+    files = [canary_dir / MANIFEST_JSON]
+    for d in (train_dir, canary_dir / CANARIES):
         files += sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
     return files
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from espnet_pcc import fileio, kaldi_dir
-from espnet_pcc.canary.canary_dir import read_canary_dir as canary_dir_reader
+from espnet_pcc.canary.canary_dir import read_canary_dir
 from espnet_pcc.exposure import schema
 from espnet_pcc.exposure.metric import ExposureError, compute_exposures
 from espnet_pcc.exposure.scoring import Scorer, load_asr_model, set_num_threads
@@ -29,10 +29,11 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
 
 
-def read_canary_dir(canary_dir: Path) -> Tuple[kaldi_dir.KaldiDir, kaldi_dir.KaldiDir, Dict[str, int]]:
+def canaries_and_references(canary_dir: Path
+                            ) -> Tuple[kaldi_dir.KaldiDir, kaldi_dir.KaldiDir, Dict[str, int]]:
     """``(canaries, references, {canary id: repeat count})``, checked before any model loads
     (`espnet_pcc.canary.canary_dir`; exposure also needs two references at least)."""
-    found = canary_dir_reader(canary_dir)
+    found = read_canary_dir(canary_dir)
     if len(found.references) < 2:
         raise ExposureError(f"need >= 2 references, got {len(found.references)} in "
                             f"{canary_dir}/references")
@@ -88,7 +89,7 @@ def score_exposure(
         The summary (the contents of summary.json).
     """
     canary_dir, output_dir = Path(canary_dir), Path(output_dir)
-    can, ref, counts = read_canary_dir(canary_dir)
+    can, ref, counts = canaries_and_references(canary_dir)
     set_num_threads(nj)
     model, args = load_asr_model(asr_train_config, asr_model_file, device)
     scorer = Scorer(model, args, device=device, batch_size=batch_size)

@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, 
 import jiwer
 
 from espnet_pcc import fileio, kaldi_dir
-from espnet_pcc.canary.canary_dir import read_canary_dir
+from espnet_pcc.canary.canary_dir import CANARIES, MANIFEST_JSON, REFERENCES, read_canary_dir
 from espnet_pcc.errors import UserError
 from espnet_pcc.recipe.scoring import tokens
 from espnet_pcc.study.stats import Interval, bootstrap_interval
@@ -188,7 +188,7 @@ def read_hypotheses(hyp_text: Sequence[Path], known: Set[str], canary_dir: Path)
             logger.warning(f"{path} lists no hypothesis")
         unknown = sorted(set(table) - known)
         if unknown:
-            raise UserError(f"{path}: {len(unknown)} utterances not in {canary_dir}/manifest.json, "
+            raise UserError(f"{path}: {len(unknown)} utterances not in {canary_dir}/{MANIFEST_JSON}, "
                             f"e.g. {unknown[0]}")
         hyps.update(table)
     if not hyps:
@@ -221,17 +221,17 @@ def score_canary_accuracy(canary_dir: Path, hyp_text: Sequence[Path], output_dir
     ``output_dir`` is made.
     """
     found = read_canary_dir(canary_dir)
-    known = {u["id"]: u for u in found.entries("canaries") + found.entries("references")}
-    hyps = read_hypotheses(hyp_text, set(known), canary_dir)
-    sample = decoded_references({u["id"] for u in found.entries("references")}, hyps,
-                                reference_dir, canary_dir)
-    refs = {u["id"]: u["text"] for u in found.entries("canaries")}
-    refs.update({u["id"]: u["text"] for u in found.entries("references") if u["id"] in sample})
+    texts = {**found.texts(CANARIES), **found.texts(REFERENCES)}
+    counts = {**found.counts(CANARIES), **found.counts(REFERENCES)}
+    hyps = read_hypotheses(hyp_text, set(texts), canary_dir)
+    sample = decoded_references(set(found.texts(REFERENCES)), hyps, reference_dir, canary_dir)
+    refs = {**found.texts(CANARIES),
+            **{u: t for u, t in found.texts(REFERENCES).items() if u in sample}}
     missing = len(set(refs) - set(hyps))
     if missing:
         logger.warning(f"{missing} of the {len(refs)} canaries and decoded references have no "
                        "hypothesis in the decoded texts: scored as empty")
-    rows = score_utterances(refs, hyps, {k: known[k]["repeat_count"] for k in refs})
+    rows = score_utterances(refs, hyps, {k: counts[k] for k in refs})
     summary = summarise(rows)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_utterances_tsv(output_dir / UTTERANCES_TSV, rows)

@@ -153,6 +153,19 @@ def read_raw(directory: Path) -> RawStudy:
                     made_by=meta.get("made_by", ""), notes=meta.get("notes", ""))
 
 
+def merge(old: RawStudy, new: RawStudy, where: Path) -> RawStudy:
+    """``new``'s runs in place of ``old``'s runs of the same samplers, ``old``'s other samplers
+    kept, with both exports' commands and notes (``where``: the directory, for the error)."""
+    if old.test_sets != new.test_sets:
+        raise RawDataError(f"{where}: test sets {old.test_sets}, these runs {new.test_sets}")
+    samplers = {r.sampler for r in new.runs}
+    return RawStudy(
+        runs=[r for r in old.runs if r.sampler not in samplers] + new.runs,
+        canaries=[c for c in old.canaries if c.sampler not in samplers] + new.canaries,
+        test_sets=new.test_sets, made_by=f"{old.made_by}\n{new.made_by}",
+        notes=" ".join(x for x in (old.notes, new.notes) if x))
+
+
 COLOCATION_JSON = "colocation.json"
 
 
@@ -173,5 +186,5 @@ def read_colocation(directory: Path):
 
 
 __all__ = ["CANARIES_TSV", "COLOCATION_JSON", "FINAL", "FORMAT", "META_JSON", "RUNS_TSV",
-           "CanaryScore", "RawDataError", "RawStudy", "RunEpoch", "read_colocation", "read_raw",
+           "CanaryScore", "RawDataError", "RawStudy", "RunEpoch", "merge", "read_colocation", "read_raw",
            "write_colocation", "write_raw"]

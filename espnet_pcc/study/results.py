@@ -10,16 +10,17 @@ Every table is built by :func:`espnet_pcc.markdown.table`; every p-value goes th
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
 
-from espnet_pcc.fileio import atomic_path
+from espnet_pcc.fileio import atomic_path, atomic_write_text
 from espnet_pcc.markdown import table
-from espnet_pcc.study import stats
+from espnet_pcc.study import raw, stats
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
-    ModeComparison, arm_summary, at_level, mode_summary, past_level
+    ModeComparison, analyse_study, arm_summary, at_level, mode_summary, past_level
 
 
 def _p(c: Contrast, adjusted: bool = False) -> str:
@@ -137,6 +138,25 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
             "this file. Run where the paths start (the recipe's directory), this command writes "
             "this file and its plot again, byte for byte:", "", "```bash", rebuild, "```", ""]
     return "\n".join(out)
+
+
+def write_study_report(raw_dir: Path, md_path: Path, png_path: Path, title: str,
+                       rebuild: str) -> str:
+    """The study's pipeline: its raw data (`raw_dir`) analysed (`analyse_study`), RESULTS.md
+    and its plot written; returns the primary endpoint's verdict.  ``rebuild`` is the command
+    the report prints for writing it again."""
+    study = raw.read_raw(raw_dir)
+    try:
+        primary, others = analyse_study(study)
+    except raw.RawDataError as e:
+        raise raw.RawDataError(f"{raw_dir}: {e}") from None
+    png = os.path.relpath(Path(png_path).resolve(), Path(md_path).resolve().parent)
+    provenance = "\n\n".join(x for x in (study.notes, f"![study]({png})") if x)
+    md = render_markdown(primary, study.test_sets, title, provenance, rebuild,
+                         exploratory=others, colocation=raw.read_colocation(raw_dir))
+    plot(primary, png_path, title)
+    atomic_write_text(md_path, md)
+    return verdict(primary.primary)
 
 
 def _arms_section(a: Analysis, test_sets: Sequence[str], heading: bool = True) -> List[str]:
@@ -298,4 +318,5 @@ def level_values(a: Analysis, arm: str, measure: str = "rank_exposure") -> np.nd
     return at_level(a.arms[arm], measure, a.level, a.canaries).mean(axis=1)
 
 
-__all__ = ["level_values", "plot", "plot_modes", "render_markdown", "render_modes", "verdict"]
+__all__ = ["level_values", "plot", "plot_modes", "render_markdown", "render_modes", "verdict",
+           "write_study_report"]

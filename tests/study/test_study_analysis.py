@@ -220,3 +220,19 @@ def test_export_reads_the_model_dirs(tmp_path):
     merged = raw.read_raw(out)
     assert sorted({r.sampler for r in merged.runs}) == ["espnet", "shuffled"]
     assert merged.notes == "First export. Second export."
+
+
+def test_merge_replaces_a_samplers_runs_and_refuses_other_test_sets(tmp_path):
+    old = simulated(sampler="espnet", seeds=range(2))
+    old.made_by, old.notes = "first", "First."
+    new = simulated(sampler="shuffled", seeds=range(2))
+    new.made_by, new.notes = "second", "Second."
+    merged = raw.merge(old, new, tmp_path)
+    assert merged.runs == old.runs + new.runs
+    assert merged.canaries == old.canaries + new.canaries
+    assert (merged.made_by, merged.notes) == ("first\nsecond", "First. Second.")
+    again = raw.merge(merged, simulated(sampler="shuffled", seeds=range(3)), tmp_path)
+    assert {r.seed for r in again.runs if r.sampler == "shuffled"} == {0, 1, 2}
+    new.test_sets = ["other"]
+    with pytest.raises(raw.RawDataError, match="test sets"):
+        raw.merge(old, new, tmp_path)
