@@ -17,7 +17,6 @@ view of these results (`espnet_pcc.recipe.stage9`).  A model tag may end in ``_s
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,8 @@ import yaml
 
 from espnet_pcc.errors import UserError
 from espnet_pcc.exposure import schema
-from espnet_pcc.study.accuracy import ACCURACY_DIR, UTTERANCES_TSV, UtteranceAccuracy, \
+from espnet_pcc.recipe import scoring
+from espnet_pcc.study.accuracy_schema import ACCURACY_DIR, UTTERANCES_TSV, UtteranceAccuracy, \
     read_utterances_tsv
 
 _EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
@@ -76,6 +76,11 @@ class ModelResult:
     #: the scored checkpoints, in epoch order and the final model last (`collect`'s
     #: ``per_canary``; empty otherwise)
     scored: List[ScoredCheckpoint] = field(default_factory=list)
+
+    def error_rate(self, test_set: str, unit: str = "wer") -> Optional[float]:
+        """The final model's WER or CER (%) on ``test_set``; None where it was not scored."""
+        value = self.wer.get(test_set, {}).get(unit, {}).get(scoring.ERR)
+        return None if value is None else float(value)
 
     @property
     def sec_per_step(self) -> Optional[float]:
@@ -204,10 +209,10 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
             r.epochs = parse_train_log(d / "train.log")
         for s in test_sets:
             res = {}
-            for unit in ("wer", "cer"):
-                p = d / decode_tag / s / f"score_{unit}" / "result.json"
+            for unit in scoring.UNITS:
+                p = scoring.result_json_path(d / decode_tag / s, unit)
                 if p.is_file():
-                    res[unit] = json.loads(p.read_text())
+                    res[unit] = scoring.read_result_json(p)
                 elif require:
                     raise ModelDirError(f"{p} missing (produced by stage 7, scoring)")
             if res:

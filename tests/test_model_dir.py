@@ -96,3 +96,15 @@ def test_load_exposure_reads_the_summary_through_its_one_checked_reader(tmp_path
     (tmp_path / "summary.json").write_text(json.dumps({**summary, "format": "other/9"}))
     with pytest.raises(UserError, match=r"unknown format 'other/9' \(rerun stage 8\)"):
         load_exposure(tmp_path / "summary.json")
+
+
+def test_reading_model_dirs_loads_no_scoring_stack():
+    """The one reader of a model dir reads its files through their layout modules alone: no
+    metric (scipy), aligner (jiwer), torch or ESPnet is imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, espnet_pcc.model_dir; "
+            "print(sorted(m for m in ('jiwer', 'scipy', 'torch', 'espnet2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -27,8 +27,9 @@ import numpy as np
 
 from espnet_pcc.errors import UserError
 from espnet_pcc.exposure.schema import (
-    CANARY_ID, EXTRAPOLATED_EXPOSURE, RANK, RANK_EXPOSURE, REPEAT_COUNT, REPEAT_COUNTS, SCORE,
-    SUMMARY_FORMAT,
+    CANARY_ID, CHANCE_RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE, INCLUDE_CANARY, NUM_CANARIES,
+    NUM_REFERENCES, RANK, RANK_EXPOSURE, RANK_EXPOSURE_CAP, REFERENCE_SCORE, REPEAT_COUNT,
+    REPEAT_COUNTS, SCORE, SKEWNORM, SUMMARY_FORMAT,
 )
 
 ArrayLike = Union[Sequence[float], np.ndarray]
@@ -114,9 +115,9 @@ def per_repeat_count(
         sel = counts == c
         groups.append({
             REPEAT_COUNT: c,
-            "num_canaries": int(sel.sum()),
+            NUM_CANARIES: int(sel.sum()),
             **{name: spread(values[sel]) for name, values in exposures.items()},
-            "score": {"mean": float(np.mean(scores[sel])), "std": float(np.std(scores[sel]))},
+            SCORE: {"mean": float(np.mean(scores[sel])), "std": float(np.std(scores[sel]))},
         })
     return groups
 
@@ -164,13 +165,13 @@ def compute_exposures(
     ]
     summary = {
         "format": SUMMARY_FORMAT,
-        "num_references": int(len(refs)),
-        "num_canaries": len(ids),
-        "include_canary": include_canary,
-        "rank_exposure_cap": float(np.log2(len(refs) + (1 if include_canary else 0))),
-        "chance_rank_exposure": chance_rank_exposure(len(refs), include_canary),
-        "skewnorm": dict(zip(("a", "loc", "scale"), params)),
-        "reference_score": describe_references(refs),
+        NUM_REFERENCES: int(len(refs)),
+        NUM_CANARIES: len(ids),
+        INCLUDE_CANARY: include_canary,
+        RANK_EXPOSURE_CAP: float(np.log2(len(refs) + (1 if include_canary else 0))),
+        CHANCE_RANK_EXPOSURE: chance_rank_exposure(len(refs), include_canary),
+        SKEWNORM: dict(zip(("a", "loc", "scale"), params)),
+        REFERENCE_SCORE: describe_references(refs),
         REPEAT_COUNTS: per_repeat_count(counts, s, exposures),
     }
     return per, summary

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from espnet_pcc import fileio, kaldi_dir
 from espnet_pcc.canary.canary_dir import read_canary_dir
@@ -38,16 +38,6 @@ def canaries_and_references(canary_dir: Path
         raise ExposureError(f"need >= 2 references, got {len(found.references)} in "
                             f"{canary_dir}/references")
     return found.canaries, found.references, found.repeat_counts
-
-
-def scores_tsv(utt_ids: Sequence[str], counts: Mapping[str, int],
-               raw: Mapping[str, Tuple[float, int]], score: Mapping[str, float]) -> str:
-    """scores.tsv: one line per utterance (canaries have a repeat count, references 0)."""
-    lines = ["utt_id\tkind\trepeat_count\tnum_tokens\tnll_sum\tscore\n"]
-    for u in utt_ids:
-        kind = "canary" if u in counts else "reference"
-        lines.append(f"{u}\t{kind}\t{counts.get(u, 0)}\t{raw[u][1]}\t{raw[u][0]:.6f}\t{score[u]:.6f}\n")
-    return "".join(lines)
 
 
 def write_outputs(output_dir: Path, scores_text: str, per_canary: List[Dict[str, Any]],
@@ -108,13 +98,13 @@ def score_exposure(
         p[schema.CANARY_TEXT] = can.text[p[schema.CANARY_ID]]
         p[schema.NUM_TOKENS] = raw[p[schema.CANARY_ID]][1]
     summary.update({
-        "score": scorer.kind,
-        "asr_train_config": str(asr_train_config),
-        "asr_model_file": str(asr_model_file),
-        "canary_dir": str(canary_dir),
-        "utterances_per_second": len(items) / max(elapsed, 1e-9),
+        schema.SCORE_KIND: scorer.kind,
+        schema.ASR_TRAIN_CONFIG: str(asr_train_config),
+        schema.ASR_MODEL_FILE: str(asr_model_file),
+        schema.CANARY_DIR: str(canary_dir),
+        schema.UTTERANCES_PER_SECOND: len(items) / max(elapsed, 1e-9),
     })
-    write_outputs(output_dir, scores_tsv(can.utt_ids + ref.utt_ids, counts, raw, score), per, summary)
+    write_outputs(output_dir, schema.scores_tsv(can.utt_ids + ref.utt_ids, counts, raw, score), per, summary)
     logger.info("wrote %s (%d canaries, %d references, %.1f utt/s)", output_dir, len(can),
-                len(ref), summary["utterances_per_second"])
+                len(ref), summary[schema.UTTERANCES_PER_SECOND])
     return summary

@@ -28,6 +28,9 @@ alone)::
 ``exposure.tsv`` (:func:`exposure_tsv`; for people and shell tools, read by no code): the same
 entries, one line each, :data:`EXPOSURE_TSV_COLUMNS`.
 
+``scores.tsv`` (:func:`scores_tsv`; read by no code): every scored utterance, canaries and
+references, :data:`SCORES_TSV_COLUMNS`.
+
 Non-finite numbers are written as JSON ``Infinity``/``NaN`` (Python's json reads them back).
 This module is plain Python, so a reader of summaries imports no numpy, torch or ESPnet.
 """
@@ -59,8 +62,17 @@ CANARY_KEYS = (CANARY_ID, CANARY_TEXT, REPEAT_COUNT, SCORE, NUM_TOKENS, RANK, RA
                EXTRAPOLATED_EXPOSURE)
 #: |R|: how many never-inserted references each canary is ranked among.
 NUM_REFERENCES = "num_references"
+#: summary.json's other top-level keys (see the module docstring); SCORE_KIND is the
+#: likelihood's name ("att_nll" | "ctc_nll"), a group's SCORE its canaries' score spread.
+NUM_CANARIES, INCLUDE_CANARY, SKEWNORM = "num_canaries", "include_canary", "skewnorm"
+RANK_EXPOSURE_CAP, CHANCE_RANK_EXPOSURE = "rank_exposure_cap", "chance_rank_exposure"
+REFERENCE_SCORE, SCORE_KIND = "reference_score", "score"
+ASR_TRAIN_CONFIG, ASR_MODEL_FILE, CANARY_DIR = "asr_train_config", "asr_model_file", "canary_dir"
+UTTERANCES_PER_SECOND = "utterances_per_second"
 #: Top-level numbers that say how to read the exposures (range, chance level, likelihood).
-SUMMARY_SCALARS = (NUM_REFERENCES, "rank_exposure_cap", "chance_rank_exposure", "score")
+SUMMARY_SCALARS = (NUM_REFERENCES, RANK_EXPOSURE_CAP, CHANCE_RANK_EXPOSURE, SCORE_KIND)
+#: Columns of scores.tsv (one line per scored utterance).
+SCORES_TSV_COLUMNS = ("utt_id", "kind", REPEAT_COUNT, NUM_TOKENS, "nll_sum", SCORE)
 
 #: Columns of exposure.tsv (one line per canary): its id, the exposure.json keys, then its text.
 EXPOSURE_TSV_COLUMNS = ("canary_id", REPEAT_COUNT, SCORE, RANK, RANK_EXPOSURE, EXTRAPOLATED_EXPOSURE,
@@ -78,8 +90,8 @@ def summary_table(summary: Mapping[str, Any]) -> List[List[Cell]]:
     """The per-repeat-count table: one row of numbers per group, in :data:`TABLE_COLUMNS` order."""
     rows = []
     for g in summary[REPEAT_COUNTS]:
-        r, e, s = g[RANK_EXPOSURE], g[EXTRAPOLATED_EXPOSURE], g["score"]
-        rows.append([g[REPEAT_COUNT], g["num_canaries"], r["mean"], r["std"], r["max"],
+        r, e, s = g[RANK_EXPOSURE], g[EXTRAPOLATED_EXPOSURE], g[SCORE]
+        rows.append([g[REPEAT_COUNT], g[NUM_CANARIES], r["mean"], r["std"], r["max"],
                      e["mean"], e["std"], e["max"], s["mean"], s["std"]])
     return rows
 
@@ -94,9 +106,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
     lines.append(
-        f"|R| = {summary['num_references']}  rank-exposure cap = {summary['rank_exposure_cap']:.3f} "
-        f"bits  chance = {summary['chance_rank_exposure']:.3f} bits  score = "
-        f"{summary.get('score', '?')}"
+        f"|R| = {summary[NUM_REFERENCES]}  rank-exposure cap = {summary[RANK_EXPOSURE_CAP]:.3f} "
+        f"bits  chance = {summary[CHANCE_RANK_EXPOSURE]:.3f} bits  score = "
+        f"{summary.get(SCORE_KIND, '?')}"
     )
     return "\n".join(lines)
 
@@ -118,6 +130,18 @@ def exposure_tsv(per_canary: Sequence[Mapping[str, Any]]) -> str:
     for p in per_canary:
         lines.append(f"{p[CANARY_ID]}\t{p[REPEAT_COUNT]}\t{p[SCORE]:.6f}\t{p[RANK]}\t"
                      f"{p[RANK_EXPOSURE]:.4f}\t{p[EXTRAPOLATED_EXPOSURE]:.4f}\t{p[CANARY_TEXT]}\n")
+    return "".join(lines)
+
+
+def scores_tsv(utt_ids: Sequence[str], counts: Mapping[str, int],
+               raw: Mapping[str, Sequence[float]], score: Mapping[str, float]) -> str:
+    """scores.tsv: one line per utterance (canaries have a repeat count, references 0);
+    ``raw`` is (NLL sum, tokens) per utterance, ``score`` the per-token NLL."""
+    lines = ["\t".join(SCORES_TSV_COLUMNS) + "\n"]
+    for u in utt_ids:
+        kind = "canary" if u in counts else "reference"
+        lines.append(f"{u}\t{kind}\t{counts.get(u, 0)}\t{raw[u][1]}\t{raw[u][0]:.6f}\t"
+                     f"{score[u]:.6f}\n")
     return "".join(lines)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc import markdown
+from espnet_pcc.exposure import schema
 from espnet_pcc.fileio import atomic_path
 from espnet_pcc.model_dir import ModelResult
 from espnet_pcc.recipe.scoring import markdown_table
@@ -42,7 +43,7 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
     rows = []
     for r in results:
         row = [r.tag, r.label]
-        row += [_fmt(r.wer.get(s, {}).get("wer", {}).get("Err")) for s in test_sets]
+        row += [_fmt(r.error_rate(s)) for s in test_sets]
         row += [_fmt(r.exposure.get(c), 2) for c in counts]
         row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
                 str(len(r.epochs))]
@@ -86,9 +87,10 @@ def results_markdown(results: Sequence[ModelResult], test_sets: Sequence[str], d
     info = next((r.exposure_info for r in results if r.exposure_info), {})
     expo = ""
     if info:
-        expo = (f" With |R| = {info.get('num_references')} references the rank exposure is capped at "
-                f"{info.get('rank_exposure_cap', 0):.2f} bits; an unmemorised canary scores "
-                f"{info.get('chance_rank_exposure', 0):.2f} bits on average (score: {info.get('score')}).")
+        expo = (f" With |R| = {info.get(schema.NUM_REFERENCES)} references the rank exposure is "
+                f"capped at {info.get(schema.RANK_EXPOSURE_CAP, 0):.2f} bits; an unmemorised "
+                f"canary scores {info.get(schema.CHANCE_RANK_EXPOSURE, 0):.2f} bits on average "
+                f"(score: {info.get(schema.SCORE_KIND)}).")
     parts += ["WER in %. exposure x*n*: mean rank exposure (bits, log2(|R|+1) - log2 rank) of the canaries "
               "inserted *n* times." + expo + " s/step: ESPnet's train_time, seconds per optimizer step, "
               "mean over epochs. cores/step: the gradients clipped (per core) or averaged per "

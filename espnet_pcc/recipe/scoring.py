@@ -7,18 +7,34 @@ For each decoded set we write ``<decode_dir>/<set>/score_{wer,cer}/`` holding ``
 
 ``Err = (Sub + Del + Ins) / Wrd``; ``S.Err`` = sentences with any error. CER tokens are the
 characters with the space written as ``<space>`` (ESPnet's convention), so it counts too.
+``result.json`` is written by :func:`score_dir` and read by :func:`read_result_json` alone
+(at :func:`result_json_path`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Dict, List, Tuple
-
-import jiwer
 
 from espnet_pcc import fileio, kaldi_dir, markdown
 from espnet_pcc.errors import UserError
 
 COLUMNS = ("Snt", "Wrd", "Corr", "Sub", "Del", "Ins", "Err", "S.Err")
+ERR = "Err"  # the error rate, in percent
+UNITS = ("wer", "cer")
+RESULT_JSON = "result.json"
+
+
+def result_json_path(set_dir: Path, unit: str) -> Path:
+    """``<decode_dir>/<set>/score_<unit>/result.json``."""
+    return Path(set_dir) / f"score_{unit}" / RESULT_JSON
+
+
+def read_result_json(path: Path) -> Dict[str, float]:
+    """One ``result.json`` (:data:`COLUMNS`); a missing one is a one-line error."""
+    if not Path(path).is_file():
+        raise UserError(f"{path} missing (produced by stage 7, scoring)")
+    return json.loads(Path(path).read_text())
 
 
 class ScoringError(UserError):
@@ -36,6 +52,8 @@ def score(refs: Dict[str, str], hyps: Dict[str, str], unit: str = "wer") -> Dict
     keys = [k for k in sorted(refs, key=kaldi_dir.sort_key) if tokens(refs[k], unit)]
     if not keys:
         raise ScoringError("no non-empty reference to score against")
+    import jiwer  # here: a reader of result.json needs no aligner
+
     ref = [" ".join(tokens(refs[k], unit)) for k in keys]
     hyp = [" ".join(tokens(hyps.get(k, ""), unit)) for k in keys]
     out = jiwer.process_words(ref, hyp)
@@ -74,13 +92,14 @@ def score_dir(data_dir: Path, hyp_text: Path, out_dir: Path) -> Dict[str, Dict[s
                            f"{sorted(missing)[0]} (decoding incomplete: rerun stage 6)")
     utt2spk = dict(kaldi_dir.read_table(data_dir / "utt2spk"))
     results = {}
-    for unit in ("wer", "cer"):
-        d = out_dir / f"score_{unit}"
+    for unit in UNITS:
+        path = result_json_path(out_dir, unit)
+        d = path.parent
         d.mkdir(parents=True, exist_ok=True)
         _write_trn(d / "ref.trn", refs, unit, utt2spk)
         _write_trn(d / "hyp.trn", hyps, unit, utt2spk)
         results[unit] = score(refs, hyps, unit)
-        fileio.atomic_write_json(d / "result.json", results[unit])
+        fileio.atomic_write_json(path, results[unit])
     return results
 
 

@@ -70,7 +70,7 @@ def study_of(results: Sequence[ModelResult], test_sets: Sequence[str],
             canaries += rows
             e = scored.epoch
             if e is None:
-                errors = {s: (float(r.wer[s]["wer"]["Err"]), float(r.wer[s]["cer"]["Err"]))
+                errors = {s: (r.error_rate(s, "wer"), r.error_rate(s, "cer"))
                           for s in test_sets}
                 runs.append(RunEpoch(arm, sampler, seed, r.tag, FINAL, math.nan, ref_cer,
                                      scored.num_references, errors))

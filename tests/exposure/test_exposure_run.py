@@ -105,8 +105,8 @@ def test_canary_reference_id_collision(canaries, tmp_path, capsys):
 
 def test_output_files_from_hand_values():
     """scores.tsv and exposure.tsv lines, from values worked out by hand."""
-    text = run.scores_tsv(["c1", "r1"], {"c1": 4}, {"c1": (6.0, 3), "r1": (2.0, 4)},
-                          {"c1": 2.0, "r1": 0.5})
+    text = schema.scores_tsv(["c1", "r1"], {"c1": 4}, {"c1": (6.0, 3), "r1": (2.0, 4)},
+                             {"c1": 2.0, "r1": 0.5})
     assert text.splitlines() == ["utt_id\tkind\trepeat_count\tnum_tokens\tnll_sum\tscore",
                                  "c1\tcanary\t4\t3\t6.000000\t2.000000",
                                  "r1\treference\t0\t4\t2.000000\t0.500000"]

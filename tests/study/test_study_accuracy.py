@@ -2,7 +2,7 @@
 import pytest
 
 from espnet_pcc import kaldi_dir
-from espnet_pcc.study import accuracy
+from espnet_pcc.study import accuracy, accuracy_schema
 
 
 def test_error_counts_by_hand():
@@ -32,8 +32,8 @@ def test_score_and_summarise_per_repeat_count():
 def test_summary_json_body_and_printed_lines_by_hand():
     rows = accuracy.score_utterances({"c1": "A B", "r1": "C D"}, {"c1": "A B", "r1": "C"},
                                      {"c1": 4, "r1": 0})
-    body = accuracy.summary_json(accuracy.summarise(rows), "canaries", ["hyp"])
-    assert body["format"] == accuracy.SUMMARY_FORMAT
+    body = accuracy_schema.summary_json(accuracy.summarise(rows), "canaries", ["hyp"])
+    assert body["format"] == accuracy_schema.SUMMARY_FORMAT
     assert (body["canary_dir"], body["hyp_text"]) == ("canaries", ["hyp"])
     assert [g["repeat_count"] for g in body["repeat_counts"]] == [0, 4]
     assert body["repeat_counts"][0]["wer"]["value"] == 0.5
@@ -71,7 +71,7 @@ def test_cli_writes_utterances_and_summary(tmp_path, capsys):
     cli.main(["--canary_dir", str(d), "--hyp_text", str(tmp_path / "hyp"),
               "--output_dir", str(tmp_path / "out")])
     rows = (tmp_path / "out" / "utterances.tsv").read_text().splitlines()
-    assert rows[0].split("\t") == list(accuracy.UTTERANCE_COLUMNS)
+    assert rows[0].split("\t") == list(accuracy_schema.UTTERANCE_COLUMNS)
     assert rows[1].startswith("canary-x16-0\t16\t0.000000\t0.000000\t1\t")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [g["repeat_count"] for g in summary["repeat_counts"]] == [0, 16]
