@@ -1,7 +1,11 @@
-"""The memorisation study: statistics, canary transcription accuracy and the cross-seed report.
+"""The memorisation study: statistics, canary transcription accuracy, the raw data, the
+analysis over training runs and the reports (docs/study.md has the method).
 
-``stats``       intervals and paired tests (scipy.stats), pure numpy/scipy
-``accuracy``    the precursor paper's metric: how well a model transcribes sped-up canaries
-``trajectory``  memorisation against validation loss over epochs; exposure at equal utility
-``report``      aggregates every model of a study (modes x seeds x epochs) into tables and plots
+``stats``            intervals and tests over runs (scipy.stats, statsmodels), numpy/scipy only
+``accuracy``         the precursor paper's metric: how well a model transcribes sped-up canaries
+``accuracy_schema``  its output files (utterances.tsv, summary.json): layouts, writers, reader
+``raw``              the study's raw data (runs.tsv, canaries.tsv, meta.json): writer, reader
+``export``           model results (`espnet_pcc.model_dir`) -> raw data
+``analysis``         the pre-registered analysis, and stage 9's comparison of a recipe's modes
+``results``          the reports and plots of both, from the raw data
 """
