@@ -57,8 +57,10 @@ class CoreSums(Protocol):
             factor: Optional[torch.Tensor]) -> None:
         """Σ_i += factor·g_i for each parameter i in `used` (factor None: 1)."""
 
-    def put(self, index: int, value: torch.Tensor) -> None:
-        """Σ_index = value (a checkpoint's pending sum)."""
+    def restore(self, sums: Sums, reference: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Σ = a checkpoint's pending sums (on this process's device), which were summed with
+        APCC's reference norm ``reference`` (None: none, or 1); returns the r this process
+        goes on with (None: 1)."""
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
                ) -> Tuple[Sums, List[bool], StepStatistics]:
@@ -123,8 +125,11 @@ class LocalSums:
         for j, s in zip(first, kept):
             self.sums[used[j]] = s
 
-    def put(self, index: int, value: torch.Tensor) -> None:
-        self.sums[index] = value.clone()
+    def restore(self, sums: Sums, reference: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        for i, s in enumerate(sums):
+            if s is not None:
+                self.sums[i] = s.clone()
+        return reference  # the first core was kept as it is: its r stays
 
     def reduce(self, statistics: torch.Tensor, add_noise: AddNoise
                ) -> Tuple[Sums, List[bool], StepStatistics]:

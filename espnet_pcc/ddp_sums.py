@@ -99,8 +99,14 @@ class FlatSums:
             self.sums[i] = torch.mul(grads[j], 1.0 if factor is None else factor,
                                      out=self.views[i])
 
-    def put(self, index: int, value: torch.Tensor) -> None:
-        self.sums[index] = self.views[index].copy_(value)
+    def restore(self, sums: Sums, reference: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        for i, s in enumerate(sums):
+            if s is not None:
+                self.sums[i] = self.views[i].copy_(s)
+        if reference is not None:
+            # Ranks add their sums, so under DDP r is 1: the sums are rescaled to it.
+            torch._foreach_div_([s for s in self.sums if s is not None], reference)
+        return None
 
     def _zero_unused(self) -> None:
         for view, s in zip(self.views, self.sums):

@@ -280,14 +280,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             pending_sums, ref = pending["sums"], pending["ref"]
         else:  # the flat-buffer layout: summed with r = 1
             pending_sums, ref = sums_of_flat_buffer(pending, params), None
-        for i, s in enumerate(pending_sums):
-            if s is not None:
-                sums.put(i, s.to(device))
-        if ref is not None and not sums.keeps_first_core:
-            # Ranks add their sums, so under DDP r is 1.
-            torch._foreach_div_([s for s in sums.sums if s is not None], ref.to(device))
-            ref = None
-        self._scaling.resume(torch.ones((), device=device) if ref is None else ref.to(device))
+        ref = sums.restore([None if s is None else s.to(device) for s in pending_sums],
+                           None if ref is None else ref.to(device))
+        self._scaling.resume(torch.ones((), device=device) if ref is None else ref)
         self._core_norms = list(pending["core_norms"].to(device))
 
     # -- per-core accumulation ----------------------------------------------------
