@@ -191,6 +191,9 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
     ``canary_accuracy`` their canary transcriptions too (stage 7 ``--canary_sets``).
     ``progress`` is told each model as it is read.
     """
+    if per_canary and exposure_name == "none":
+        raise ValueError("collect: per_canary reads the final model's exposure, but "
+                         "exposure_name is none")
     results = []
     for i, tag in enumerate(tags, 1):
         d = Path(expdir) / tag
