@@ -267,3 +267,11 @@ def test_collect_reads_every_scored_checkpoint_once(tmp_path: Path):
     assert {u.utt_id for u in final.utterances} == {*CANARIES, *REFS}
     (plain,) = collect(exp, ["asr_pcc_seed1"], DECODE, ["test"])
     assert plain.scored == []  # the utility table alone reads no canary file
+
+
+def test_collect_with_canaries_needs_an_exposure_dir(tmp_path: Path):
+    from espnet_pcc.model_dir import collect
+
+    with pytest.raises(ValueError, match="exposure_name is none"):
+        collect(make_study(tmp_path), ["asr_pcc_seed1"], DECODE, ["test"], "none",
+                per_canary=True)
