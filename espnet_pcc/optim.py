@@ -90,10 +90,14 @@ class CoreReduction:
 class CoreClippingOptimizer(Protocol):
     """What `PCCTrainer` calls on the optimizer of a per-core mode: any wrapper registered as
     the `espnet_pcc.optimizers` entry point that implements this trains.  The last five are a
-    torch optimizer's own (ESPnet's checkpoints, its schedulers and `GradScaler` use them)."""
+    torch optimizer's own (ESPnet's checkpoints, its schedulers and `GradScaler` use them);
+    torch's LR schedulers also check `isinstance(optimizer, torch.optim.Optimizer)`, so a
+    wrapper subclasses it as `PerCoreClipOptimizer` does."""
 
     #: Optimizer steps taken (`reduce_cores` calls): numbers the noise, reported as epsilon.
     steps: int
+    #: The noise's seed (checkpointed): with noise, the batch sampler's key is this too.
+    noise_seed: int
     param_groups: List[Dict[str, Any]]
 
     def add_core(self, loss_scale: float = 1.0) -> None:
@@ -170,7 +174,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         if not isinstance(clip_config, ClipConfig):
             raise TypeError("clip_config must be a ClipConfig (ClipConfig.from_options), "
                             f"got {type(clip_config).__name__}")
-        if clip_config.mode is ClipMode.GLOBAL:
+        if clip_config.mode.clips_mean:
             raise ClipConfigError("clip: global clips the averaged gradient; it needs no wrapper")
         self.original_optimizer = optimizer
         self.clip_config = clip_config

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
 
 import json
 
@@ -70,10 +70,6 @@ class CanaryDir:
     def canary_info(self) -> Dict[str, Dict[str, Any]]:
         """canary id -> its manifest entry (text, repeat count, duration, num_samples, ...)."""
         return {c[ID]: c for c in self.manifest[CANARIES]}
-
-    def entries(self, kind: str) -> List[Dict[str, Any]]:
-        """The manifest entries of ``"canaries"`` or ``"references"`` (repeat count 0)."""
-        return self.manifest[kind]
 
     def texts(self, kind: str) -> Dict[str, str]:
         """utterance id -> text of ``"canaries"`` or ``"references"``."""

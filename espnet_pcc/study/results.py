@@ -20,7 +20,7 @@ from espnet_pcc.fileio import atomic_path, atomic_write_text
 from espnet_pcc.markdown import table
 from espnet_pcc.study import raw, stats
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
-    ModeComparison, analyse_study, arm_summary, at_level, mode_summary, past_level
+    ModeComparison, analyse_study, arm_summary, mode_summary, past_level
 
 
 def _p(c: Contrast, adjusted: bool = False) -> str:
@@ -313,10 +313,5 @@ def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) ->
     plt.close(fig)
 
 
-def level_values(a: Analysis, arm: str, measure: str = "rank_exposure") -> np.ndarray:
-    """The run values of one arm at L* (for callers that print them)."""
-    return at_level(a.arms[arm], measure, a.level, a.canaries).mean(axis=1)
-
-
-__all__ = ["level_values", "plot", "plot_modes", "render_markdown", "render_modes", "verdict",
+__all__ = ["plot", "plot_modes", "render_markdown", "render_modes", "verdict",
            "write_study_report"]
