@@ -127,9 +127,9 @@ class ClipConfig:
     @property
     def wraps_optimizer(self) -> bool:
         """True where the optimizer is wrapped (the `--clip_wrapper` entry point, by default
-        `PerCoreClipOptimizer`) and `PCCTrainer` runs its per-core loop: per_core, adaptive_per_core, per_example, and none with
-        num_cores > 1 (the unclipped control); global and plain none run espnet2's own loop
-        with the optimizer as built."""
+        `PerCoreClipOptimizer`) and `PCCTrainer` runs its per-core loop: per_core,
+        adaptive_per_core, per_example, and none with num_cores > 1 (the unclipped control);
+        global and plain none run espnet2's own loop with the optimizer as built."""
         return self.mode.clips_each_core or (self.mode.clips_nothing and self.num_cores > 1)
 
     def stock_grad_clip(self, grad_clip: float) -> float:

@@ -11,8 +11,8 @@ and, with ``per_canary`` (the memorisation over runs), every scored checkpoint's
   <decode_tag>/canary_accuracy/utterances.tsv, the same of epoch N       (stage 7)
 
 :func:`collect` reads them into one :class:`ModelResult` per model, each file through its own
-module's reader (`espnet_pcc.exposure.schema`, `espnet_pcc.study.accuracy_schema`): every report is a
-view of these results (`espnet_pcc.recipe.stage9`).  A model tag may end in ``_seed<N>``
+module's reader (`espnet_pcc.exposure.schema`, `espnet_pcc.study.accuracy_schema`): every
+report is a view of these results (`espnet_pcc.recipe.stage9`).  A model tag may end in ``_seed<N>``
 (``pcc_asr.sh --seeds``): :func:`split_tag`.
 """
 from __future__ import annotations
