@@ -10,6 +10,11 @@ early-stopping rule applied to a resumed state.
   is completed (`complete_epoch_files`); stale temp files are removed (`remove_temp_files`).
 - **Early stop.** `stopped_early` is espnet2's rule on the reporter's last epoch, so a
   resumed early-stopped run can end before training another epoch (`epochs_to_train`).
+  espnet2's own `Trainer.run` does this from espnet 202611 on; on older releases (202511)
+  `epochs_to_train` does it, so a resumed early-stopped run trains no epoch on either.
+
+Checkpoints are read with ``weights_only=True``, as espnet2 202611's resume reads them
+(`safe_torch_load`): everything the package puts in one is tensors and plain Python values.
 
 `resumed_reporter` and `epochs_to_train` are what `PCCTrainer.run` does before espnet2's loop.
 """
@@ -17,15 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import logging
 import os
 import re
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 from espnet2.train.reporter import Reporter
+from packaging.version import InvalidVersion, Version
 from espnet2.train.trainer import TrainerOptions
 
 from espnet_pcc.fileio import atomic_path
@@ -75,11 +83,11 @@ def atomic_torch_saves(on_saved: Callable[[object, Path], None] = lambda obj, pa
 def load_checkpoint(path: Path) -> dict:
     """The checkpoint's states on CPU; memory-mapped, so the tensors are read only if used."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as e:
         if "mmap" not in str(e):
             raise
-        return torch.load(path, map_location="cpu", weights_only=False)  # pre-zip format
+        return torch.load(path, map_location="cpu", weights_only=True)  # pre-zip format
 
 
 def _relink(link: Path, target: str) -> None:
@@ -158,15 +166,41 @@ def resumed_reporter(output_dir: Path, options: TrainerOptions, writes_files: bo
     return reporter
 
 
+# The first ESPnet release whose Trainer.run skips its loop when a resumed run had already
+# stopped early (before it, the check came only after an epoch: one more was trained).
+UPSTREAM_RESUMED_EARLY_STOP = Version("202611")
+
+
+@functools.lru_cache(maxsize=None)
+def espnet_release() -> Optional[Version]:
+    """The installed espnet's version (None: unknown, e.g. a source tree never installed)."""
+    try:
+        return Version(version("espnet"))
+    except (PackageNotFoundError, InvalidVersion):
+        return None
+
+
+def espnet_skips_resumed_early_stop() -> bool:
+    """Whether espnet2's own Trainer.run ends a resumed early-stopped run without an epoch.
+    An unknown version is taken as a current one (a development checkout)."""
+    release = espnet_release()
+    return release is None or release >= UPSTREAM_RESUMED_EARLY_STOP
+
+
 def epochs_to_train(reporter: Reporter, options: TrainerOptions,
                     nothing_to_train: Callable[[str], None]) -> TrainerOptions:
-    """``options`` for espnet2's loop: with max_epoch the last epoch when the resumed run had
-    stopped early (espnet2 would train epoch N+1 before checking). Where nothing is left to
-    train, ``nothing_to_train`` is told why."""
-    if stopped_early(reporter, options.patience, options.early_stopping_criterion, log=True):
+    """``options`` for espnet2's loop. When the resumed run had stopped early: on a release
+    whose loop checks that itself (`espnet_skips_resumed_early_stop`), unchanged, so the check
+    is made once, by espnet2; before it, with max_epoch the last epoch (espnet2 would train
+    epoch N+1 before checking). Where nothing is left to train, ``nothing_to_train`` is told
+    why."""
+    if stopped_early(reporter, options.patience, options.early_stopping_criterion,
+                     log=not espnet_skips_resumed_early_stop()):
         logging.info(f"The training had stopped early at epoch {reporter.get_epoch()}: "
                      "nothing to train (raise --patience to continue)")
         nothing_to_train("stopped early before: nothing to train")
+        if espnet_skips_resumed_early_stop():
+            return options
         return dataclasses.replace(options, max_epoch=reporter.get_epoch())
     if reporter.get_epoch() >= options.max_epoch:
         nothing_to_train("finished before: nothing to train")

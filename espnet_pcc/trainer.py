@@ -58,7 +58,7 @@ from espnet2.torch_utils.device_funcs import to_device
 from espnet2.torch_utils.recursive_op import recursive_average
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import SubReporter
-from espnet2.train.trainer import Trainer, TrainerOptions, autocast, autocast_args
+from espnet2.train.trainer import Trainer, TrainerOptions
 from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
@@ -126,6 +126,17 @@ def _stand_in_stats(model: torch.nn.Module, batch: Dict) -> Tuple[Dict, torch.Te
     for b, saved in zip(model.buffers(), buffers):
         b.copy_(saved)
     return stats, torch.zeros_like(weight)
+
+
+def mixed_precision(enabled: bool) -> torch.autocast:
+    """The forward's autocast, as espnet2's own loop sets it (AMP is CUDA only there: with
+    ``--use_amp`` a GradScaler exists, bfloat16 where the GPU has it, else float16), from
+    torch's public API rather than espnet2's module-level helper, whose signature changed
+    between espnet 202511 (``autocast(enabled)``) and 202611 (``torch.amp.autocast``)."""
+    if not enabled:
+        return torch.autocast("cuda", enabled=False)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if bf16 else torch.float16)
 
 
 def _forward(model: torch.nn.Module, batch: Dict) -> Tuple[torch.Tensor, Dict, torch.Tensor]:
@@ -276,7 +287,7 @@ class PCCTrainer(Trainer):
             for core in cores:
                 with no_sync():
                     tic = time.perf_counter()
-                    with autocast(scaler is not None, **autocast_args):
+                    with mixed_precision(scaler is not None):
                         loss, stats, weight = _forward(model, core)
                     toc = time.perf_counter()
                     (scaler.scale(loss) if scaler is not None else loss).backward()

@@ -105,7 +105,8 @@ def load_asr_model(config_file: Union[str, Path], model_file: Union[str, Path], 
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise ExposureError(f"cannot build a model from {config_file}: {e}") from e
     try:
-        state = torch.load(model_file, map_location="cpu", weights_only=False)
+        # Tensors only (a model file or a checkpoint.pth): nothing in it is executed.
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ExposureError(f"cannot read checkpoint {model_file}: {e}") from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
@@ -133,6 +134,13 @@ def set_num_threads(n: Optional[int]) -> None:
 
 
 # =========================================================================== scoring
+def pad(sequences, value: float):
+    """A batch (B, Lmax, ...) of the sequences, padded at the end with ``value``."""
+    import torch
+
+    return torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=value)
+
+
 class Scorer:
     """Per-utterance attention (or CTC) NLL of transcripts given audio, batched, no gradient."""
 
@@ -162,27 +170,29 @@ class Scorer:
         """(nll_sum, num_target_tokens) for one batch."""
         import torch
         import torch.nn.functional as F
-        from espnet.nets.pytorch_backend.nets_utils import pad_list
-        from espnet.nets.pytorch_backend.transformer.add_sos_eos import add_sos_eos
-
         m, dev = self.model, self.device
-        x = pad_list([torch.from_numpy(s) for s in speech], 0.0).to(dev)
+        x = pad([torch.from_numpy(s) for s in speech], 0.0).to(dev)
         xl = torch.tensor([len(s) for s in speech], dtype=torch.long, device=dev)
-        ys = pad_list([torch.from_numpy(t) for t in tokens], m.ignore_id).to(dev)
+        targets = [torch.from_numpy(t) for t in tokens]
         yl = torch.tensor([len(t) for t in tokens], dtype=torch.long, device=dev)
         enc, enc_l = m.encode(x, xl)
         if isinstance(enc, tuple):  # intermediate CTC outputs
             enc = enc[0]
         if self.kind == "ctc_nll":
+            ys = pad(targets, m.ignore_id).to(dev)
             lp = m.ctc.log_softmax(enc).transpose(0, 1)  # (T, B, V)
             nll = F.ctc_loss(lp, ys.clamp(min=0), enc_l, yl, blank=m.blank_id,
                              reduction="none", zero_infinity=False)
             return nll.double().cpu().numpy(), yl.cpu().numpy()
         lang = getattr(m, "lang_token_id", None)
         if lang is not None:  # as _calc_att_loss: the language token is part of the target
-            ys = torch.cat([lang.repeat(ys.size(0), 1).to(dev), ys], dim=1)
+            targets = [torch.cat([lang.reshape(-1).cpu(), t]) for t in targets]
             yl = yl + 1
-        ys_in, ys_out = add_sos_eos(ys, m.sos, m.eos, m.ignore_id)
+        # The decoder's teacher-forced input and its target, as espnet2's _calc_att_loss builds
+        # them: <sos> + y padded with <eos>, and y + <eos> padded with ignore_id.
+        sos, eos = torch.tensor([m.sos]), torch.tensor([m.eos])
+        ys_in = pad([torch.cat([sos, t]) for t in targets], m.eos).to(dev)
+        ys_out = pad([torch.cat([t, eos]) for t in targets], m.ignore_id).to(dev)
         logits, _ = m.decoder(enc, enc_l, ys_in, yl + 1)
         logp = torch.log_softmax(logits.float(), dim=-1)
         mask = ys_out != m.ignore_id

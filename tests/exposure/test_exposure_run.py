@@ -56,7 +56,6 @@ def test_mismatched_checkpoint_is_one_line_error(tiny_model, canaries, tmp_path,
 def test_memorised_canary_gets_high_exposure(tiny_model, canaries, tmp_path):
     """Overfit the tiny model on the x4 canaries: they must outrank every reference."""
     import torch
-    from espnet.nets.pytorch_backend.nets_utils import pad_list
 
     cfg, ckpt = tiny_model
     model, args = scoring.load_asr_model(cfg, ckpt)
@@ -66,8 +65,8 @@ def test_memorised_canary_gets_high_exposure(tiny_model, canaries, tmp_path):
     speech = [torch.from_numpy(scoring.read_mono(can.wav_scp[u])) for u in targets]
     ys = [torch.from_numpy(scorer.tokenize(u, can.text[u])) for u in targets]
 
-    x, xl = pad_list(speech, 0.0), torch.tensor([len(s) for s in speech])
-    y, yl = pad_list(ys, -1), torch.tensor([len(t) for t in ys])
+    x, xl = scoring.pad(speech, 0.0), torch.tensor([len(s) for s in speech])
+    y, yl = scoring.pad(ys, -1), torch.tensor([len(t) for t in ys])
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
