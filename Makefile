@@ -3,7 +3,17 @@ VENV ?= .venv
 PY := $(CURDIR)/$(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install test demo study bench
+# The previous ESPnet release (espnet 202511, Python 3.11) in its own venv, from its own lock.
+OLDER_VENV ?= .venv-espnet202511
+OLDER_LOCK := requirements-lock-espnet202511.txt
+# What touches espnet2: the trainer, the optimizer wrapper, the launchers, the recipe stages,
+# exposure scoring and the list of espnet2 symbols the package relies on.
+OLDER_TESTS := tests/test_espnet2_interface.py tests/test_trainer.py tests/test_trainer_run.py \
+	tests/test_trainer_ddp.py tests/test_optim.py tests/test_asr_train.py \
+	tests/test_python_launcher.py tests/recipe/test_stage_script.py tests/recipe/test_stage_keys.py \
+	tests/exposure/test_exposure_run.py
+
+.PHONY: install test demo study bench test-espnet202511
 
 install:
 	VENV=$(VENV) bash tools/install.sh
@@ -16,6 +26,10 @@ demo: install
 
 study: install
 	cd egs2/synth_demo/asr1 && ./run.sh --demo_size study
+
+test-espnet202511:
+	VENV=$(OLDER_VENV) LOCK=$(OLDER_LOCK) bash tools/install.sh
+	PATH=$(CURDIR)/$(OLDER_VENV)/bin:$$PATH $(CURDIR)/$(OLDER_VENV)/bin/python -m pytest -q $(OLDER_TESTS)
 
 bench: install
 	$(PY) -m bench.run

@@ -23,12 +23,18 @@ setup(
     install_requires=[
         "torch>=2.11.0",
         "espnet>=202511",
+        # espnet2.tasks.asr imports torchaudio (its BEATs encoder), which espnet 202511 does not
+        # declare; 202611 does. torchaudio loads only beside the torch release it was built for.
+        "torchaudio>=2.11.0",
         "numpy>=2.0.0",
         "pyyaml>=5.1.2",
         "sentencepiece>=0.2.0",
         "soundfile>=0.10.2",
         "scipy>=1.13.0",
-        "tensorboard>=2.14.0",  # espnet2's Trainer imports it (an extra of espnet 202611)
+        # espnet2's ASR training imports these; espnet 202611 declares them only in its extras
+        # (asr, train), 202511 in its base requirements.
+        "editdistance>=0.6.0",  # espnet2.asr.espnet_model's error calculator
+        "tensorboard>=2.14.0",  # espnet2's Trainer
         "matplotlib>=3.8.0",  # attention plots, our comparison plot
         "lightning>=2.4.0",  # the ESPnet3 integration (an extra of espnet 202611)
         "wordfreq>=3.1.1",  # canary / demo vocabulary

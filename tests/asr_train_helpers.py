@@ -64,7 +64,7 @@ def torchrun_nodes_asr_train(args: Sequence[str], nnodes: int = 2) -> List[List[
 
 
 def final_params(out):
-    return torch.load(out / "checkpoint.pth", weights_only=False)["model"]
+    return torch.load(out / "checkpoint.pth", weights_only=True)["model"]
 
 
 def assert_resumed_equals_whole(whole, resumed, why: str = "") -> None:
@@ -81,5 +81,5 @@ def assert_resumed_equals_whole(whole, resumed, why: str = "") -> None:
 
 
 def train_stats(out, epoch):
-    reporter = torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]
+    reporter = torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]
     return reporter["stats"][epoch]["train"]

@@ -171,7 +171,7 @@ def test_asr_sh_trains_with_pcc_through_python_option(corpus, tmp_path, launcher
     assert f"[progress] {exp / 'asr_train_pcc'} epoch 1/1 loss " in log
     saved = yaml.safe_load((exp / "asr_train_pcc" / "config.yaml").read_text())
     assert saved["clip"] == "per_core"
-    checkpoint = torch.load(exp / "asr_train_pcc" / "checkpoint.pth", weights_only=False)
+    checkpoint = torch.load(exp / "asr_train_pcc" / "checkpoint.pth", weights_only=True)
     assert checkpoint["optimizers"][0]["pcc"]["clip"] == "per_core"
     assert checkpoint["reporter"]["stats"][1]["train"]["num_cores"] == 2
 

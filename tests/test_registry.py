@@ -107,7 +107,7 @@ def test_a_second_registered_wrapper_trains(corpus, tmp_path, monkeypatch):
                               extra=["--clip_wrapper", "counting"]))
     # 8 utterances in 2 batches of 4, 2 cores each.
     assert CountingWrapper.cores_added == 4
-    saved = torch.load(out / "checkpoint.pth", weights_only=False)["optimizers"][0]
+    saved = torch.load(out / "checkpoint.pth", weights_only=True)["optimizers"][0]
     assert saved["pcc"]["steps"] == 2
 
 

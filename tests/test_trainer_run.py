@@ -1,6 +1,7 @@
 """PCCTrainer.run around espnet2's Trainer.run: checkpoints never half-written (kills at random
 moments, one forced inside a checkpoint write), no epoch after a resumed early stop (every clip
 mode), and the per-epoch progress lines on stderr."""
+import dataclasses
 import os
 import random
 import re
@@ -84,7 +85,7 @@ def _assert_no_half_written_file(out, when):
         if path.name.startswith(".") or (path.is_symlink() and not path.exists()):
             continue  # temp files; a link to an epoch file that a later epoch removed
         try:
-            torch.load(path, weights_only=False)
+            torch.load(path, weights_only=True)
         except Exception as e:  # a truncated file
             pytest.fail(f"{path.name} does not load ({when}): {e}")
 
@@ -106,7 +107,7 @@ def test_kills_at_random_moments_then_resume_match_an_uninterrupted_run(corpus, 
     # 2. Killed while writing 2epoch.pth, i.e. after checkpoint.pth of epoch 2: the resume
     #    writes 2epoch.pth from the checkpoint (else n-best averaging would miss it).
     assert _start(args, kill_during_save="2epoch.pth").wait(timeout=300) == -signal.SIGKILL
-    assert torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]["epoch"] == 2
+    assert torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"] == 2
     assert not (out / "2epoch.pth").exists()
     _assert_no_half_written_file(out, why)
 
@@ -115,7 +116,7 @@ def test_kills_at_random_moments_then_resume_match_an_uninterrupted_run(corpus, 
     #    lands anywhere: training, validation, a checkpoint write.
     restored = []
     for kill in range(2):
-        done = torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]["epoch"]
+        done = torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"]
         if done == KILL_CONF["max_epoch"]:
             break
         batches = rng.randint(1, 4 * (KILL_CONF["max_epoch"] - done))
@@ -147,6 +148,7 @@ MODES = [
     ("per_core", {"max_norm": 1.0, "num_cores": 2}),
     ("adaptive_per_core", {"num_cores": 2}),
     ("per_example", {"max_norm": 1.0}),
+    ("global_of_cores", {"max_norm": 1.0, "num_cores": 2}),
 ]
 # lr 0: the validation loss never improves, so epoch 1 stays the best and patience 0 stops
 # the run after epoch 2.
@@ -157,7 +159,7 @@ PROGRESS = re.compile(re.escape(PROGRESS_PREFIX) + r"(?P<dir>\S+) epoch (?P<epoc
 
 
 def _epochs(out):
-    return torch.load(out / "checkpoint.pth", weights_only=False)["reporter"]["epoch"]
+    return torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"]
 
 
 def _progress_lines(text):
@@ -186,6 +188,33 @@ def test_resume_after_early_stopping_trains_nothing(corpus, tmp_path, capfd, cli
     assert m["note"] == "stopped early before: nothing to train"
 
 
+@pytest.mark.parametrize("release", ["202511", "202611"])
+def test_a_resumed_early_stop_is_checked_once(corpus, tmp_path, monkeypatch, release):
+    """espnet2 202611's Trainer.run skips the loop of a resumed early-stopped run itself: there
+    the options reach it unchanged (its rule runs, ours only reports); on 202511 the loop
+    would train epoch N+1 first, so max_epoch becomes N."""
+    from packaging.version import Version
+
+    from espnet_pcc import checkpoints
+
+    out = tmp_path / "run"
+    conf = dict(EARLY_STOP, clip="per_core", clip_conf={"max_norm": 1.0})
+    asr_train.main(train_args(corpus, out, conf))
+    reporter = _reporter(out)
+
+    @dataclasses.dataclass
+    class Options:
+        patience: int = 0
+        early_stopping_criterion: tuple = ("valid", "loss", "min")
+        max_epoch: int = 5
+
+    notes = []
+    monkeypatch.setattr(checkpoints, "espnet_release", lambda: Version(release))
+    options = checkpoints.epochs_to_train(reporter, Options(), notes.append)
+    assert notes == ["stopped early before: nothing to train"]
+    assert options.max_epoch == (5 if release == "202611" else 2)
+
+
 def test_resume_with_a_larger_patience_continues(corpus, tmp_path):
     """The stop is decided with the resumed run's patience, as in ESPnet's current trainer."""
     out = tmp_path / "per_core"
@@ -208,7 +237,7 @@ def test_resume_of_a_finished_run_says_so(corpus, tmp_path, capfd):
 
 def _reporter(out):
     reporter = Reporter()
-    reporter.load_state_dict(torch.load(out / "checkpoint.pth", weights_only=False)["reporter"])
+    reporter.load_state_dict(torch.load(out / "checkpoint.pth", weights_only=True)["reporter"])
     return reporter
 
 
