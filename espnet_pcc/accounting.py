@@ -24,16 +24,24 @@ What is accounted (README "Privacy" states it for users):
   guarantee may fail is 1 %, below the weak delta = 1/N.
 - The quantile-adaptive bound and APCC are not combined with noise (ClipConfig rejects it):
   their bounds read the data.
+- **History.**  A run's steps are accounted with the mechanism they ran with: each noisy
+  step is recorded in a *privacy history* (`record_step`: segments of one unit, σ,
+  sensitivity and q, with their steps and epochs), which the checkpoint keeps, and epsilon is
+  that of the composition of every segment (`history_epsilon`).  A `--resume` with another σ
+  or q adds a segment; steps the history does not hold (a noiseless run, or a checkpoint
+  written before histories were kept) count as steps without noise (epsilon = +inf); a resume
+  that changes the unit is refused (`check_history`).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import dp_accounting
 from dp_accounting import rdp
 
+from espnet_pcc.clip_config import ClipConfigError
 from espnet_pcc.clipping import ClipMode
 
 #: default_delta = DELTA_SHARE / N
@@ -113,6 +121,14 @@ class PrivacyAccounting:
         return epsilon(self.noise_multiplier, self.sampling_rate, steps, self.delta,
                        self.sensitivity)
 
+    @property
+    def mechanism(self) -> Dict[str, Any]:
+        """What one of the run's steps is, as a privacy history records it (plain values:
+        the checkpoint is read with weights_only)."""
+        return {"unit": self.unit, "noise_multiplier": float(self.noise_multiplier),
+                "sensitivity": float(self.sensitivity), "sampling_rate": None
+                if self.sampling_rate is None else float(self.sampling_rate)}
+
     def describe(self) -> str:
         sampler = (f"Poisson sampling q = {self.sampling_rate:.6g}" if self.sampling_rate
                    is not None else "no amplification by sampling (one participation per "
@@ -122,3 +138,68 @@ class PrivacyAccounting:
                 f"{self.noise_multiplier:g}/{self.sensitivity:g} = "
                 f"{self.noise_multiplier / self.sensitivity:.6g}, delta = {self.delta:.3g}; "
                 f"reported as {self.reporter_key}")
+
+
+# -- the privacy history: what ran, segment by segment ---------------------------------------
+_MECHANISM_KEYS = ("unit", "noise_multiplier", "sensitivity", "sampling_rate")
+
+
+def record_step(history: Sequence[Mapping[str, Any]], mechanism: Mapping[str, Any],
+                epoch: int, steps_before: int) -> List[Dict[str, Any]]:
+    """The history after one more step of `mechanism` (`PrivacyAccounting.mechanism`) in
+    `epoch`, the run having taken `steps_before` steps before it.
+
+    A segment is the mechanism with its ``steps`` and the epochs it ran in (``first_epoch``
+    to ``last_epoch``); a step of the last segment's mechanism extends it, any other starts a
+    new one.  Steps before this one that the history does not hold (a noiseless run resumed
+    with noise, or a checkpoint written before histories were kept) become a segment of
+    noise multiplier 0: no noise is known for them.
+    """
+    segments = [dict(s) for s in history]
+    recorded = sum(int(s["steps"]) for s in segments)
+    if recorded < steps_before:
+        segments.append({"unit": mechanism["unit"], "noise_multiplier": 0.0, "sensitivity": 1.0,
+                         "sampling_rate": None, "steps": steps_before - recorded,
+                         "first_epoch": 0, "last_epoch": 0})
+    last = segments[-1] if segments else None
+    if last is not None and all(last[k] == mechanism[k] for k in _MECHANISM_KEYS):
+        last["steps"] = int(last["steps"]) + 1
+        last["last_epoch"] = max(int(last["last_epoch"]), epoch)
+    else:
+        segments.append({**{k: mechanism[k] for k in _MECHANISM_KEYS}, "steps": 1,
+                         "first_epoch": epoch, "last_epoch": epoch})
+    return segments
+
+
+def check_history(history: Sequence[Mapping[str, Any]], mechanism: Mapping[str, Any]) -> None:
+    """Refuses to continue a history of noisy steps accounted for another unit.
+
+    Raises:
+        ClipConfigError: a segment with noise has another unit than `mechanism` (one line).
+    """
+    other = sorted({s["unit"] for s in history if s["noise_multiplier"] > 0}
+                   - {mechanism["unit"]})
+    if other:
+        raise ClipConfigError(
+            f"--resume: the checkpoint's noisy steps were accounted per {', '.join(other)}, "
+            f"this run's are per {mechanism['unit']}, and one epsilon cannot compose both; "
+            "resume with the checkpoint's privacy unit or start a new run")
+
+
+def history_epsilon(history: Sequence[Mapping[str, Any]], delta: float) -> float:
+    """epsilon at `delta` of every segment composed: Poisson segments as their steps of
+    the subsampled Gaussian, the others (no amplification) as one Gaussian mechanism per
+    epoch they ran in; +inf where a segment had no noise; 0 for an empty history."""
+    if not history:
+        return 0.0
+    accountant = rdp.RdpAccountant()
+    for segment in history:
+        sigma = float(segment["noise_multiplier"])
+        if sigma <= 0:
+            return math.inf
+        q = segment["sampling_rate"]
+        count = int(segment["steps"]) if q is not None else \
+            int(segment["last_epoch"]) - int(segment["first_epoch"]) + 1
+        accountant.compose(dp_event(sigma / float(segment["sensitivity"]),
+                                    1.0 if q is None else float(q), count))
+    return float(accountant.get_epsilon(delta))

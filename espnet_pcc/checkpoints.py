@@ -5,7 +5,8 @@ early-stopping rule applied to a resumed state.
   and `average_nbest_models` modules see is `torch` with an atomic `save`: `checkpoint.pth`,
   `<N>epoch.pth` and the averaged models are written under a hidden temp name beside the
   target, fsync'd and renamed (`espnet_pcc.fileio.atomic_path`).  A kill at any moment leaves
-  the previous complete file.
+  the previous complete file.  `checkpoint.pth`, which holds the secret noise seed, is
+  written readable by its owner only (`CHECKPOINT_MODE`).
 - **Resume completion.** What a kill between two of espnet2's end-of-epoch writes left undone
   is completed (`complete_epoch_files`); stale temp files are removed (`remove_temp_files`).
 - **Early stop.** `stopped_early` is espnet2's rule on the reporter's last epoch, so a
@@ -33,12 +34,14 @@ from typing import Callable, Optional, Sequence
 
 import torch
 from espnet2.train.reporter import Reporter
-from packaging.version import InvalidVersion, Version
 from espnet2.train.trainer import TrainerOptions
+from packaging.version import InvalidVersion, Version
 
 from espnet_pcc.fileio import atomic_path
 
 CHECKPOINT = "checkpoint.pth"
+#: checkpoint.pth is readable and writable by its owner only.
+CHECKPOINT_MODE = 0o600
 
 # The hidden temp files `atomic_path` writes beside a `.pth` target (fileio._temp_name).
 _TEMP_PTH = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp\.pth$")
@@ -62,6 +65,10 @@ class _AtomicSaveTorch:
         if not isinstance(f, (str, os.PathLike)):
             return torch.save(obj, f, *args, **kwargs)
         with atomic_path(f) as tmp:
+            if Path(f).name == CHECKPOINT:
+                # It holds the secret noise seed (and the optimizer's state): its owner's
+                # alone, set on the empty temp file before anything is written to it.
+                os.chmod(tmp, CHECKPOINT_MODE)
             torch.save(obj, tmp, *args, **kwargs)
         self._on_saved(obj, Path(f))
 
@@ -80,14 +87,28 @@ def atomic_torch_saves(on_saved: Callable[[object, Path], None] = lambda obj, pa
             module.torch = original
 
 
+def reporter_value_types() -> list:
+    """The value types espnet2 202511's Reporter keeps in its state (numpy scalars from its
+    means, timedelta for the epoch's time): plain data, allowed beside tensors when a
+    checkpoint is read with ``weights_only=True``. (202611's Reporter stores floats.)"""
+    import datetime
+
+    import numpy as np
+
+    return [np._core.multiarray.scalar, np.dtype, datetime.timedelta,
+            *{type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)}]
+
+
 def load_checkpoint(path: Path) -> dict:
-    """The checkpoint's states on CPU; memory-mapped, so the tensors are read only if used."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap" not in str(e):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)  # pre-zip format
+    """The checkpoint's states on CPU with ``weights_only=True`` (tensors and plain values
+    only: nothing in it is executed); memory-mapped, so the tensors are read only if used."""
+    with torch.serialization.safe_globals(reporter_value_types()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # pre-zip format
 
 
 def _relink(link: Path, target: str) -> None:

@@ -6,6 +6,7 @@ options carry it (`PCCTrainerOptions.clip_config`) and the optimizer wrapper rec
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -15,10 +16,23 @@ from espnet_pcc.errors import UserError
 DEFAULT_CLIP = ClipMode.GLOBAL.value
 DEFAULT_CLIP_CONF = {"max_norm": None, "num_cores": 1, "noise_multiplier": 0.0, "delta": None,
                      "noise_seed": None, "target_quantile": None, "bound_lr": 0.2,
-                     "initial_bound": None, "core_by": "position", "utt2spk": None}
+                     "initial_bound": None, "core_by": "position", "utt2spk": None,
+                     "running_stats": "update", "log_train_stats": False}
 
 #: How a micro-batch is cut into cores (clip_conf.core_by).
 CORE_BY = ("position", "speaker")
+
+#: What training does with the running statistics of BatchNorm-like layers
+#: (clip_conf.running_stats): update them from the data, as torch does, or freeze them.
+RUNNING_STATS = ("update", "freeze")
+
+#: The clip_conf keys that take a real number (a numeric string is read as its number).
+REAL_KEYS = ("max_norm", "noise_multiplier", "delta", "target_quantile", "bound_lr",
+             "initial_bound")
+
+# A number in decimal notation.  PyYAML, which reads ESPnet's configs, follows YAML 1.1: a
+# float whose exponent has no sign (1e9, 1.0e9) or that has no dot (1e-3) is read as a string.
+_DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 class ClipConfigError(UserError, ValueError):
@@ -29,14 +43,16 @@ class ClipConfigError(UserError, ValueError):
 class ClipConfig:
     """Validated clipping settings.
 
-    mode:       none | global | per_core | adaptive_per_core | per_example
-    max_norm:   C; required for per_core and per_example, optional for global
-                (defaults to ESPnet's --grad_clip), forbidden for none and
+    mode:       none | global | global_of_cores | per_core | adaptive_per_core | per_example
+    max_norm:   C; required for per_core, per_example and global_of_cores, optional for
+                global (defaults to ESPnet's --grad_clip), forbidden for none and
                 adaptive_per_core (APCC takes C = min_k ‖g_k‖).  With a
                 quantile-adaptive bound: its first value (clip_conf.initial_bound).
-    num_cores:  cores per micro-batch (>= 1), per_core, adaptive_per_core and none
-                (none with num_cores > 1: the per-core forwards and average of PCC with
-                nothing clipped, its control arm); per_example uses one per utterance.
+    num_cores:  cores per micro-batch (>= 1), per_core, adaptive_per_core, none and
+                global_of_cores (none with num_cores > 1: the per-core forwards and average
+                of PCC with nothing clipped, its control arm; global_of_cores: the same
+                average clipped to C as one vector, the paper's baseline); per_example uses
+                one per utterance.
     noise_multiplier: sigma >= 0; Gaussian noise of standard deviation sigma·C is added
                 to the sum of the clipped cores (per_core and per_example only: APCC's
                 data-dependent bound has no fixed sensitivity).
@@ -52,6 +68,14 @@ class ClipConfig:
     core_by:    "position" (consecutive shards of the micro-batch) or "speaker" (one
                 speaker's utterances per core, from utt2spk; per_core and APCC).
     utt2spk:    the utt2spk file of the training set (None: beside its first data file).
+    running_stats: "update" (torch's BatchNorm: running statistics from the training data,
+                refused with noise where the model has such layers) or "freeze" (they
+                normalise with their initial statistics, never updated; the per-core loop
+                only): espnet_pcc.release.
+    log_train_stats: with noise, whether the logs get the statistics of the training batches
+                (loss, accuracy, core norms, clipped fraction, core counts, timings), which
+                are not private; False (the default): only what is private or
+                data-independent is logged (espnet_pcc.release.RELEASED_KEYS).
     """
 
     # No defaults here: from_options fills every field from DEFAULT_CLIP_CONF, the one place
@@ -66,6 +90,8 @@ class ClipConfig:
     bound_lr: float
     core_by: str
     utt2spk: Optional[str]
+    running_stats: str
+    log_train_stats: bool
 
     @classmethod
     def from_options(cls, clip: Any, clip_conf: Optional[Mapping[str, Any]]) -> "ClipConfig":
@@ -74,7 +100,7 @@ class ClipConfig:
         except ValueError as e:
             raise ClipConfigError(str(e)) from None
         conf = dict(DEFAULT_CLIP_CONF)
-        conf.update(clip_conf or {})
+        conf.update(numeric_conf(clip_conf or {}))
         unknown = sorted(set(conf) - set(DEFAULT_CLIP_CONF))
         if unknown:
             raise ClipConfigError(f"clip_conf: unknown key(s) {', '.join(unknown)}; "
@@ -121,16 +147,28 @@ class ClipConfig:
             raise ClipConfigError(f"clip_conf.utt2spk={utt2spk!r} is only read with "
                                   "core_by: speaker")
         num_cores = _num_cores(conf["num_cores"], mode)
-        return cls(mode, max_norm, num_cores, sigma, delta, noise_seed, quantile, bound_lr,
-                   core_by, None if utt2spk is None else str(utt2spk))
+        config = cls(mode, max_norm, num_cores, sigma, delta, noise_seed, quantile, bound_lr,
+                     core_by, None if utt2spk is None else str(utt2spk),
+                     running_stats=_running_stats(conf["running_stats"]),
+                     log_train_stats=_log_train_stats(conf["log_train_stats"], sigma))
+        if config.running_stats == "freeze" and not config.wraps_optimizer:
+            raise ClipConfigError(f"clip_conf.running_stats=freeze needs the per-core loop; "
+                                  f"clip: {mode.value} runs espnet2's own (use per_core, "
+                                  "per_example, or none with num_cores > 1)")
+        return config
 
     @property
     def wraps_optimizer(self) -> bool:
         """True where the optimizer is wrapped (the `--clip_wrapper` entry point, by default
         `PerCoreClipOptimizer`) and `PCCTrainer` runs its per-core loop: per_core,
-        adaptive_per_core, per_example, and none with num_cores > 1 (the unclipped control);
-        global and plain none run espnet2's own loop with the optimizer as built."""
-        return self.mode.clips_each_core or (self.mode.clips_nothing and self.num_cores > 1)
+        adaptive_per_core, per_example, global_of_cores, and none with num_cores > 1 (the
+        unclipped control); global and plain none run espnet2's own loop with the optimizer
+        as built."""
+        if self.mode.runs_stock_loop:
+            return False
+        if self.mode.clips_nothing:
+            return self.num_cores > 1
+        return True
 
     def stock_grad_clip(self, grad_clip: float) -> float:
         """ESPnet's --grad_clip for the modes that run espnet2's own loop: +inf where nothing
@@ -152,6 +190,21 @@ class ClipConfig:
         if self.mode.one_utterance_per_core:
             return batch_size
         return min(self.num_cores, batch_size)
+
+
+def as_number(value: Any) -> Any:
+    """A string in decimal notation (``'1.0e9'``, ``' 2 '``) as its float; anything else as
+    it is.  ``'nan'`` and ``'inf'`` are not decimal notation: they stay strings, which the
+    checks refuse (a YAML ``.inf`` or ``.nan`` is a float, refused as not finite)."""
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def numeric_conf(clip_conf: Mapping[str, Any]) -> dict:
+    """``clip_conf`` with the numeric string of each real-valued key (:data:`REAL_KEYS`)
+    replaced by its number: what is validated, and what config.yaml records."""
+    return {k: as_number(v) if k in REAL_KEYS else v for k, v in clip_conf.items()}
 
 
 def _positive(key: str, value: Any) -> float:
@@ -197,9 +250,25 @@ def _core_by(value: Any, mode: ClipMode) -> str:
     return value
 
 
+def _running_stats(value: Any) -> str:
+    if value not in RUNNING_STATS:
+        raise ClipConfigError(f"clip_conf.running_stats must be one of "
+                              f"{', '.join(RUNNING_STATS)}, got {value!r}")
+    return value
+
+
+def _log_train_stats(value: Any, sigma: float) -> bool:
+    if not isinstance(value, bool):
+        raise ClipConfigError(f"clip_conf.log_train_stats must be true or false, got {value!r}")
+    if value and sigma == 0:
+        raise ClipConfigError("clip_conf.log_train_stats=true has no effect without "
+                              "clip_conf.noise_multiplier (a noiseless run logs everything)")
+    return value
+
+
 def _max_norm(value: Any, mode: ClipMode) -> Optional[float]:
     if value is None:
-        if mode.has_fixed_bound:
+        if mode.requires_max_norm:
             raise ClipConfigError(f"clip_conf.max_norm is required for clip: {mode.value} "
                                   "(e.g. clip_conf: {max_norm: 1.0})")
         return None
@@ -217,6 +286,7 @@ def _num_cores(value: Any, mode: ClipMode) -> int:
     if value < 1:
         raise ClipConfigError(f"clip_conf.num_cores must be >= 1, got {value!r}")
     if value != 1 and not mode.splits_micro_batches:
+        choices = ", ".join(m.value for m in ClipMode if m.splits_micro_batches)
         raise ClipConfigError(f"clip_conf.num_cores={value} has no effect with clip: "
-                              f"{mode.value}; use clip: per_core, adaptive_per_core or none")
+                              f"{mode.value}; use clip: {choices}")
     return value

@@ -6,9 +6,16 @@ computes the gradient of its own mean loss, g_k.  With K cores and bound C:
 
     none               u = (1/K) Σ_k g_k
     global             u = ḡ · min(1, C/‖ḡ‖),          ḡ = (1/K) Σ_k g_k
+    global_of_cores    the same ḡ and u, each g_k from its own core's forward and backward
+                       (the paper's baseline: data-parallel training with global clipping)
     per_core (PCC)     u = (1/K) Σ_k g_k · min(1, C/‖g_k‖)
     adaptive_per_core  the same with C = min_k ‖g_k‖   (APCC, no hyperparameter)
     per_example        per_core with one utterance per core (DP-SGD style)
+
+`global` and `global_of_cores` are one formula; they differ in where the cores come from.
+`global` is espnet2's own loop (one forward of the whole micro-batch: K = 1 per micro-batch);
+`global_of_cores` runs PCC's per-core loop, so its forwards (and BatchNorm's statistics) are
+PCC's and only the clipping differs.
 
 ‖·‖ is the L2 norm over *all* parameters of the model.  Everything here works on
 lists of tensors (one per parameter) and imports nothing from ESPnet.
@@ -36,6 +43,7 @@ class ClipMode(str, enum.Enum):
 
     NONE = "none"
     GLOBAL = "global"
+    GLOBAL_OF_CORES = "global_of_cores"
     PER_CORE = "per_core"
     ADAPTIVE_PER_CORE = "adaptive_per_core"
     PER_EXAMPLE = "per_example"
@@ -58,7 +66,15 @@ class ClipMode(str, enum.Enum):
 
     @property
     def clips_mean(self) -> bool:
-        """True where the averaged gradient is clipped (global, espnet2's own --grad_clip)."""
+        """True where the averaged gradient is clipped as one vector: global (espnet2's own
+        --grad_clip) and global_of_cores (the same on the average of per-core gradients)."""
+        return self in (ClipMode.GLOBAL, ClipMode.GLOBAL_OF_CORES)
+
+    @property
+    def runs_stock_loop(self) -> bool:
+        """True where espnet2's own training loop runs whatever the settings (global: one
+        forward of each micro-batch, its --grad_clip); such a mode is not streamed and takes
+        no optimizer wrapper."""
         return self is ClipMode.GLOBAL
 
     @property
@@ -74,17 +90,24 @@ class ClipMode(str, enum.Enum):
         return self in (ClipMode.PER_CORE, ClipMode.PER_EXAMPLE)
 
     @property
+    def requires_max_norm(self) -> bool:
+        """True where clip_conf.max_norm must be given: C of the fixed-bound modes and of
+        global_of_cores (global falls back to --grad_clip)."""
+        return self.has_fixed_bound or self is ClipMode.GLOBAL_OF_CORES
+
+    @property
     def accepts_max_norm(self) -> bool:
-        """True where clip_conf.max_norm means something: C of the fixed-bound modes, and
-        global's override of --grad_clip."""
-        return self.has_fixed_bound or self.clips_mean
+        """True where clip_conf.max_norm means something: C of the fixed-bound modes and of
+        global_of_cores, and global's override of --grad_clip."""
+        return self.requires_max_norm or self.clips_mean
 
     @property
     def splits_micro_batches(self) -> bool:
         """True where clip_conf.num_cores may cut a micro-batch into several cores.  `none`
         with num_cores > 1 is the control of PCC: the same per-core forwards and average,
-        nothing clipped."""
-        return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.NONE)
+        nothing clipped; global_of_cores the same with the average clipped."""
+        return self in (ClipMode.PER_CORE, ClipMode.ADAPTIVE_PER_CORE, ClipMode.NONE,
+                        ClipMode.GLOBAL_OF_CORES)
 
     @property
     def one_utterance_per_core(self) -> bool:
@@ -209,6 +232,8 @@ class BoundScaling:
 
     #: r of adaptive_per_core (none here); kept with a checkpoint's pending cores.
     reference: Optional[torch.Tensor] = None
+    #: Whether `finish` needs ‖Σ‖ (global_of_cores: the average is clipped as one vector).
+    needs_sum_norm = False
 
     def __init__(self, bound: float, divisor: float, fixed_denominator: bool):
         self.bound, self.divisor, self.fixed_denominator = bound, divisor, fixed_denominator
@@ -228,12 +253,38 @@ class BoundScaling:
             return factor
         return (torch.ones_like(norm) if factor is None else factor) / self.divisor
 
-    def finish(self, stats: StepStatistics) -> StepOutcome:
+    def finish(self, stats: StepStatistics, sum_norm: Optional[float] = None) -> StepOutcome:
+        """The step's outcome from its statistics over all ranks (``sum_norm``, ‖Σ‖ in the
+        cores' units, is read only where `needs_sum_norm`)."""
         if self.fixed_denominator:
             scale = 1.0  # Σ was divided by the fixed D as the cores came in
         else:
             scale = self.divisor / stats.num_cores if stats.num_cores else 0.0
         return StepOutcome(self.bound, scale, stats.num_over_bound)
+
+
+class MeanClipScaling(BoundScaling):
+    """The streaming form of global_of_cores: cores enter Σ as they are (g_k/D, as with none),
+    and the average ḡ = Σ·D/K is clipped as one vector, u = ḡ·min(1, C/‖ḡ‖).  ‖ḡ‖ needs the
+    summed Σ (under DDP after the all-reduce, so every rank computes the same factor): one
+    pass over Σ more than per_core's step, the pass espnet2's `clip_grad_norm_` makes."""
+
+    needs_sum_norm = True
+
+    def __init__(self, bound: float, divisor: float, fixed_denominator: bool):
+        super().__init__(math.inf, divisor, fixed_denominator)  # no core is clipped
+        self.mean_bound = bound
+
+    def finish(self, stats: StepStatistics, sum_norm: Optional[float] = None) -> StepOutcome:
+        """As `BoundScaling.finish`, times min(1, C/‖ḡ‖); a clipped average counts every core
+        of the step as clipped (the `clip` telemetry reads 100 %, as espnet2's does)."""
+        if sum_norm is None:
+            raise ValueError("global_of_cores: finish needs the norm of the summed cores")
+        average = super().finish(stats)
+        mean_norm = average.scale * sum_norm
+        factor = float(clip_factor(torch.tensor(mean_norm), self.mean_bound))
+        clipped = stats.num_cores if factor < 1.0 else 0
+        return StepOutcome(self.mean_bound, average.scale * factor, clipped)
 
 
 class AdaptiveScaling:
@@ -244,6 +295,7 @@ class AdaptiveScaling:
     sums, so they share r)."""
 
     counted_bound = math.inf  # C is not known while the cores come in
+    needs_sum_norm = False
 
     def __init__(self, keeps_first_core: bool, device: torch.device):
         self.reference: Optional[torch.Tensor] = (
@@ -263,14 +315,14 @@ class AdaptiveScaling:
         ratio = self.reference / norm
         return torch.where(torch.isinf(ratio), torch.zeros_like(ratio), ratio)
 
-    def finish(self, stats: StepStatistics) -> StepOutcome:
+    def finish(self, stats: StepStatistics, sum_norm: Optional[float] = None) -> StepOutcome:
         bound = stats.norm_min
         scale = bound / (stats.num_cores * self.reference.item()) if stats.num_cores else 0.0
         # Every finite core above the minimum is scaled down to it.
         return StepOutcome(bound, scale, stats.num_cores - stats.nonfinite - stats.num_at_min)
 
 
-StepScaling = Union[BoundScaling, AdaptiveScaling]
+StepScaling = Union[BoundScaling, MeanClipScaling, AdaptiveScaling]
 
 
 def step_scaling(mode: ClipMode, *, max_norm: Optional[float], divisor: float,
@@ -283,7 +335,9 @@ def step_scaling(mode: ClipMode, *, max_norm: Optional[float], divisor: float,
     """
     if mode is ClipMode.ADAPTIVE_PER_CORE:
         return AdaptiveScaling(keeps_first_core, device)
+    if mode.runs_stock_loop:
+        raise ValueError(f"clip: {mode.value} runs espnet2's own loop; it is not streamed")
     if mode.clips_mean:
-        raise ValueError(f"clip: {mode.value} clips the averaged gradient; it is not streamed")
+        return MeanClipScaling(float(max_norm), divisor, fixed_denominator)
     bound = float(max_norm) if mode.has_fixed_bound else math.inf
     return BoundScaling(bound, divisor, fixed_denominator)

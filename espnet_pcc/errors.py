@@ -16,6 +16,14 @@ class UserError(Exception):
     """An error caused by user input; its message names the bad value."""
 
 
+def print_error(prog: str, message: object) -> None:
+    """``<prog>: error: <message>`` on stderr, after whatever the program has written to stdout
+    so far: where both streams go to one file (a log, a terminal), the error is its last line,
+    not followed by stdout's buffer at exit."""
+    sys.stdout.flush()
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
 def run_cli(body: Callable[[], None], verbose: bool, prog: str) -> None:
     """Run a CLI body; on :class:`UserError` print one line and exit 2 (traceback if verbose)."""
     try:
@@ -23,7 +31,7 @@ def run_cli(body: Callable[[], None], verbose: bool, prog: str) -> None:
     except UserError as e:
         if verbose:
             raise
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print_error(prog, e)
         sys.exit(2)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

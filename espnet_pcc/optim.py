@@ -98,6 +98,9 @@ class CoreClippingOptimizer(Protocol):
     steps: int
     #: The noise's seed (checkpointed): with noise, the batch sampler's key is this too.
     noise_seed: int
+    #: What the noisy steps so far ran with (`accounting.record_step`; the trainer writes it,
+    #: the wrapper keeps it in its state): epsilon composes it across --resume.
+    privacy_history: List[Dict[str, Any]]
     param_groups: List[Dict[str, Any]]
 
     def add_core(self, loss_scale: float = 1.0) -> None:
@@ -122,6 +125,16 @@ class CoreClippingOptimizer(Protocol):
         """Restores `state_dict`'s optimizer (and a pending step's cores)."""
 
 
+def implements_core_clipping(optimizer: Any) -> bool:
+    """Whether ``optimizer`` has every member of `CoreClippingOptimizer`, looked up as the
+    trainer will use them: a wrapper that forwards attributes to an inner optimizer through
+    ``__getattr__`` counts (``isinstance`` against a runtime-checkable protocol does not see
+    those from Python 3.12 on, which looks members up statically)."""
+    members = [name for name in vars(CoreClippingOptimizer) if not name.startswith("_")]
+    members += list(CoreClippingOptimizer.__annotations__)
+    return all(hasattr(optimizer, name) for name in members)
+
+
 class PerCoreClipOptimizer(torch.optim.Optimizer):
     """Wraps any torch optimizer with per-core clipping (Opacus' DPOptimizer pattern).
 
@@ -141,7 +154,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     over the gradients while K stays the same.  adaptive_per_core adds g_k·r/‖g_k‖
     instead and writes u = Σ·min_k‖g_k‖/(K·r), with r the norm of the step's first
     core in one process (that core is kept as it is) and 1 under DDP (ranks add their
-    sums, so they share r).
+    sums, so they share r).  global_of_cores adds the cores as none does and clips the
+    average as one vector at the step's end (one norm pass over the summed Σ).
 
     The wrapper shares ``param_groups``, ``state`` and ``defaults`` with the wrapped
     optimizer, so LR schedulers and ``GradScaler`` see one optimizer; its
@@ -150,14 +164,15 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
     Args:
         optimizer: The optimizer ESPnet built from ``optim`` / ``optim_conf``.
         clip_config: The run's validated clipping settings (keyword-only): mode none,
-            per_core, adaptive_per_core or per_example; ``max_norm`` is C.
+            global_of_cores, per_core, adaptive_per_core or per_example; ``max_norm`` is C.
         process_group: DDP group to reduce over (keyword-only); None = the default group
             when torch.distributed is initialised, else no communication.
         noise_seed: Seeds the noise of every step together with the step number
             (keyword-only; the task passes a secret one, or clip_conf.noise_seed).  torch's
             generator is not a cryptographically secure one (cf. Opacus' ``secure_mode``).
-        expected_cores: The fixed denominator D of Poisson-sampled DP-SGD (keyword-only;
-            `espnet_pcc.poisson`): u = (Σ + noise)/D whatever the step's core count, so that
+        expected_cores: The fixed denominator D of noisy steps (keyword-only): Poisson
+            DP-SGD's expected batch (`espnet_pcc.poisson`), or per_example's nominal batch
+            under another sampler: u = (Σ + noise)/D whatever the step's core count, so that
             the denominator does not depend on the data.  None: K, the step's cores.
 
     Raises:
@@ -174,8 +189,9 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         if not isinstance(clip_config, ClipConfig):
             raise TypeError("clip_config must be a ClipConfig (ClipConfig.from_options), "
                             f"got {type(clip_config).__name__}")
-        if clip_config.mode.clips_mean:
-            raise ClipConfigError("clip: global clips the averaged gradient; it needs no wrapper")
+        if clip_config.mode.runs_stock_loop:
+            raise ClipConfigError(f"clip: {clip_config.mode.value} runs espnet2's own loop, "
+                                  "which clips the averaged gradient; it needs no wrapper")
         self.original_optimizer = optimizer
         self.clip_config = clip_config
         self.process_group = process_group
@@ -189,6 +205,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._divisor = 1 if expected_cores is None else self.expected_cores
         self.noise_seed = int(noise_seed)
         self.steps = 0  # reduce_cores() calls so far: numbers the noise of each step
+        self.privacy_history: List[Dict[str, Any]] = []
         self._bound = clip_config.max_norm  # C; moves with clip_conf.target_quantile
         self._loss_scale = 1.0  # S of the step's cores (the noise is added in S units)
 
@@ -253,7 +270,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         # noise the uninterrupted run would have drawn.  (So checkpoint.pth is as private as
         # the training data; the released model files hold no optimizer state.)
         state["pcc"] = {"clip": self.mode.value, "max_norm": self.max_norm, "pending": pending,
-                        "steps": self.steps, "noise_seed": self.noise_seed}
+                        "steps": self.steps, "noise_seed": self.noise_seed,
+                        "privacy_history": [dict(s) for s in self.privacy_history]}
         return state
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -264,6 +282,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         self._reset_accumulation()
         if pcc is not None:
             self.steps = int(pcc.get("steps", 0))
+            self.privacy_history = [dict(s) for s in pcc.get("privacy_history") or []]
             if pcc.get("noise_seed") is not None:
                 self.noise_seed = int(pcc["noise_seed"])
             if self.clip_config.adaptive_bound and pcc.get("max_norm") is not None:
@@ -372,7 +391,7 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
             # gather_pending (it still takes part, with zeros).
             self._start_step(params)
         stats, sums, used, noise_scale = self._reduce(params)
-        outcome = self._outcome(stats)
+        outcome = self._outcome(stats, sums, used)
         self._write_update(params, sums, used, outcome.scale)
         reduction = self._reduction(stats, outcome, noise_scale)
         self._end_step(stats, outcome)
@@ -417,11 +436,14 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
         sums, used, stats = self._sums.reduce(local, add_noise if noise_scale else None)
         return stats, sums, used, noise_scale
 
-    def _outcome(self, stats: StepStatistics) -> StepOutcome:
-        """The step's C, the factor that turns Σ into u (the mode's `finish`) and its clipped
-        cores; the factor is NaN where a core is non-finite and there is no noise, so that
-        every rank skips the step."""
-        outcome = self._scaling.finish(stats)
+    def _outcome(self, stats: StepStatistics, sums: Sums, used: List[bool]) -> StepOutcome:
+        """The step's C, the factor that turns Σ into u (the mode's `finish`; global_of_cores
+        reads ‖Σ‖ over all ranks, in the cores' units) and its clipped cores; the factor is NaN
+        where a core is non-finite and there is no noise, so that every rank skips the step."""
+        sum_norm = None
+        if self._scaling.needs_sum_norm:
+            sum_norm = grad_norm([s for s, u in zip(sums, used) if u]).item() / self._loss_scale
+        outcome = self._scaling.finish(stats, sum_norm)
         if stats.nonfinite and not self.clip_config.noise_multiplier > 0:
             return StepOutcome(outcome.bound, math.nan, outcome.num_clipped)
         return outcome
@@ -439,7 +461,8 @@ class PerCoreClipOptimizer(torch.optim.Optimizer):
 
     def _end_step(self, stats: StepStatistics, outcome: StepOutcome) -> None:
         """The next step: K̂ = K, the step counter, the adaptive bound."""
-        if not stats.nonfinite and self.clip_config.adaptive_bound:
+        # A step may hold no core (Poisson sampling drew nothing): no fraction to follow.
+        if not stats.nonfinite and self.clip_config.adaptive_bound and stats.num_cores:
             self._bound = next_quantile_bound(
                 outcome.bound, (stats.num_cores - outcome.num_clipped) / stats.num_cores,
                 self.clip_config.target_quantile, self.clip_config.bound_lr)

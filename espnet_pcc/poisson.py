@@ -227,7 +227,13 @@ class WithEmptyItems:
         return self.dataset[uid]
 
     def __getattr__(self, name: str):
-        return getattr(self.__dict__["dataset"], name)
+        # Only for what the wrapper lacks, once it has its dataset: pickle and copy build an
+        # empty instance and look up __setstate__ and the like on it first, which must then
+        # be missing (AttributeError), not a KeyError (DataLoader workers under spawn).
+        dataset = self.__dict__.get("dataset")
+        if dataset is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(dataset, name)
 
     def __repr__(self) -> str:
         return repr(self.dataset)

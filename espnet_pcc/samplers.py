@@ -39,7 +39,9 @@ class ShuffledBatchSampler(AbsSampler):
     no batch is a small remainder), each in the shuffle's order (not sorted by length: a
     core is a random subset of its batch).  Under DDP each rank takes every world_size-th
     utterance of each global batch (`batch[rank::world_size]`, as ESPnet shards its
-    batches), so every rank gets the same number of micro-batches.  Build the iterator with
+    batches), so every rank gets the same number of micro-batches; no batch has fewer than
+    world_size utterances (there are at most N // world_size batches, whose sizes can then
+    exceed batch_size by one), so no rank's micro-batch is empty.  Build the iterator with
     shuffle=False: the batches are already in random order.
 
     Args:
@@ -61,7 +63,9 @@ class ShuffledBatchSampler(AbsSampler):
         self.batch_size = batch_size
         self.world_size = world_size
         self.rank = rank
-        self.num_batches = math.ceil(len(self.utt_ids) / batch_size)
+        # Every batch at least world_size utterances: each rank gets one or more of each.
+        self.num_batches = min(math.ceil(len(self.utt_ids) / batch_size),
+                               len(self.utt_ids) // world_size)
 
     def generate(self, seed: int) -> List[MicroBatch]:
         order = np.random.RandomState(seed).permutation(len(self.utt_ids))

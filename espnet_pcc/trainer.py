@@ -7,9 +7,13 @@ runs forward and backward on that core's own mean loss (under DDP `no_sync`,
 so no gradient is communicated per micro-batch), hands the gradient to
 the wrapper's `add_core()` (`optim.CoreClippingOptimizer`), and every `accum_grad` micro-batches
 reduces the clipped sum over ranks (one all-reduce, with the noise where
-clip_conf.noise_multiplier asks for it) and steps.  With noise, the epsilon
-spent so far is registered at each epoch's last step, as `dp_epsilon` (Poisson sampling) or
-`dp_epsilon_unamplified` (espnet_pcc.accounting).  Under `--batch_sampler poisson` an iterator
+clip_conf.noise_multiplier asks for it) and steps.  With noise (`espnet_pcc.release.NoisyEpoch`)
+an epoch ends on a step (cores left over from its last `accum_grad` cycle are a step of their
+own), every step is recorded in the optimizer's privacy history, the buffers are checked after
+every step, only released keys are logged unless clip_conf.log_train_stats, and the epsilon
+spent so far is registered once at the epoch's end, as `dp_epsilon` (Poisson sampling) or
+`dp_epsilon_unamplified` (espnet_pcc.accounting).  With clip_conf.running_stats: freeze the
+layers with running statistics stay in eval mode.  Under `--batch_sampler poisson` an iterator
 item is one hashed core (per_example: a micro-batch), not split again, a step is
 `items_per_step` items, and an empty slot adds no core (docs/design.md, 'Cores under the
 Poisson sampler (noise)').  Under DDP
@@ -18,7 +22,9 @@ step and at the epoch's end (`espnet_pcc.distributed.average_buffers`), since
 `no_sync` forwards stop DDP's own buffer broadcast.
 
 `clip: global` and `clip: none` run espnet2's own `train_one_epoch` unchanged
-(with `grad_clip` = C, or +inf for none): they *are* the baseline.
+(with `grad_clip` = C, or +inf for none): they *are* the baseline.  `clip: global_of_cores`
+runs the per-core loop, whose wrapper clips the cores' average as one vector: espnet2's
+global clipping on PCC's forwards (the paper's baseline).
 
 The clipping settings arrive parsed: `PCCASRTask.check_args` builds the run's
 `ClipConfig` once, `build_options` puts it on the trainer options
@@ -29,17 +35,18 @@ additions around it, none inside its loop, each in its own module:
 
 - **Checkpoints are never half-written**, and on `--resume` what a kill between two of
   espnet2's end-of-epoch writes left undone is completed first (`espnet_pcc.checkpoints`).
-- **Resume after early stopping trains nothing.** espnet2 202511 checks `patience` only after
-  an epoch, so a resumed early-stopped run trained one more epoch; now the check is also made
-  on the resumed state (with the resumed run's `patience`, as ESPnet's current trainer does;
-  `espnet_pcc.checkpoints.stopped_early`).
+- **Resume after early stopping trains nothing.** espnet2 202611 skips its loop itself; on
+  202511, which checks `patience` only after an epoch, the check is made on the resumed state
+  first (`espnet_pcc.checkpoints.epochs_to_train`), so neither release trains another epoch.
 - **Progress on stderr**: one line per epoch, once its checkpoint is on disk (rank 0;
   `espnet_pcc.progress`).
 
 NOTE: `train_one_epoch` and `_step` mirror the loop of espnet2's
-`Trainer.train_one_epoch` (espnet2/train/trainer.py) in espnet 202511, the version
-pinned in constraints.txt: iterator_stop, no_forward_run, reporter keys, grad_noise,
-the non-finite skip, GradScaler, schedulers.  Re-read that loop when upgrading ESPnet.
+`Trainer.train_one_epoch` (espnet2/train/trainer.py), which is the same in espnet 202511 and
+202611 but for its autocast call: iterator_stop, no_forward_run, reporter keys, grad_noise,
+the non-finite skip, GradScaler, schedulers.  The forward's autocast is torch's own
+(`mixed_precision`).  Re-read that loop when a new ESPnet is released;
+tests/test_espnet2_interface.py names every espnet2 symbol used here.
 """
 from __future__ import annotations
 
@@ -68,9 +75,10 @@ from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
-from espnet_pcc.optim import CoreClippingOptimizer
+from espnet_pcc.optim import CoreClippingOptimizer, implements_core_clipping
 from espnet_pcc.poisson import is_empty
 from espnet_pcc.progress import EpochProgress
+from espnet_pcc.release import NoisyEpoch, freeze_running_statistics
 
 
 @dataclasses.dataclass
@@ -91,15 +99,19 @@ def add_clip_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Per-core clipping related")
     group.add_argument("--clip", type=str, default=DEFAULT_CLIP,
                        help="Gradient clipping: " + ", ".join(m.value for m in ClipMode)
-                       + ". global = ESPnet's --grad_clip on the averaged gradient.")
+                       + ". global = ESPnet's --grad_clip on the averaged gradient; "
+                       "global_of_cores = the same on the average of per-core gradients.")
     group.add_argument("--clip_conf", action=NestedDictAction, default=dict(DEFAULT_CLIP_CONF),
-                       help="max_norm: C (per_core, per_example; global: overrides "
-                       "--grad_clip); num_cores: cores per micro-batch; noise_multiplier: "
+                       help="max_norm: C (per_core, per_example, global_of_cores; global: "
+                       "overrides --grad_clip); num_cores: cores per micro-batch; "
+                       "noise_multiplier: "
                        "sigma, noise sigma*C on the sum of clipped cores; delta: of the "
                        "reported (epsilon, delta) (None: 0.01/N, N the privacy units); "
                        "target_quantile, bound_lr, initial_bound: C follows a quantile of "
                        "the core norms; core_by: position | speaker; utt2spk: for core_by "
-                       "speaker.  Defaults: "
+                       "speaker; running_stats: update | freeze (BatchNorm statistics; freeze "
+                       "is needed with noise); log_train_stats: with noise, also log the "
+                       "training batches' statistics (not private).  Defaults: "
                        + ", ".join(f"{k}={v}" for k, v in DEFAULT_CLIP_CONF.items()))
     group.add_argument("--clip_wrapper", type=str, default=registry.PER_CORE_CLIP,
                        help="the optimizer wrapper of the per-core modes: a name registered "
@@ -226,7 +238,7 @@ class PCCTrainer(Trainer):
                 schedulers=schedulers, scaler=scaler, reporter=reporter,
                 summary_writer=summary_writer, options=options,
                 distributed_option=distributed_option)
-        if len(optimizers) != 1 or not isinstance(optimizers[0], CoreClippingOptimizer):
+        if len(optimizers) != 1 or not implements_core_clipping(optimizers[0]):
             raise RuntimeError(f"clip: {config.mode.value} needs exactly one optimizer wrapped "
                                "in a per-core wrapper (optim.CoreClippingOptimizer: add_core, "
                                "reduce_cores, gather_pending and a torch optimizer's surface; "
@@ -247,13 +259,17 @@ class PCCTrainer(Trainer):
         log_interval = options.log_interval
         if log_interval is None:
             log_interval = 100 if epoch_length is None else max(epoch_length // 20, 10)
-        privacy = options.privacy if config.noise_multiplier > 0 else None
-        if privacy is not None and epoch_length is None:
-            logging.warning(f"the iterator has no length: {privacy.reporter_key} is not reported")
         step_items = items_per_step(config, options.batch_sampler, options.accum_grad)
         one_core_per_item = (options.batch_sampler == "poisson"
                              and not config.mode.one_utterance_per_core)
         model.train()
+        if config.running_stats == "freeze":
+            freeze_running_statistics(model)
+        # With noise: released logs, the privacy history, the buffer check (espnet_pcc.release).
+        noisy = NoisyEpoch(model, optimizer, options.privacy, config, reporter) \
+            if config.noise_multiplier > 0 else None
+        reporter = reporter if noisy is None else noisy.reporter
+        items_done = 0
         all_steps_are_invalid = True
         # Ranks may hold different numbers of batches: stop all when one runs out.
         iterator_stop = torch.tensor(0).to(device)
@@ -311,11 +327,8 @@ class PCCTrainer(Trainer):
                     all_steps_are_invalid = False
                 if distributed:
                     average_buffers(model)  # no_sync stopped DDP's buffer broadcast
-                if (privacy is not None and epoch_length is not None
-                        and iiter + step_items > epoch_length):
-                    # At the epoch's last step, once: nanmean makes it the epoch's value.
-                    reporter.register({privacy.reporter_key: privacy.epsilon(
-                        optimizer.steps, reporter.get_epoch())})
+                if noisy is not None:
+                    noisy.after_step(reporter.get_epoch())
                 reporter.register({
                     **{f"optim0_lr{j}": pg["lr"] for j, pg in enumerate(optimizer.param_groups)
                        if "lr" in pg},
@@ -330,10 +343,22 @@ class PCCTrainer(Trainer):
                     reporter.tensorboard_add_scalar(summary_writer, -log_interval)
                 if options.use_wandb:
                     reporter.wandb_log()
+            items_done = iiter
         else:
             if distributed:
                 iterator_stop.fill_(1)
                 torch.distributed.all_reduce(iterator_stop, torch.distributed.ReduceOp.SUM)
+        if noisy is not None:
+            # A noisy epoch ends on a step: no step holds cores of two epochs (a unit could be
+            # in both), so each unit takes part in an epoch's steps once, as accounted.
+            if items_done % step_items:
+                if cls._step(model, optimizer, scheduler, scaler, reporter, options):
+                    all_steps_are_invalid = False
+                if distributed:
+                    average_buffers(model)
+                noisy.after_step(reporter.get_epoch())
+            reporter.register(noisy.epsilon())  # once an epoch: the epoch's value
+            reporter.next()
         if distributed:
             # Cores of an unfinished accum_grad cycle go into the checkpoint, which rank 0
             # alone writes: rank 0 takes every rank's over (see gather_pending).  Their
@@ -362,8 +387,11 @@ class PCCTrainer(Trainer):
         reporter.register({"nonfinite_cores": float(reduction.nonfinite_cores)})
         stepped = bool(torch.isfinite(update_norm))
         if not stepped:
-            logging.warning(f"The grad norm is {update_norm} ({reduction.nonfinite_cores} of "
-                            f"{reduction.num_cores} cores non-finite). Skipping updating the model.")
+            # With noise the core counts are not logged (they are not private).
+            counts = "" if options.clip_config.noise_multiplier > 0 else \
+                f" ({reduction.nonfinite_cores} of {reduction.num_cores} cores non-finite)"
+            logging.warning(f"The grad norm is {update_norm}{counts}. Skipping updating the "
+                            "model.")
             if scaler is not None:
                 # GradScaler found the inf in unscale_(): step() skips, update() backs off.
                 scaler.step(optimizer)

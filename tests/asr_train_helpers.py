@@ -7,6 +7,8 @@ from typing import List, Sequence
 import torch
 import yaml
 
+from espnet_pcc.checkpoints import load_checkpoint
+
 TINY_CONFIG = {
     "batch_type": "unsorted", "batch_size": 4, "max_epoch": 2, "num_workers": 0,
     "seed": 0, "num_att_plot": 0, "keep_nbest_models": 1, "log_interval": 1,
@@ -64,7 +66,7 @@ def torchrun_nodes_asr_train(args: Sequence[str], nnodes: int = 2) -> List[List[
 
 
 def final_params(out):
-    return torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    return load_checkpoint(out / "checkpoint.pth")["model"]
 
 
 def assert_resumed_equals_whole(whole, resumed, why: str = "") -> None:
@@ -81,5 +83,5 @@ def assert_resumed_equals_whole(whole, resumed, why: str = "") -> None:
 
 
 def train_stats(out, epoch):
-    reporter = torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]
+    reporter = load_checkpoint(out / "checkpoint.pth")["reporter"]
     return reporter["stats"][epoch]["train"]

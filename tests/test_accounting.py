@@ -107,3 +107,63 @@ def test_bad_accounting_inputs_are_rejected():
         epsilon(1.0, 0.1, 10, 1e-5, sensitivity=0)
     with pytest.raises(ValueError, match="max_per_unit must be >= 1"):
         sensitivity(ClipMode.PER_CORE, 0)
+
+
+# -- the privacy history -------------------------------------------------------------------
+def history_of(*runs):
+    """The history of consecutive runs, each (PrivacyAccounting, steps, epoch of each step)."""
+    from espnet_pcc.accounting import record_step
+
+    history, steps = [], 0
+    for privacy, count, epochs in runs:
+        for step in range(count):
+            history = record_step(history, privacy.mechanism, epochs[step], steps)
+            steps += 1
+    return history
+
+
+def test_a_resume_with_another_sigma_composes_what_ran():
+    """500 steps at sigma 0.6, then 500 at 3.0: the epsilon of both, not of 1000 at 3.0."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    from espnet_pcc.accounting import history_epsilon
+
+    q, delta = 0.01, 1e-5
+    low, high = (PrivacyAccounting("utterance", 1000, sigma, 2, delta, q) for sigma in (0.6, 3.0))
+    history = history_of((low, 500, [1 + s // 100 for s in range(500)]),
+                         (high, 500, [6 + s // 100 for s in range(500)]))
+    assert [(s["noise_multiplier"], s["steps"], s["first_epoch"], s["last_epoch"])
+            for s in history] == [(0.6, 500, 1, 5), (3.0, 500, 6, 10)]
+    accountant = rdp.RdpAccountant()
+    for sigma in (0.6, 3.0):
+        accountant.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            q, dp_accounting.GaussianDpEvent(sigma / 2)), 500))
+    assert history_epsilon(history, delta) == pytest.approx(accountant.get_epsilon(delta))
+    assert history_epsilon(history, delta) > 10 * high.epsilon(1000, 10)
+
+
+def test_unamplified_segments_count_epochs_and_unknown_steps_count_as_noiseless():
+    from espnet_pcc.accounting import history_epsilon, record_step
+
+    fixed = PrivacyAccounting("utterance", 100, 2.0, 1, 1e-5, None)
+    history = history_of((fixed, 6, [1, 1, 1, 2, 2, 2]))
+    assert history_epsilon(history, 1e-5) == pytest.approx(fixed.epsilon(6, 2))
+    assert history_epsilon([], 1e-5) == 0.0
+    # 4 steps of a run the history does not hold (noiseless, or from before histories)
+    resumed = record_step([], fixed.mechanism, 3, steps_before=4)
+    assert resumed[0]["noise_multiplier"] == 0.0 and resumed[0]["steps"] == 4
+    assert history_epsilon(resumed, 1e-5) == math.inf
+
+
+def test_a_resume_with_another_unit_is_refused():
+    from espnet_pcc.accounting import check_history
+    from espnet_pcc.clip_config import ClipConfigError
+
+    utterances = PrivacyAccounting("utterance", 100, 1.0, 2, 1e-5, 0.1)
+    speakers = PrivacyAccounting("speaker", 10, 1.0, 2, 1e-5, 0.4)
+    history = history_of((utterances, 3, [1, 1, 1]))
+    check_history(history, utterances.mechanism)
+    with pytest.raises(ClipConfigError, match="accounted per utterance, this run's are per "
+                                              "speaker"):
+        check_history(history, speakers.mechanism)

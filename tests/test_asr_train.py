@@ -1,5 +1,6 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
 import math
+import re
 import subprocess
 import sys
 import time
@@ -14,8 +15,10 @@ from asr_train_helpers import TINY_CONFIG, assert_resumed_equals_whole, final_pa
     torchrun_asr_train, torchrun_nodes_asr_train, train_args, train_stats
 from espnet_pcc import accounting
 from espnet_pcc.bin import asr_train
+from espnet_pcc.checkpoints import load_checkpoint
 from espnet_pcc.clip_config import DEFAULT_CLIP_CONF, ClipConfig, ClipConfigError
 from espnet_pcc.distributed import DistTimeoutError
+from espnet_pcc.import_noise import KNOWN_NOISE
 from espnet_pcc.samplers import ShuffledBatchSampler
 from espnet_pcc.tasks.asr import PCCASRTask
 from espnet_pcc.trainer import PCCTrainer
@@ -47,7 +50,7 @@ def test_every_clip_mode_trains(corpus, tmp_path, clip, clip_conf, options):
     if ClipConfig.from_options(clip, clip_conf).wraps_optimizer:
         assert stats["num_cores"] == (2 if clip != "per_example" else 4)
         assert stats["core_norm_min"] <= stats["core_norm_max"]
-        state = torch.load(out / "checkpoint.pth", weights_only=False)["optimizers"][0]
+        state = load_checkpoint(out / "checkpoint.pth")["optimizers"][0]
         assert state["pcc"]["clip"] == clip
     else:
         assert "core_norm_min" not in stats
@@ -120,6 +123,21 @@ BAD = [
       "--num_iters_per_epoch", "3"], "--batch_sampler poisson with --num_iters_per_epoch 3"),
     (["--batch_sampler", "poisson", "--clip", "per_core", "--clip_conf", "max_norm=1",
       "--batch_size", "9"], "--batch_size 9 is larger than the 8 training utterances"),
+    # With noise no choice reads a training statistic, and the unamplified average divides by
+    # batch_size x accum_grad, which batches of --batch_bins are not counted in.
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1",
+      "--patience", "2", "--early_stopping_criterion", "train", "loss", "min"],
+     "noise_multiplier=1 with --early_stopping_criterion train loss min: it chooses by a "
+     "statistic of the training data"),
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1",
+      "--clip_conf", "log_train_stats=true", "--best_model_criterion", "train,acc,max"],
+     "with --best_model_criterion train acc max"),
+    (["--clip", "per_core", "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1",
+      "--scheduler", "reducelronplateau", "--val_scheduler_criterion", "train", "loss"],
+     "with --val_scheduler_criterion train loss"),
+    (["--batch_sampler", "espnet", "--batch_type", "numel", "--clip", "per_example",
+      "--clip_conf", "max_norm=1", "--clip_conf", "noise_multiplier=1"],
+     "noise_multiplier=1 with --batch_sampler espnet and --batch_type numel"),
 ]
 
 
@@ -158,16 +176,31 @@ def test_check_args_carries_the_clip_config_outside_the_options():
     assert PCCTrainer.build_options(checked).clip_config is checked.clip_config
 
 
-def test_bad_clip_value_from_the_command_line_is_one_line(corpus, tmp_path):
+def test_bad_clip_value_is_one_line_and_the_last_of_stderr(corpus, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "espnet_pcc.bin.asr_train",
          *train_args(corpus, tmp_path / "bad", extra=["--clip", "adaptive"])],
         capture_output=True, text=True)
     assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if "asr_train: error" in line]
-    assert lines == ["asr_train: error: clip: unknown value 'adaptive'; choose one of none, "
-                     "global, per_core, adaptive_per_core, per_example"]
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith("asr_train: error: clip: unknown value 'adaptive'; choose one "
+                                "of none, global, ")
+    assert lines[-1].endswith(", per_example")
+    assert [line for line in lines if "error" in line] == lines[-1:]
+    # what espnet2's optional dependencies print at import (flash-attn, g2p_en's NLTK data)
+    # is not among the lines, whether this machine has them or not
+    assert not [line for line in lines for noise in KNOWN_NOISE if re.match(noise.pattern, line)]
+    assert result.stdout == ""
     assert "Traceback" not in result.stderr
+
+
+def test_numbers_yaml_reads_as_strings_configure_the_run_as_numbers(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("clip: per_core\nclip_conf:\n  max_norm: 1.0e9\n  num_cores: 2\n")
+    checked = PCCASRTask.check_args(PCCASRTask.get_parser().parse_args(["--config",
+                                                                       str(config)]))
+    assert checked.clip_config.max_norm == 1e9
+    assert checked.clip_conf["max_norm"] == 1e9  # what config.yaml records
 
 
 def test_shuffled_batches_train_with_accum_grad_and_resume(corpus, tmp_path):
@@ -190,14 +223,19 @@ def test_shuffled_batches_train_with_accum_grad_and_resume(corpus, tmp_path):
 
 
 def test_torchrun_two_cpu_ranks_shuffled_batches(corpus, tmp_path):
-    """--batch_sampler shuffled under DDP: each rank takes its share of every global batch."""
+    """--batch_sampler shuffled under DDP: each rank takes its share of every global batch,
+    never an empty one: 5 utterances in batches of 2 over 2 ranks are 2 batches (3 and 2
+    utterances), not 3 with a batch of 1 that leaves rank 1 nothing to collate."""
+    shape = tmp_path / "speech_shape_5"
+    shape.write_text("".join((corpus / "speech_shape").read_text().splitlines(True)[:5]))
     out = tmp_path / "ddp"
     args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {"max_norm": 1.0},
-                                    "batch_sampler": "shuffled", "accum_grad": 2,
-                                    "max_epoch": 1},
+                                    "batch_sampler": "shuffled", "batch_size": 2,
+                                    "accum_grad": 2, "max_epoch": 1},
                       extra=["--dist_backend", "gloo", "--multiprocessing_distributed", "false"])
+    args[args.index("--train_shape_file") + 1] = str(shape)
     _torchrun(args)
-    # 8 utterances, batches of 4: 2 per rank and batch, 2 micro-batches per step.
+    # 2 batches, each split over the 2 ranks: one step of 2 micro-batches per rank.
     assert train_stats(out, 1)["num_cores"] == 4
 
 
@@ -294,7 +332,7 @@ def test_torchrun_resume_inside_an_accum_cycle_after_a_step(corpus, tmp_path, cl
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     _torchrun(train_args(corpus, whole, conf, extra=ddp))
     _torchrun(train_args(corpus, stopped, dict(conf, max_epoch=1), extra=ddp))
-    pending = torch.load(stopped / "checkpoint.pth", weights_only=False)["optimizers"][0]["pcc"]
+    pending = load_checkpoint(stopped / "checkpoint.pth")["optimizers"][0]["pcc"]
     assert pending["steps"] == 1 and pending["pending"]["divisor"] == 6
     assert len(pending["pending"]["core_norms"]) == 2  # both ranks' cores, on rank 0
     _torchrun(train_args(corpus, stopped, conf, extra=ddp + ["--resume", "true"]))
@@ -324,7 +362,7 @@ def test_sigkill_mid_epoch_then_resume(corpus, tmp_path, clip, clip_conf):
         proc.kill()
         proc.wait(timeout=60)
     assert proc.returncode == -9
-    saved = torch.load(killed / "checkpoint.pth", weights_only=False)
+    saved = load_checkpoint(killed / "checkpoint.pth")
     assert saved["reporter"]["epoch"] == 1  # the kill landed mid-epoch 2
     asr_train.main(train_args(corpus, killed, conf, extra=["--resume", "true"]))
 
@@ -347,7 +385,7 @@ def test_noise_reports_the_epsilon_spent_after_each_epoch(corpus, tmp_path):
             accounting.epsilon(1.5, 0.5, steps, 0.01 / 8, sensitivity=2))
         assert stats["noise_std"] == pytest.approx(1.5 * 1.0 / 2)
     assert train_stats(out, 1)["dp_epsilon"] < train_stats(out, 2)["dp_epsilon"]
-    saved = torch.load(out / "checkpoint.pth", weights_only=False)
+    saved = load_checkpoint(out / "checkpoint.pth")
     assert saved["optimizers"][0]["pcc"]["steps"] == 4  # numbers the noise after --resume
 
 
@@ -363,7 +401,7 @@ def test_noise_is_secret_by_default_and_resumes_exactly(corpus, tmp_path):
     asr_train.main(train_args(corpus, second, conf))
     a, b = final_params(first), final_params(second)
     assert any(not torch.equal(a[k], b[k]) for k in a)
-    seeds = [torch.load(d / "checkpoint.pth", weights_only=False)["optimizers"][0]["pcc"]
+    seeds = [load_checkpoint(d / "checkpoint.pth")["optimizers"][0]["pcc"]
              ["noise_seed"] for d in (first, second)]
     assert seeds[0] != seeds[1]
     config_text = (first / "config.yaml").read_text()
@@ -393,7 +431,7 @@ def test_quantile_bound_moves_per_step_and_resumes_from_the_checkpoint(corpus, t
     # the epoch's mean of the C used is that of 1e-4 and 1e-4·exp(0.25).
     assert train_stats(out, 1)["clip_bound"] == pytest.approx(1e-4 * (1 + math.exp(0.25)) / 2,
                                                               rel=1e-3)
-    saved = torch.load(out / "checkpoint.pth", weights_only=False)
+    saved = load_checkpoint(out / "checkpoint.pth")
     assert saved["optimizers"][0]["pcc"]["max_norm"] == pytest.approx(1e-4 * math.exp(0.5))
 
 
@@ -426,9 +464,10 @@ def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsy
 
 
 # -- Poisson sampling (--batch_sampler poisson, the default with noise) ----------------------
+# log_train_stats: the tests read the drawn core counts, which a noisy run does not log.
 POISSON = {"clip": "per_core", "max_epoch": 2, "batch_size": 4, **NO_DROPOUT,
            "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 0.5,
-                         "noise_seed": 7}}
+                         "noise_seed": 7, "log_train_stats": True}}
 
 
 def test_poisson_steps_with_empty_cores_two_ranks_equal_one_process(corpus, tmp_path):
@@ -486,7 +525,8 @@ def test_per_example_on_the_poisson_sampler_is_accounted_with_sensitivity_c(corp
     core per utterance; the average is over the expected batch (4), sensitivity C."""
     out = tmp_path / "pe"
     conf = {"clip": "per_example", "max_epoch": 1, "batch_size": 4, "accum_grad": 2,
-            "clip_conf": {"max_norm": 1.0, "noise_multiplier": 0.8, "noise_seed": 1}}
+            "clip_conf": {"max_norm": 1.0, "noise_multiplier": 0.8, "noise_seed": 1,
+                          "log_train_stats": True}}
     asr_train.main(train_args(corpus, out, conf))
     stats = train_stats(out, 1)
     assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(0.8, 0.5, 2, 0.01 / 8))
@@ -506,3 +546,70 @@ def test_noise_under_espnets_sampler_without_a_readable_shape_file_is_one_line(c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot count the training units for delta = 0.01/N" in err[0], err
     assert not out.exists()
+
+
+# -- what a noisy run accounts: the unamplified path, resumes, empty Poisson steps -----------
+def test_unamplified_noise_divides_by_the_nominal_batch_and_each_epoch_ends_on_a_step(
+        corpus, tmp_path):
+    """per_example with noise on shuffled batches of 3 (3, 3, 2 utterances) and accum_grad 2:
+    the average divides by 6 = batch_size x accum_grad whatever a step holds (the noise's
+    spread in u would tell the count), and an epoch's last batch is a step of its own, not
+    the first of the next epoch's step (whose batches could hold the same utterance): one
+    participation per epoch, as the unamplified epsilon assumes."""
+    out = tmp_path / "unamplified"
+    conf = {"clip": "per_example", "max_epoch": 2, "batch_sampler": "shuffled", "batch_size": 3,
+            "accum_grad": 2, "clip_conf": {"max_norm": 1.0, "noise_multiplier": 2.0,
+                                           "noise_seed": 1}}
+    asr_train.main(train_args(corpus, out, conf))
+    for epoch in (1, 2):
+        stats = train_stats(out, epoch)
+        assert stats["noise_std"] == pytest.approx(2.0 / 6)
+        assert stats["dp_epsilon_unamplified"] == pytest.approx(
+            accounting.epsilon(2.0, 1.0, epoch, 0.01 / 8))
+    pcc = load_checkpoint(out / "checkpoint.pth")["optimizers"][0]["pcc"]
+    assert pcc["steps"] == 4 and pcc["pending"] is None  # 2 steps an epoch, nothing carried
+
+
+def test_a_resume_with_other_noise_reports_the_epsilon_of_what_ran(corpus, tmp_path):
+    """An epoch at sigma 0.6 resumed at sigma 3.0: epoch 2's epsilon composes both (2 steps
+    each, q = 1/2, 2C), not 4 steps at 3.0; a noiseless epoch resumed with noise: +inf."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    conf = {"clip": "per_core", "max_epoch": 1,
+            "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 0.6,
+                          "noise_seed": 3}}
+    louder = dict(conf, max_epoch=2, clip_conf=dict(conf["clip_conf"], noise_multiplier=3.0))
+    out = tmp_path / "resumed"
+    asr_train.main(train_args(corpus, out, conf))
+    asr_train.main(train_args(corpus, out, louder, extra=["--resume", "true"]))
+    history = load_checkpoint(out / "checkpoint.pth")["optimizers"][0]["pcc"][
+        "privacy_history"]
+    assert [(s["noise_multiplier"], s["steps"], s["first_epoch"], s["last_epoch"])
+            for s in history] == [(0.6, 2, 1, 1), (3.0, 2, 2, 2)]
+    accountant = rdp.RdpAccountant()
+    for sigma in (0.6, 3.0):
+        accountant.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            0.5, dp_accounting.GaussianDpEvent(sigma / 2)), 2))
+    assert train_stats(out, 2)["dp_epsilon"] == pytest.approx(accountant.get_epsilon(0.01 / 8))
+    assert train_stats(out, 2)["dp_epsilon"] > 5 * accounting.epsilon(3.0, 0.5, 4, 0.01 / 8,
+                                                                      sensitivity=2)
+    quiet = tmp_path / "quiet"
+    asr_train.main(train_args(corpus, quiet, {"clip": "per_core", "max_epoch": 1,
+                                              "clip_conf": {"max_norm": 1.0, "num_cores": 2}}))
+    asr_train.main(train_args(corpus, quiet, louder, extra=["--resume", "true"]))
+    assert train_stats(quiet, 2)["dp_epsilon"] == math.inf
+
+
+def test_the_quantile_bound_takes_a_poisson_step_without_cores(corpus, tmp_path):
+    """q = 2/8 into 2 slots, no noise: with --seed 0 one of epoch 1's 4 steps draws no
+    utterance; there is no clipped fraction to follow, so C stays for that step (instead of
+    a division by zero) and grows by exp(0.5 x 0.5) at each of the 3 others (every core is
+    above a tiny C)."""
+    out = tmp_path / "empty_step"
+    conf = {"clip": "per_core", "max_epoch": 1, "batch_size": 2, "batch_sampler": "poisson",
+            "clip_conf": {"target_quantile": 0.5, "initial_bound": 1e-4, "bound_lr": 0.5,
+                          "num_cores": 2}}
+    asr_train.main(train_args(corpus, out, conf))
+    saved = load_checkpoint(out / "checkpoint.pth")["optimizers"][0]["pcc"]
+    assert saved["max_norm"] == pytest.approx(1e-4 * math.exp(0.75))

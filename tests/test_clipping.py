@@ -66,6 +66,18 @@ def test_global_clips_the_mean():
     assert stats.update_norm.item() == pytest.approx(2.0)
 
 
+def test_global_of_cores_clips_the_mean_of_the_cores():
+    """The paper's baseline: the cores' gradients averaged, the average clipped as one vector
+    (global's formula, on cores): by hand, mean = (3, 13/3), ‖mean‖ = 5.2705."""
+    mean = torch.tensor([3.0, 13 / 3], dtype=torch.float64)
+    update, stats = clipped_average(CORES, "global_of_cores", max_norm=2.0)
+    assert torch.allclose(flat(update), mean * 2.0 / mean.norm())
+    assert stats.factors.tolist() == pytest.approx([2.0 / mean.norm().item()])
+    assert stats.clipped_fraction.item() == 1.0 and stats.bound.item() == 2.0
+    unclipped, stats = clipped_average(CORES, "global_of_cores", max_norm=6.0)
+    assert torch.allclose(flat(unclipped), mean) and stats.clipped_fraction.item() == 0.0
+
+
 def test_infinite_bound_is_the_plain_mean():
     expected = torch.tensor([3.0, 13 / 3], dtype=torch.float64)
     for mode in ("none", "per_core"):
@@ -89,14 +101,16 @@ def test_unknown_mode_names_the_value():
 
 def test_the_mode_rules_in_one_table():
     """Which setting belongs to which mode, as the ClipMode properties state it."""
-    rules = {m: (m.clips_each_core, m.has_fixed_bound, m.accepts_max_norm, m.splits_micro_batches,
+    rules = {m: (m.clips_each_core, m.clips_mean, m.runs_stock_loop, m.has_fixed_bound,
+                 m.requires_max_norm, m.accepts_max_norm, m.splits_micro_batches,
                  m.allows_speaker_cores, m.one_utterance_per_core) for m in ClipMode}
     assert rules == {
-        ClipMode.NONE: (False, False, False, True, False, False),
-        ClipMode.GLOBAL: (False, False, True, False, False, False),
-        ClipMode.PER_CORE: (True, True, True, True, True, False),
-        ClipMode.ADAPTIVE_PER_CORE: (True, False, False, True, True, False),
-        ClipMode.PER_EXAMPLE: (True, True, True, False, False, True),
+        ClipMode.NONE: (False, False, False, False, False, False, True, False, False),
+        ClipMode.GLOBAL: (False, True, True, False, False, True, False, False, False),
+        ClipMode.GLOBAL_OF_CORES: (False, True, False, False, True, True, True, False, False),
+        ClipMode.PER_CORE: (True, False, False, True, True, True, True, True, False),
+        ClipMode.ADAPTIVE_PER_CORE: (True, False, False, False, False, False, True, True, False),
+        ClipMode.PER_EXAMPLE: (True, False, False, True, True, True, False, False, True),
     }
 
 
@@ -131,6 +145,22 @@ def test_none_adds_cores_as_they_are():
     assert (outcome.bound, outcome.scale, outcome.num_clipped) == (math.inf, 0.25, 0)
 
 
+def test_mean_clip_scaling_adds_cores_as_they_are_and_clips_their_average():
+    # K̂ = 4, K = 2: Σ holds g_k/4, the average is Σ·4/2.  ‖Σ‖ = 1.5 gives ‖ḡ‖ = 3 > C = 2:
+    # u = Σ·2·(2/3); with ‖Σ‖ = 0.5, ‖ḡ‖ = 1 <= C: the plain average.
+    scaling = step_scaling(ClipMode.GLOBAL_OF_CORES, max_norm=2.0, divisor=4,
+                           fixed_denominator=False, keeps_first_core=True, device="cpu")
+    assert scaling.factor(torch.tensor(1e9)).item() == pytest.approx(1 / 4)  # no core clipped
+    assert scaling.counted_bound == math.inf and scaling.needs_sum_norm
+    clipped = scaling.finish(step_stats(num_cores=2), sum_norm=1.5)
+    assert (clipped.bound, clipped.num_clipped) == (2.0, 2)  # the whole step: clip 100 %
+    assert clipped.scale == pytest.approx(2 * 2 / 3)
+    kept = scaling.finish(step_stats(num_cores=2), sum_norm=0.5)
+    assert (kept.scale, kept.num_clipped) == (2.0, 0)
+    with pytest.raises(ValueError, match="norm of the summed cores"):
+        scaling.finish(step_stats(num_cores=2))
+
+
 def test_adaptive_scaling_keeps_the_first_core_and_scales_the_rest_to_its_norm():
     # r = 5 (the first core, added as it is); a core of norm 10 enters as g·5/10; at the end
     # C = min = 1 over K = 2 cores: u = Σ·1/(2·5), each core then has norm 1/2 of its share.
@@ -160,7 +190,8 @@ def test_global_is_not_streamed():
 
 
 @pytest.mark.parametrize("mode, max_norm", [("none", None), ("per_core", 2.0),
-                                            ("adaptive_per_core", None), ("per_example", 2.0)])
+                                            ("adaptive_per_core", None), ("per_example", 2.0),
+                                            ("global_of_cores", 2.0), ("global_of_cores", 9.0)])
 def test_streaming_scaling_is_the_reference_form(mode, max_norm):
     """Σ_k factor_k·g_k, then finish's scale, is clipped_average's u (one process)."""
     mode = ClipMode(mode)
@@ -176,7 +207,7 @@ def test_streaming_scaling_is_the_reference_form(mode, max_norm):
         [n for n in norms.tolist() if n > scaling.counted_bound]
     stats = StepStatistics(3, norms.sum().item(), len(clipped), 0, norms.min().item(),
                            norms.max().item(), 1)
-    outcome = scaling.finish(stats)
+    outcome = scaling.finish(stats, sum_norm=total.norm().item())
     update, reference = clipped_average(CORES, mode, max_norm)
     assert torch.allclose(total * outcome.scale, flat(update))
     assert outcome.bound == pytest.approx(reference.bound.item())

@@ -60,3 +60,23 @@ def test_every_cli_gets_verbose_from_run_main(module, capsys):
         run_main(p, ["--help"], lambda args: None)
     assert e.value.code == 0
     assert "--verbose" in capsys.readouterr().out
+
+
+def test_the_error_is_the_last_line_where_both_streams_go_to_one_file():
+    """stdout is block-buffered into a file or pipe: what the CLI printed before the error must
+    not come after it at exit."""
+    import os
+    import subprocess
+    import sys
+
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    code = ("from espnet_pcc.errors import UserError, run_cli\n"
+            "def body():\n"
+            "    print('a progress line on stdout')\n"
+            "    raise UserError('bad value 3')\n"
+            "run_cli(body, verbose=False, prog='some_cli')\n")
+    result = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=buffered)
+    assert result.returncode == 2
+    assert result.stdout.splitlines() == ["a progress line on stdout",
+                                          "some_cli: error: bad value 3"]

@@ -7,8 +7,8 @@ from espnet2.schedulers.warmup_lr import WarmupLR
 
 from espnet_pcc.clip_config import ClipConfig
 from espnet_pcc.clipping import clipped_average
-from espnet_pcc.optim import CoreClippingOptimizer, PerCoreClipOptimizer, next_quantile_bound, \
-    step_noise
+from espnet_pcc.optim import CoreClippingOptimizer, PerCoreClipOptimizer, implements_core_clipping, \
+    next_quantile_bound, step_noise
 
 
 class TinyNet(torch.nn.Module):
@@ -67,7 +67,8 @@ def streamed_update(model, cores, mode, max_norm, loss_scale=1.0):
 
 @pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("per_core", 1e9),
                                            ("adaptive_per_core", None), ("none", None),
-                                           ("per_example", 1.0)])
+                                           ("per_example", 1.0), ("global_of_cores", 0.5),
+                                           ("global_of_cores", 1e9)])
 def test_streaming_matches_reference(mode, max_norm):
     model = make_model()
     cores = core_inputs(4)
@@ -84,7 +85,7 @@ def test_streaming_matches_reference(mode, max_norm):
 
 @pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("per_core", 1e9),
                                            ("adaptive_per_core", None), ("none", None),
-                                           ("per_example", 0.5)])
+                                           ("per_example", 0.5), ("global_of_cores", 0.5)])
 @pytest.mark.parametrize("num_cores", [1, 2])
 def test_update_norm_is_known_for_one_core_only(mode, max_norm, num_cores):
     """With one core the step's ‖u‖ comes from the statistics (the trainer skips its pass)."""
@@ -98,7 +99,8 @@ def test_update_norm_is_known_for_one_core_only(mode, max_norm, num_cores):
     assert reduction.update_norm == pytest.approx(actual.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None)])
+@pytest.mark.parametrize("mode,max_norm", [("per_core", 0.5), ("adaptive_per_core", None),
+                                           ("global_of_cores", 0.5)])
 def test_loss_scale_gives_the_same_update(mode, max_norm):
     cores = core_inputs(3)
     plain, _, _ = streamed_update(make_model(), cores, mode, max_norm)
@@ -182,6 +184,7 @@ def test_loads_a_plain_optimizer_state():
     ("per_core", math.nan, "got nan"),
     ("adaptive_per_core", 1.0, "clip_conf.max_norm=1.0 is not allowed for clip: adaptive_per_core"),
     ("global", 1.0, "needs no wrapper"),
+    ("global_of_cores", None, "clip_conf.max_norm is required for clip: global_of_cores"),
     ("perCore", 1.0, "unknown value 'perCore'"),
 ])
 def test_bad_settings(mode, max_norm, message):
@@ -478,7 +481,7 @@ def test_the_wrapper_protocol_asks_for_what_the_trainer_calls():
     model = torch.nn.Linear(2, 2)
     wrapper = PerCoreClipOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                    clip_config=ClipConfig.from_options("per_core", {"max_norm": 1}))
-    assert isinstance(wrapper, CoreClippingOptimizer)
+    assert isinstance(wrapper, CoreClippingOptimizer) and implements_core_clipping(wrapper)
 
     class PerCoreCallsOnly:
         steps = 0
@@ -490,3 +493,16 @@ def test_the_wrapper_protocol_asks_for_what_the_trainer_calls():
         def gather_pending(self): ...
 
     assert not isinstance(PerCoreCallsOnly(), CoreClippingOptimizer)
+    assert not implements_core_clipping(PerCoreCallsOnly())
+
+    class Forwarding:
+        """A wrapper by composition: the torch optimizer's surface through __getattr__."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.__dict__["inner"], name)
+
+    assert implements_core_clipping(Forwarding(wrapper))
+    assert not implements_core_clipping(Forwarding(PerCoreCallsOnly()))

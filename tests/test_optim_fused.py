@@ -18,7 +18,8 @@ from espnet_pcc.clipping import clip_factor, clipped_average, grad_norm
 from espnet_pcc.optim import PerCoreClipOptimizer
 from shared_helpers import gloo_process_group
 
-MODES = [("per_core", 0.5), ("adaptive_per_core", None), ("none", None), ("per_example", 1.0)]
+MODES = [("per_core", 0.5), ("adaptive_per_core", None), ("none", None), ("per_example", 1.0),
+         ("global_of_cores", 0.5)]
 
 
 class Net(torch.nn.Module):

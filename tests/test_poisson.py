@@ -1,4 +1,7 @@
 """espnet_pcc.poisson: Poisson sampling of privacy units into hashed cores."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -143,3 +146,12 @@ def test_an_empty_item_loads_a_stand_in_under_its_own_key():
     assert dataset[EMPTY] == (EMPTY, {"speech": 1})
     assert dataset["a"] == ("a", {"speech": 1})
     assert is_empty([EMPTY]) and not is_empty(["a"]) and not is_empty([EMPTY, "a"])
+
+
+@pytest.mark.parametrize("clone", [lambda d: pickle.loads(pickle.dumps(d)), copy.copy,
+                                   copy.deepcopy], ids=["pickle", "copy", "deepcopy"])
+def test_the_dataset_with_empty_items_can_be_pickled_and_copied(clone):
+    """DataLoader workers under spawn or forkserver get the dataset pickled."""
+    dataset = clone(WithEmptyItems({"a": ("a", {"speech": 1})}, stand_in="a"))
+    assert dataset[EMPTY] == (EMPTY, {"speech": 1})
+    assert dataset.keys() == {"a": None}.keys()  # the wrapped dataset's own attributes

@@ -11,12 +11,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 import yaml
 
 from asr_train_helpers import TINY_CONFIG
 from espnet_pcc import registry
 from espnet_pcc.bin.python import PCC, STOCK, command, rewrite
+from espnet_pcc.checkpoints import load_checkpoint
 
 NAME = "espnet-pcc-python"
 
@@ -171,7 +171,7 @@ def test_asr_sh_trains_with_pcc_through_python_option(corpus, tmp_path, launcher
     assert f"[progress] {exp / 'asr_train_pcc'} epoch 1/1 loss " in log
     saved = yaml.safe_load((exp / "asr_train_pcc" / "config.yaml").read_text())
     assert saved["clip"] == "per_core"
-    checkpoint = torch.load(exp / "asr_train_pcc" / "checkpoint.pth", weights_only=True)
+    checkpoint = load_checkpoint(exp / "asr_train_pcc" / "checkpoint.pth")
     assert checkpoint["optimizers"][0]["pcc"]["clip"] == "per_core"
     assert checkpoint["reporter"]["stats"][1]["train"]["num_cores"] == 2
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from espnet_pcc import registry
+from espnet_pcc.checkpoints import load_checkpoint
 from espnet_pcc.optim import PerCoreClipOptimizer
 from espnet_pcc.tasks.asr import PCCASRTask
 
@@ -107,7 +108,7 @@ def test_a_second_registered_wrapper_trains(corpus, tmp_path, monkeypatch):
                               extra=["--clip_wrapper", "counting"]))
     # 8 utterances in 2 batches of 4, 2 cores each.
     assert CountingWrapper.cores_added == 4
-    saved = torch.load(out / "checkpoint.pth", weights_only=True)["optimizers"][0]
+    saved = load_checkpoint(out / "checkpoint.pth")["optimizers"][0]
     assert saved["pcc"]["steps"] == 2
 
 

@@ -37,6 +37,22 @@ def test_ranks_split_each_global_batch_as_espnet_does(world_size):
             assert ranks[r][b] == batch[r::world_size]
 
 
+@pytest.mark.parametrize("num_utts,batch_size,world_size", [(1414, 16, 16), (5, 2, 2)])
+def test_no_rank_gets_an_empty_micro_batch(num_utts, batch_size, world_size):
+    """ceil(N / batch_size) batches would hold fewer utterances than ranks (1414 in 89
+    batches of 15 or 16 over 16 ranks; 5 in batches of 2, 2, 1 over 2): at most
+    N // world_size batches instead, each of at least world_size utterances."""
+    utts = [f"u{i:04d}" for i in range(num_utts)]
+    ranks = [ShuffledBatchSampler(utts, batch_size, world_size=world_size, rank=r)
+             for r in range(world_size)]
+    for seed in range(3):
+        per_rank = [sampler.generate(seed) for sampler in ranks]
+        assert all(len(batch) >= 1 for batches in per_rank for batch in batches)
+        assert sorted(u for batches in per_rank for b in batches for u in b) == utts
+        sizes = [sum(len(batches[b]) for batches in per_rank) for b in range(len(ranks[0]))]
+        assert max(sizes) <= batch_size + 1
+
+
 def test_bad_sizes_are_rejected():
     with pytest.raises(ValueError, match="batch_size 1 must be >= the number of ranks 2"):
         ShuffledBatchSampler(UTTS, batch_size=1, world_size=2)

@@ -275,3 +275,46 @@ def test_speaker_level_epsilon_with_poisson_sampled_speakers(speaker_corpus, tmp
     for epoch, steps in ((1, 2), (2, 4)):
         assert train_stats(out, epoch)["dp_epsilon"] == pytest.approx(
             accounting.epsilon(1.0, 2 / 3, steps, 0.01 / 3, sensitivity=2))
+
+
+def test_speed_perturbed_copies_of_a_speaker_are_that_speaker(speaker_corpus, tmp_path):
+    """ESPnet's speed perturbation names a copy's speaker sp<f>-<speaker>: x, sp0.9-x and
+    sp1.1-x are one speaker, never two cores of one step.  Their 3 chunks and y's 1 make one
+    step (x, y); counted as 3 speakers they made 2 steps, one with two cores of x."""
+    speakers = {"utt0": "x", "utt1": "x", "utt2": "sp0.9-x", "utt3": "sp0.9-x",
+                "utt4": "sp1.1-x", "utt5": "sp1.1-x", "utt6": "y", "utt7": "y"}
+    (speaker_corpus / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in speakers.items()))
+    cores = []
+
+    def spy(batch, speaker_of):
+        split = split_by_speaker(batch, speaker_of)
+        cores.append([list(core["utt_id"]) for core in split])
+        return split
+
+    with mock.patch("espnet_pcc.trainer.split_by_speaker", side_effect=spy):
+        asr_train.main(train_args(speaker_corpus, tmp_path / "exp", SPEAKER_CORES))
+    assert len(cores) == 1  # accum_grad 1: a micro-batch is a step
+    step_speakers = [{speakers[u].split("-")[-1] for u in core} for core in cores[0]]
+    assert step_speakers == [{"x"}, {"y"}] or step_speakers == [{"y"}, {"x"}]
+
+
+def test_a_resume_with_another_privacy_unit_is_one_line(speaker_corpus, tmp_path, capsys):
+    """An epoch accounted per utterance cannot be continued per speaker: one epsilon cannot
+    compose both (espnet_pcc.accounting.check_history)."""
+    out = tmp_path / "units"
+    per_utterance = {"clip": "per_core", "max_epoch": 1,
+                     "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0,
+                                   "noise_seed": 3}}
+    asr_train.main(train_args(speaker_corpus, out, per_utterance))
+    per_speaker = dict(per_utterance, max_epoch=2, clip_conf=dict(
+        per_utterance["clip_conf"], core_by="speaker"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(train_args(speaker_corpus, out, per_speaker, extra=["--resume", "true"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("asr_train: error: --resume: the checkpoint's noisy steps were accounted "
+                       "per utterance, this run's are per speaker, and one epsilon cannot "
+                       "compose both; resume with the checkpoint's privacy unit or start a new "
+                       "run"), err
+    assert not (out / "2epoch.pth").exists()

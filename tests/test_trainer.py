@@ -8,6 +8,7 @@ import torch
 from espnet2.train.trainer import Trainer
 
 from espnet_pcc.clip_config import ClipConfig
+from espnet_pcc.optim import PerCoreClipOptimizer
 from espnet_pcc.trainer import PCCTrainer
 from trainer_helpers import TinyASRLike, make_batches, run_epoch, trainer_options, wrapped_sgd
 
@@ -31,6 +32,57 @@ def test_one_core_per_core_equals_stock_global_clipping(max_norm):
     run_epoch(PCCTrainer, pcc, wrapped_sgd(pcc, "per_core", max_norm), batches,
               trainer_options("per_core", {"max_norm": max_norm}))
     assert_same_params(params(stock), params(pcc))
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 100.0])
+def test_one_core_global_of_cores_equals_stock_global_clipping(max_norm):
+    """The paper's baseline with one core per step is ESPnet's own global clipping."""
+    batches = make_batches(4, 4)
+    stock = TinyASRLike()
+    run_epoch(Trainer, stock, torch.optim.SGD(stock.parameters(), lr=0.5, momentum=0.9),
+              batches, trainer_options("global", {}, grad_clip=max_norm))
+    paper = TinyASRLike()
+    run_epoch(PCCTrainer, paper, wrapped_sgd(paper, "global_of_cores", max_norm), batches,
+              trainer_options("global_of_cores", {"max_norm": max_norm}))
+    assert_same_params(params(stock), params(paper))
+
+
+def test_paper_baseline_step_from_first_principles():
+    """clip: global_of_cores, one step of 16 utterances in 4 cores, against the definition:
+    each core of 4 utterances its own forward and backward (the control's forwards), the 4
+    gradients of the cores' mean losses averaged, the average clipped to C as one vector,
+    then an SGD step.  Its BatchNorm statistics are the control's (the same forwards)."""
+    batch = make_batches(1, 16)
+    C, lr = 0.05, 0.5
+    conf = {"max_norm": C, "num_cores": 4}
+    paper = TinyASRLike(batch_norm=True)
+    optimizer = PerCoreClipOptimizer(torch.optim.SGD(paper.parameters(), lr=lr),
+                                     clip_config=ClipConfig.from_options("global_of_cores", conf))
+    stats = run_epoch(PCCTrainer, paper, optimizer, batch,
+                      trainer_options("global_of_cores", conf))
+    by_hand = TinyASRLike(batch_norm=True)
+    weights = list(by_hand.parameters())
+    fields = ("speech", "speech_lengths", "text", "text_lengths")
+    grads = []
+    for start in range(0, 16, 4):
+        loss, _, _ = by_hand(**{k: batch[0][k][start:start + 4] for k in fields})
+        grads.append(torch.autograd.grad(loss.sum(), weights))
+    average = [sum(g[i] for g in grads) / 4 for i in range(len(weights))]
+    norm = torch.sqrt(sum((a ** 2).sum() for a in average))
+    factor = min(1.0, C / norm.item())
+    assert factor < 1.0  # the step is clipped
+    with torch.no_grad():
+        for w, a in zip(weights, average):
+            w -= lr * factor * a
+    assert_same_params(params(paper), params(by_hand))
+    assert stats["clip"] == 100.0 and stats["num_cores"] == 4
+    assert stats["grad_norm"] == pytest.approx(C, rel=1e-5)
+    assert stats["clip_bound"] == C
+    control = TinyASRLike(batch_norm=True)
+    run_epoch(PCCTrainer, control, wrapped_sgd(control, "none", None), batch,
+              trainer_options("none", {"num_cores": 4}))
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(paper.norm, name), getattr(control.norm, name))
 
 
 def test_global_runs_the_stock_loop_with_clip_conf_max_norm():
@@ -68,6 +120,8 @@ def test_unclipped_cores_are_per_core_with_an_unreachable_bound():
     ("none", {}, False), ("global", {}, False), ("per_core", {"max_norm": 1}, True),
     ("adaptive_per_core", {}, True), ("per_example", {"max_norm": 1}, True),
     ("none", {"num_cores": 4}, True),  # the control: PCC's per-core loop, nothing clipped
+    ("global_of_cores", {"max_norm": 1}, True),  # the paper's baseline: PCC's per-core loop
+    ("global_of_cores", {"max_norm": 1, "num_cores": 4}, True),
 ])
 def test_wraps_optimizer_is_the_per_core_family(clip, clip_conf, wraps):
     assert ClipConfig.from_options(clip, clip_conf).wraps_optimizer is wraps

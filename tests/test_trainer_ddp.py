@@ -16,6 +16,7 @@ CASES = [
     ("per_core", {"max_norm": 0.3, "num_cores": 2}, 1),
     ("adaptive_per_core", {"num_cores": 2}, 1),
     ("per_core", {"max_norm": 0.3, "num_cores": 1}, 2),  # cores from accum_grad
+    ("global_of_cores", {"max_norm": 0.3, "num_cores": 2}, 1),  # the average clipped
 ]
 
 

@@ -17,7 +17,7 @@ import torch
 from asr_train_helpers import assert_resumed_equals_whole, train_args
 from espnet2.train.reporter import Reporter
 from espnet_pcc.bin import asr_train
-from espnet_pcc.checkpoints import atomic_torch_saves, remove_temp_files
+from espnet_pcc.checkpoints import atomic_torch_saves, load_checkpoint, remove_temp_files
 from espnet_pcc.progress import PROGRESS_PREFIX, format_progress
 
 # A child asr_train that, when KILL_DURING_SAVE names a file, SIGKILLs itself in the middle of
@@ -85,7 +85,7 @@ def _assert_no_half_written_file(out, when):
         if path.name.startswith(".") or (path.is_symlink() and not path.exists()):
             continue  # temp files; a link to an epoch file that a later epoch removed
         try:
-            torch.load(path, weights_only=True)
+            load_checkpoint(path)
         except Exception as e:  # a truncated file
             pytest.fail(f"{path.name} does not load ({when}): {e}")
 
@@ -107,7 +107,7 @@ def test_kills_at_random_moments_then_resume_match_an_uninterrupted_run(corpus, 
     # 2. Killed while writing 2epoch.pth, i.e. after checkpoint.pth of epoch 2: the resume
     #    writes 2epoch.pth from the checkpoint (else n-best averaging would miss it).
     assert _start(args, kill_during_save="2epoch.pth").wait(timeout=300) == -signal.SIGKILL
-    assert torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"] == 2
+    assert load_checkpoint(out / "checkpoint.pth")["reporter"]["epoch"] == 2
     assert not (out / "2epoch.pth").exists()
     _assert_no_half_written_file(out, why)
 
@@ -116,7 +116,7 @@ def test_kills_at_random_moments_then_resume_match_an_uninterrupted_run(corpus, 
     #    lands anywhere: training, validation, a checkpoint write.
     restored = []
     for kill in range(2):
-        done = torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"]
+        done = load_checkpoint(out / "checkpoint.pth")["reporter"]["epoch"]
         if done == KILL_CONF["max_epoch"]:
             break
         batches = rng.randint(1, 4 * (KILL_CONF["max_epoch"] - done))
@@ -159,7 +159,7 @@ PROGRESS = re.compile(re.escape(PROGRESS_PREFIX) + r"(?P<dir>\S+) epoch (?P<epoc
 
 
 def _epochs(out):
-    return torch.load(out / "checkpoint.pth", weights_only=True)["reporter"]["epoch"]
+    return load_checkpoint(out / "checkpoint.pth")["reporter"]["epoch"]
 
 
 def _progress_lines(text):
@@ -237,7 +237,7 @@ def test_resume_of_a_finished_run_says_so(corpus, tmp_path, capfd):
 
 def _reporter(out):
     reporter = Reporter()
-    reporter.load_state_dict(torch.load(out / "checkpoint.pth", weights_only=True)["reporter"])
+    reporter.load_state_dict(load_checkpoint(out / "checkpoint.pth")["reporter"])
     return reporter
 
 

@@ -19,6 +19,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from espnet_pcc.errors import run_main
+from espnet_pcc.import_noise import hidden
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, extra: List[str]) -> None:
-    from espnet2.bin import asr_inference
+    with hidden("decode"):  # what espnet2's optional dependencies print at import
+        from espnet2.bin import asr_inference
 
     for wav_scp, key_file, output_dir in args.set:
         cmd = [

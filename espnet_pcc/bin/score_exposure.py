@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc.errors import run_main
+from espnet_pcc.import_noise import hidden
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,10 @@ def _run(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    with hidden("score_exposure"):
+        # The model's scoring imports espnet2 when it loads the model; imported here first,
+        # what espnet2's optional dependencies print at import is left out.
+        import espnet_pcc.tasks.asr  # noqa: F401
     summary = score_exposure(
         args.asr_train_config, args.asr_model_file, args.canary_dir, args.output_dir,
         batch_size=args.batch_size, device=args.device, nj=args.nj,

@@ -8,8 +8,9 @@ Usage::
         --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \\
         --output_dir study/raw
 
-Layout of the files: :mod:`espnet_pcc.study.raw`.  Appends to what ``--output_dir`` holds for
-other samplers with ``--merge true`` (the sorted-batch arms beside the primary ones).
+Layout of the files: :mod:`espnet_pcc.study.raw`.  Adds to what ``--output_dir`` holds with
+``--merge true``: the sorted-batch arms beside the primary ones, or a study's seed block beside
+the blocks exported before (a run of the same arm, sampler and seed is replaced).
 """
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_sets", nargs="+", required=True)
     p.add_argument("--output_dir", type=Path, required=True)
     p.add_argument("--merge", type=str2bool, default=False,
-                   help="keep the rows of --output_dir's other samplers (and their notes)")
+                   help="keep --output_dir's other runs (another sampler's, or earlier seed "
+                        "blocks; a run of the same arm, sampler and seed is replaced) and notes")
+    p.add_argument("--canary_accuracy", type=str2bool, default=True,
+                   help="read the canaries' transcription (stage 7); false where they were not "
+                        "decoded (pcc_asr.sh --decode_canaries false: the CER columns are NaN)")
     p.add_argument("--notes", default="",
                    help="how these runs were made (a paragraph, kept in meta.json; the report "
                         "prints it)")
@@ -48,7 +53,8 @@ def _run(args: argparse.Namespace) -> None:
     made_by = "python -m espnet_pcc.bin.study_export " + shlex.join(sys.argv[1:])
     study = export_study(args.expdir, args.asr_tags, args.score_epochs, args.decode_tag,
                          args.epoch_decode_tag, args.test_sets, made_by=made_by,
-                         progress=lambda line: print(line, file=sys.stderr, flush=True))
+                         progress=lambda line: print(line, file=sys.stderr, flush=True),
+                         canary_accuracy=args.canary_accuracy)
     study.notes = args.notes
     if args.merge and (args.output_dir / raw.META_JSON).is_file():
         study = raw.merge(raw.read_raw(args.output_dir), study, args.output_dir)

@@ -7,8 +7,11 @@ Usage::
 
 Everything in the report comes from ``--raw_dir`` (its provenance paragraph too: the notes
 study_export kept in meta.json) and the options, so the command it prints rebuilds it byte for
-byte. The pre-registered analysis (docs/study.md) on the shuffled-batch runs; the runs of any other
-sampler in the raw data get the same numbers, labelled exploratory.
+byte. ``--study second`` (the default): the second study's pre-registered analysis
+(docs/study.md) on the shuffled-batch runs; the runs of any other sampler in the raw data get the
+same numbers, labelled exploratory.  ``--study third``: the third study's (the paper's claims
+against the paper's baseline, :mod:`espnet_pcc.study.claims`), once every arm of every seed
+block is in the raw data.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Optional, Sequence
 from espnet_pcc.errors import run_main
 
 DEFAULT_TITLE = "RESULTS (memorisation study)"
+STUDIES = ("second", "third")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -29,6 +33,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_md", type=Path, required=True)
     p.add_argument("--output_png", type=Path, required=True)
     p.add_argument("--title", default=DEFAULT_TITLE)
+    p.add_argument("--study", choices=STUDIES, default=STUDIES[0],
+                   help="whose pre-registered analysis (docs/study.md)")
+    p.add_argument("--skip_incomplete", choices=("true", "false"), default="false",
+                   help="--study third: while a run of the plan is missing from --raw_dir, print "
+                        "which seed blocks are in and write nothing (exit 0)")
     return p
 
 
@@ -39,14 +48,28 @@ def rebuild_command(args: argparse.Namespace) -> str:
              "--output_md", rel(args.output_md), "--output_png", rel(args.output_png)]
     if args.title != DEFAULT_TITLE:
         words += ["--title", args.title]
+    if args.study != STUDIES[0]:
+        words += ["--study", args.study]
     return shlex.join(words)
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.study.results import write_study_report
+    if args.study == "third":
+        from espnet_pcc.study import claims, raw
+        from espnet_pcc.study.claims_report import write_report
 
-    print(write_study_report(args.raw_dir, args.output_md, args.output_png, args.title,
-                             rebuild_command(args)))
+        study = raw.read_raw(args.raw_dir)
+        print(claims.block_status(study))
+        if args.skip_incomplete == "true" and claims.missing_runs(study):
+            print(f"{args.output_md} is written once every arm of every seed block is in")
+            return
+        print("\n".join(write_report(args.raw_dir, args.output_md, args.output_png, args.title,
+                                     rebuild_command(args))))
+    else:
+        from espnet_pcc.study.results import write_study_report
+
+        print(write_study_report(args.raw_dir, args.output_md, args.output_png, args.title,
+                                 rebuild_command(args)))
     print(f"wrote {args.output_md} and {args.output_png}")
 
 

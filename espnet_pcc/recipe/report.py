@@ -5,20 +5,22 @@ One RESULTS.md: environment, the comparison table (WER per set, mean exposure pe
 count, seconds per optimizer step, cores per step, epsilon; one row per model), any further
 sections the caller renders (stage 9 adds the memorisation comparison over runs,
 :func:`espnet_pcc.study.results.render_modes`), and ESPnet's per-model WER/CER tables; plus
-a PNG: exposure vs repeat count (one line per model) and validation loss vs epoch.
+a PNG: exposure vs repeat count (one line per model) and validation loss vs epoch, each arm in
+its colour and each seed in its line style (:mod:`espnet_pcc.study.arms`).
 """
 from __future__ import annotations
 
 import datetime
 import platform
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from espnet_pcc import markdown
 from espnet_pcc.exposure import schema
 from espnet_pcc.fileio import atomic_path
 from espnet_pcc.model_dir import ModelResult
 from espnet_pcc.recipe.scoring import markdown_table
+from espnet_pcc.study.arms import arm_colors, arm_of, seed_styles
 
 
 def epsilon_cell(epsilon: Optional[float], key: str = "dp_epsilon") -> str:
@@ -107,33 +109,64 @@ def results_markdown(results: Sequence[ModelResult], test_sets: Sequence[str], d
     return "\n".join(parts).rstrip() + "\n"
 
 
-def plot(results: Sequence[ModelResult], out_png: Path) -> None:
-    """Exposure vs repeat count (log2 x) and validation loss vs epoch, one line per model."""
+def comparison_figure(results: Sequence[ModelResult]):
+    """The figure :func:`plot` writes: exposure vs repeat count (log2 x) and validation loss
+    vs epoch, one line per model, in its arm's colour and its seed's line style and marker.
+    Each panel's legend has one entry per arm: its name, then its models' clipping; a second
+    legend below the panels, where there are several seeds, the seeds' styles."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    by_arm: Dict[str, List[tuple]] = {}
     for r in results:
-        if r.exposure:
-            xs = sorted(r.exposure)
-            ax1.plot(xs, [r.exposure[x] for x in xs], marker="o", label=r.label)
-        ys = [e.get("valid", {}).get("loss") for e in r.epochs]
-        pts = [(i + 1, y) for i, y in enumerate(ys) if y is not None]
-        if pts:
-            ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=r.label)
+        arm, seed = arm_of(r.tag)
+        by_arm.setdefault(arm, []).append((seed, r))
+    colors = arm_colors(by_arm)
+    styles = seed_styles(seed for runs in by_arm.values() for seed, _ in runs)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for arm, runs in by_arm.items():
+        for seed, r in runs:
+            line, marker = styles[seed]
+            look = dict(color=colors[arm], linestyle=line, marker=marker, alpha=0.85)
+            if r.exposure:
+                xs = sorted(r.exposure)
+                ax1.plot(xs, [r.exposure[x] for x in xs], markersize=5, **look)
+            ys = [e.get("valid", {}).get("loss") for e in r.epochs]
+            pts = [(i + 1, y) for i, y in enumerate(ys) if y is not None]
+            if pts:
+                ax2.plot([p[0] for p in pts], [p[1] for p in pts], markersize=3, **look)
+    arms = [Line2D([], [], color=colors[arm], lw=2,
+                   label=f"{arm}: {', '.join(dict.fromkeys(r.label for _, r in runs))}")
+            for arm, runs in by_arm.items()]
     ax1.set_xscale("log", base=2)
     ax1.set_xlabel("canary repeat count")
     ax1.set_ylabel("mean exposure (bits)")
     ax1.set_title("Memorisation: exposure vs repeats")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation loss")
     ax2.set_title("Validation loss")
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(handles=arms, fontsize=8, title="arm: clipping", title_fontsize=8)
+    if len(styles) > 1:
+        fig.legend(handles=[Line2D([], [], color="0.35", linestyle=line, marker=marker,
+                                   label=f"seed {seed}")
+                            for seed, (line, marker) in styles.items()],
+                   loc="lower center", ncol=len(styles), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
+    return fig
+
+
+def plot(results: Sequence[ModelResult], out_png: Path) -> None:
+    """Writes :func:`comparison_figure` to ``out_png``."""
+    import matplotlib.pyplot as plt
+
+    fig = comparison_figure(results)
     try:
         with atomic_path(out_png) as tmp:  # savefig picks the format from the .png suffix
             fig.savefig(tmp, dpi=110)

@@ -8,4 +8,8 @@ analysis over training runs and the reports (docs/study.md has the method).
 ``export``           model results (`espnet_pcc.model_dir`) -> raw data
 ``analysis``         the pre-registered analysis, and stage 9's comparison of a recipe's modes
 ``results``          the reports and plots of both, from the raw data
+``arms``             a model's arm and seed (from its tag), each arm's one colour in every plot
+``claims``           the third study's pre-registered analysis: the paper's claims against the
+                     paper's baseline
+``claims_report``    its report and plot, from the raw data
 """

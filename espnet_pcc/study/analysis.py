@@ -25,6 +25,7 @@ from espnet_pcc.study.raw import FINAL, RawDataError, RawStudy
 
 PRIMARY_SAMPLER = "shuffled"
 BASELINE_ARM = "baseline"  # one core, nothing clipped
+PAPER_BASELINE_ARM = "paperbase"  # PCC's cores, their average clipped (the paper's baseline)
 CONTROL_ARM = "control"  # the same cores as PCC, nothing clipped
 PCC_ARM = "pcc"
 ARMS = (BASELINE_ARM, CONTROL_ARM, PCC_ARM)
@@ -35,7 +36,9 @@ SECONDARY = ((*PCC_VS_BASELINE, "rank_exposure"), (*CONTROL_VS_BASELINE, "rank_e
              (*PRIMARY, "cer_gap"))
 MEASURE_LABELS = {"rank_exposure": "rank exposure (bits)",
                   "cer_gap": "canary CER − reference CER (points)",
-                  "extrapolated_exposure": "extrapolated exposure (bits)"}
+                  "extrapolated_exposure": "extrapolated exposure (bits)",
+                  "valid_loss": "validation loss",
+                  "wer": "WER (%)"}
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Run:
     errors: Dict[str, tuple]  # test set -> (WER %, CER %) of the final model
 
 
-def _runs(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
+def runs_by_arm(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
     """The runs of one sampler, per arm, in seed order."""
     losses: Dict[Tuple[str, int], Dict[int, float]] = defaultdict(dict)
     ref_cer: Dict[Tuple[str, int, str], float] = {}
@@ -181,7 +184,7 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
             curve_points: int = 12) -> Analysis:
     """The pre-registered analysis of one sampler's arms (the primary and secondary endpoints
     for the shuffled sampler; for another sampler the same numbers are exploratory)."""
-    arms = _runs(study, sampler)
+    arms = runs_by_arm(study, sampler)
     missing = [a for a in ARMS if a not in arms]
     if missing:
         raise RawDataError(f"sampler {sampler}: no runs of arm(s) {', '.join(missing)}")
@@ -295,9 +298,11 @@ def past_level(runs: Sequence[Run], level: float) -> int:
     return sum(1 for r in runs if r.losses and r.losses[0] <= level)
 
 
-def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) -> ModeComparison:
-    """Each arm of ``sampler``'s runs against ``reference`` (or, without such an arm, the
-    first arm of the raw data), in pooled rank exposure of the final models and, where every
+def compare_modes(study: RawStudy, sampler: str, reference: Optional[str] = None
+                  ) -> ModeComparison:
+    """Each arm of ``sampler``'s runs against ``reference`` (None, or an arm not in the raw
+    data: the paper's baseline where there is one, else the baseline, else the first arm of the
+    raw data), in pooled rank exposure of the final models and, where every
     run scored the same epochs, at L* (the highest last-epoch validation loss of them all).
     Where there is a ``control`` arm (the same cores, nothing clipped), each other arm is also
     compared with it: that contrast is the effect of the clipping alone.
@@ -306,12 +311,13 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) 
     above where two better-trained arms' first scored epochs are.
     An arm with fewer than two runs gets no contrast (one run per arm has no run-to-run
     variation to test against)."""
-    by_arm = _runs(study, sampler)
+    by_arm = runs_by_arm(study, sampler)
     if not by_arm:
         raise RawDataError(f"no runs of sampler {sampler}")
     order = list(dict.fromkeys(r.arm for r in study.runs if r.sampler == sampler))
     arms = {a: by_arm[a] for a in order}
-    reference = reference if reference in arms else order[0]
+    if reference not in arms:
+        reference = next((a for a in (PAPER_BASELINE_ARM, BASELINE_ARM) if a in arms), order[0])
     all_runs = [r for runs in arms.values() for r in runs]
     canaries = sorted(all_runs[0].repeat_count)
     level = equal_loss_level(all_runs) if all(r.losses for r in all_runs) else None
@@ -333,32 +339,30 @@ def compare_modes(study: RawStudy, sampler: str, reference: str = BASELINE_ARM) 
                           at_pair)
 
 
-def mode_summary(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequence[str],
-                 level: Optional[float]) -> Dict[str, stats.Interval]:
-    """Per arm, over its runs (t-intervals; a single run has none): WER of the test sets, the
-    final models' rank exposure per repeat count and pooled, their canary CER minus the
-    references' (where the canaries were transcribed), and the pooled exposure at L* where
-    given."""
+def mode_values(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequence[str],
+                level: Optional[float]) -> Dict[str, List[float]]:
+    """Per arm, each run's value (the runs in their order), column by column: WER of the test
+    sets, the final models' rank exposure per repeat count and pooled, their canary CER minus
+    the references' (where the canaries were transcribed), and the pooled exposure at L* where
+    given.  Stage 9's table shows their means over the runs with t-intervals
+    (`espnet_pcc.study.results.render_modes`)."""
     out = {}
     for s in test_sets:
-        out[f"WER {s} %"] = stats.seed_interval([r.errors[s][0] for r in runs if s in r.errors])
+        out[f"WER {s} %"] = [r.errors[s][0] for r in runs if s in r.errors]
     counts = sorted({runs[0].repeat_count[c] for c in canaries})
     for count in counts:
         ids = [c for c in canaries if runs[0].repeat_count[c] == count]
-        out[f"exposure ×{count}"] = stats.seed_interval(
-            final_values(runs, "rank_exposure", ids).mean(axis=1))
-    out["exposure, pooled"] = stats.seed_interval(
-        final_values(runs, "rank_exposure", canaries).mean(axis=1))
+        out[f"exposure ×{count}"] = final_values(runs, "rank_exposure", ids).mean(axis=1).tolist()
+    out["exposure, pooled"] = final_values(runs, "rank_exposure", canaries).mean(axis=1).tolist()
     gap = final_values(runs, "cer_gap", canaries).mean(axis=1)
     if np.all(np.isfinite(gap)):  # the canaries were transcribed (stage 7 --canary_sets)
-        out["canary − reference CER"] = stats.seed_interval(gap)
+        out["canary − reference CER"] = gap.tolist()
     if level is not None:
-        out["pooled at L*"] = stats.seed_interval(
-            at_level(runs, "rank_exposure", level, canaries).mean(axis=1))
+        out["pooled at L*"] = at_level(runs, "rank_exposure", level, canaries).mean(axis=1).tolist()
     return out
 
 
-__all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PCC_ARM", "Analysis", "Contrast",
-           "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse", "analyse_study",
-           "arm_summary", "at_level", "compare_modes", "equal_loss_level", "mode_summary",
-           "past_level", "reachable_range"]
+__all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PAPER_BASELINE_ARM", "PCC_ARM", "Analysis",
+           "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse",
+           "analyse_study", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
+           "mode_values", "past_level", "reachable_range", "runs_by_arm"]

@@ -2,10 +2,11 @@
 
 A pure function of :func:`espnet_pcc.model_dir.collect`'s results with ``per_canary`` (the one
 reader of the model dirs): per model (tag ``asr_<config>_seed<N>``; the arm is the config's last
-``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``) its batch sampler, the validation loss of
-each scored epoch, each scored checkpoint's canaries (score, rank, exposures; the CER where
-stage 7 transcribed them) and the final model's WER and CER.  It returns a
-:class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export`` and stage 9).
+``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``, :func:`espnet_pcc.study.arms.arm_of`) its
+batch sampler, the validation loss of each scored epoch, each scored checkpoint's canaries
+(score, rank, exposures; the CER where stage 7 transcribed them) and the final model's WER and
+CER.  It returns a :class:`espnet_pcc.study.raw.RawStudy` (written by ``bin/study_export`` and
+stage 9).
 """
 from __future__ import annotations
 
@@ -14,15 +15,9 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from espnet_pcc.exposure import schema
-from espnet_pcc.model_dir import ModelResult, ScoredCheckpoint, collect, split_tag
+from espnet_pcc.model_dir import ModelResult, ScoredCheckpoint, collect
+from espnet_pcc.study.arms import arm_of
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
-
-
-def arm_of(tag: str) -> Tuple[str, int]:
-    """(arm, seed) of a model tag ``asr_<config>_seed<N>``; a tag without the seed suffix (one
-    run per config, ``pcc_asr.sh`` without ``--seeds``) is seed 0."""
-    name, seed = split_tag(tag)
-    return name.rsplit("_", 1)[-1], 0 if seed is None else seed
 
 
 def _checkpoint(arm: str, sampler: str, seed: int, scored: ScoredCheckpoint
@@ -98,4 +93,4 @@ def export_study(expdir: Path, tags: Sequence[str], score_epochs: Sequence[int],
     return study_of(results, test_sets, made_by)
 
 
-__all__ = ["arm_of", "export_study", "study_of"]
+__all__ = ["export_study", "study_of"]

@@ -154,14 +154,16 @@ def read_raw(directory: Path) -> RawStudy:
 
 
 def merge(old: RawStudy, new: RawStudy, where: Path) -> RawStudy:
-    """``new``'s runs in place of ``old``'s runs of the same samplers, ``old``'s other samplers
-    kept, with both exports' commands and notes (``where``: the directory, for the error)."""
+    """``new``'s runs in place of ``old``'s runs of the same arm, sampler and seed, ``old``'s
+    other runs kept (another sampler's arms, or a study's earlier seed blocks), with both
+    exports' commands and notes (``where``: the directory, for the error)."""
     if old.test_sets != new.test_sets:
         raise RawDataError(f"{where}: test sets {old.test_sets}, these runs {new.test_sets}")
-    samplers = {r.sampler for r in new.runs}
+    replaced = {(r.arm, r.sampler, r.seed) for r in new.runs}
     return RawStudy(
-        runs=[r for r in old.runs if r.sampler not in samplers] + new.runs,
-        canaries=[c for c in old.canaries if c.sampler not in samplers] + new.canaries,
+        runs=[r for r in old.runs if (r.arm, r.sampler, r.seed) not in replaced] + new.runs,
+        canaries=[c for c in old.canaries if (c.arm, c.sampler, c.seed) not in replaced]
+        + new.canaries,
         test_sets=new.test_sets, made_by=f"{old.made_by}\n{new.made_by}",
         notes=" ".join(x for x in (old.notes, new.notes) if x))
 

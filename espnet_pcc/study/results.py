@@ -19,8 +19,9 @@ import numpy as np
 from espnet_pcc.fileio import atomic_path, atomic_write_text
 from espnet_pcc.markdown import table
 from espnet_pcc.study import raw, stats
+from espnet_pcc.study.arms import arm_colors
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
-    ModeComparison, analyse_study, arm_summary, mode_summary, past_level
+    ModeComparison, analyse_study, arm_summary, mode_values, past_level
 
 
 def _p(c: Contrast, adjusted: bool = False) -> str:
@@ -210,10 +211,11 @@ def plot(a: Analysis, path: Path, title: str) -> None:
     left.set_ylabel(f"{PRIMARY[0]} − {PRIMARY[1]}, rank exposure (bits)")
     left.invert_xaxis()
     left.legend()
-    for k, arm in enumerate(ARMS):
+    colors = arm_colors(ARMS)
+    for arm in ARMS:
         for i, run in enumerate(a.arms[arm]):
             pooled = np.mean([run.epochs["rank_exposure"][c] for c in a.canaries], axis=0)
-            right.plot(run.losses, pooled, color=f"C{k}", alpha=0.7, marker=".",
+            right.plot(run.losses, pooled, color=colors[arm], alpha=0.7, marker=".",
                        label=arm if i == 0 else None)
     right.axvline(a.level, color="k", ls="--", lw=0.8)
     right.set_xlabel("validation loss")
@@ -227,13 +229,34 @@ def plot(a: Analysis, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+#: Under stage 9's table where an arm has two runs.
+TWO_RUNS = (
+    "Arms with 2 runs ({arms}): the mean and the two runs' values, not a 95 % interval. Over "
+    "2 runs the Student-t interval is the mean ± 12.7 × half the runs' difference (t with one "
+    "degree of freedom): correct, but wide by construction, since 2 runs say little about how "
+    "much runs vary. More runs narrow it (with 5, ± 2.8 standard errors): train more seeds "
+    "with `--seeds \"0 1 2 3 4\"` (pcc_asr.sh or the demo's run.sh).")
+
+
+def over_runs(values: Sequence[float], digits: int = 2) -> str:
+    """A cell of stage 9's table: the mean of the runs' values with its Student-t interval
+    (``"6.83 [4.80, 8.86]"``); with two runs the mean and both values
+    (``"6.83 (runs 6.51, 7.15)"``, :data:`TWO_RUNS`); one run, its value."""
+    interval = stats.seed_interval(values)
+    if len(values) == 2 and all(math.isfinite(v) for v in values):
+        return (f"{interval.value:.{digits}f} (runs {values[0]:.{digits}f}, "
+                f"{values[1]:.{digits}f})")
+    return interval.fmt(digits)
+
+
 def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str],
                  raw_dir: str = "") -> str:
     """Stage 9's memorisation section: per sampler, the arms over their runs and each arm
     against the reference arm (exploratory: no endpoint was declared for a recipe's run)."""
     out = ["### Memorisation over training runs (exploratory)", "",
            "Rank exposure (bits) of the final (decoded) models' canaries, the mean over a run's "
-           "canaries as the run's value; means and Student-t intervals over runs; contrasts: "
+           "canaries as the run's value; means and Student-t intervals over runs (with 2 runs, "
+           "the runs' values); contrasts: "
            "exact permutation test of the arm labels, 95 % two-level bootstrap interval (runs "
            "within arms, canaries). No endpoint was declared in advance for this run: no p "
            "below is a finding (the pre-registered study is docs/study.md)."
@@ -243,10 +266,13 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
             out += [f"#### {m.sampler} batches", ""]
         rows, head = [], None
         for arm, runs in m.arms.items():
-            summary = mode_summary(runs, m.canaries, test_sets, m.level)
-            head = head or ["arm", "runs"] + list(summary)
-            rows.append([arm, str(len(runs))] + [v.fmt(2) for v in summary.values()])
+            values = mode_values(runs, m.canaries, test_sets, m.level)
+            head = head or ["arm", "runs"] + list(values)
+            rows.append([arm, str(len(runs))] + [over_runs(v) for v in values.values()])
         out += [table(head, rows), ""]
+        two = [arm for arm, runs in m.arms.items() if len(runs) == 2]
+        if two:
+            out += [TWO_RUNS.format(arms=", ".join(two)), ""]
         if m.level is not None:
             out += [f"L* = {m.level:.3f}: the highest last-epoch validation loss of these runs "
                     "(every run reaches it); a run's exposure there is interpolated between its "
@@ -282,7 +308,8 @@ def render_modes(comparisons: Sequence[ModeComparison], test_sets: Sequence[str]
 
 def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) -> None:
     """Per sampler, each arm's final-model rank exposure against the repeat count: the mean
-    over its runs, with every run's value as a dot."""
+    over its runs, with every run's value as a dot, each arm in its colour
+    (:mod:`espnet_pcc.study.arms`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -292,14 +319,15 @@ def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) ->
                              squeeze=False)
     for ax, m in zip(axes[0], comparisons):
         counts = sorted({m.arms[next(iter(m.arms))][0].repeat_count[c] for c in m.canaries})
-        for k, (arm, runs) in enumerate(m.arms.items()):
+        colors = arm_colors(m.arms)
+        for arm, runs in m.arms.items():
             per_run = np.array([[np.mean([r.final["rank_exposure"][c] for c in m.canaries
                                           if r.repeat_count[c] == n]) for n in counts]
                                 for r in runs])
-            ax.plot(counts, per_run.mean(axis=0), marker="o", color=f"C{k}",
+            ax.plot(counts, per_run.mean(axis=0), marker="o", color=colors[arm],
                     label=f"{arm} ({len(runs)} runs)")
             for row in per_run:
-                ax.scatter(counts, row, color=f"C{k}", s=8, alpha=0.5)
+                ax.scatter(counts, row, color=colors[arm], s=8, alpha=0.5)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("canary repeat count")
         ax.set_ylabel("rank exposure, final model (bits)")
@@ -313,5 +341,5 @@ def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) ->
     plt.close(fig)
 
 
-__all__ = ["plot", "plot_modes", "render_markdown", "render_modes", "verdict",
-           "write_study_report"]
+__all__ = ["TWO_RUNS", "over_runs", "plot", "plot_modes", "render_markdown", "render_modes",
+           "verdict", "write_study_report"]

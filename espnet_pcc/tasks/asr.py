@@ -20,7 +20,11 @@ broadcast.
 
 Noise is accounted only where the layout bounds one unit's influence (`check_privacy_layout`):
 the Poisson sampler's hashed cores, or per_example clipping (without amplification under any
-other sampler).
+other sampler, averaged over the fixed batch_size x accum_grad).  With noise no choice of the
+run reads a training statistic (`check_noisy_choices`), and a model whose layers keep running
+statistics is refused unless clip_conf.running_stats: freeze (`build_model`,
+espnet_pcc.release); errors raised after check_args (there, and in training) are one line too
+(`main_worker`).
 """
 from __future__ import annotations
 
@@ -35,20 +39,26 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from espnet2.iterators.abs_iter_factory import AbsIterFactory
 from espnet2.iterators.sequence_iter_factory import SequenceIterFactory
-from espnet2.tasks.abs_task import IteratorOptions
+from espnet2.schedulers.abs_scheduler import AbsValEpochStepScheduler
+from espnet2.tasks.abs_task import IteratorOptions, scheduler_classes
 from espnet2.tasks.asr import ASRTask
 from espnet2.train.distributed_utils import DistributedOption
 
 from espnet_pcc import distributed, registry
 from espnet_pcc.accounting import PrivacyAccounting, default_delta, sensitivity
-from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.errors import UserError
+from espnet_pcc.clip_config import ClipConfig, ClipConfigError, numeric_conf
+from espnet_pcc.errors import UserError, print_error
 from espnet_pcc.poisson import PoissonCoreSampler, PoissonPlan, WithEmptyItems, group_units, \
     make_plan, unit_kind
 from espnet_pcc.samplers import BATCH_SAMPLERS, ShuffledBatchSampler
 from espnet_pcc.speaker_cores import SpeakerCoreSampler, check_enough_speakers, read_utt2spk, \
     read_utt_lengths, utt2spk_path, utts_per_core
+from espnet_pcc.recipe.speed_perturb import recording_of
+from espnet_pcc.release import check_running_statistics
 from espnet_pcc.trainer import PCCTrainer
+
+#: ESPnet's --batch_type values whose batches hold --batch_size utterances (at most).
+UTTERANCE_BATCH_TYPES = ("unsorted", "sorted", "folded")
 
 
 class TrainArgs(argparse.Namespace):
@@ -72,7 +82,7 @@ class TrainArgs(argparse.Namespace):
 def read_training_speakers(args: argparse.Namespace, config: ClipConfig) -> Dict[str, str]:
     """For core_by speaker: the speaker of each training utterance (of the first
     --train_shape_file), from clip_conf.utt2spk or the utt2spk beside the first training
-    data file.  Also rejects the iterator options that would mix up the speaker cores.
+    data file, a speed-perturbed speaker id (``sp<f>-spk``) as its speaker.  Also rejects the iterator options that would mix up the speaker cores.
 
     Raises:
         ClipConfigError: a missing or malformed utt2spk or shape file, an utterance
@@ -94,7 +104,10 @@ def read_training_speakers(args: argparse.Namespace, config: ClipConfig) -> Dict
                               "(the training utterances and their lengths)")
     path = utt2spk_path(config.utt2spk, args.train_data_path_and_name_and_type)
     utts = read_utt_lengths(args.train_shape_file[0])
-    speaker_of = read_utt2spk(path, utt_ids=utts)
+    # ESPnet's speed perturbation names a copy's speaker sp<f>-<speaker>: the same speaker,
+    # for the speaker cores (no speaker twice in a step) as for the Poisson units.
+    speaker_of = {utt: recording_of(speaker)
+                  for utt, speaker in read_utt2spk(path, utt_ids=utts).items()}
     # One rank at least: the sampler checks again with the world size.
     check_enough_speakers(len(set(speaker_of.values())), config.num_cores, args.accum_grad, 1)
     return speaker_of
@@ -158,8 +171,10 @@ def check_privacy_layout(args: argparse.Namespace, config: ClipConfig, sampler: 
     Raises:
         ClipConfigError: position or speaker cores of a non-Poisson sampler (one utterance
             more re-cuts every later core of its micro-batch, and the batch plan depends on
-            the whole data set), or --num_iters_per_epoch (it changes how often a unit takes
-            part, which the accountant could not see).
+            the whole data set), --num_iters_per_epoch (it changes how often a unit takes
+            part, which the accountant could not see), or ESPnet's sampler with a
+            --batch_type whose batches are not counted in utterances (the noisy average
+            divides by the fixed batch_size x accum_grad).
     """
     sigma = f"clip_conf.noise_multiplier={config.noise_multiplier:g}"
     if args.num_iters_per_epoch is not None:
@@ -171,6 +186,38 @@ def check_privacy_layout(args: argparse.Namespace, config: ClipConfig, sampler: 
                               f"{config.mode.value}: one utterance more re-cuts every later "
                               "core of its micro-batch, so no sensitivity holds; use "
                               "--batch_sampler poisson (hashed cores; the default with noise)")
+    if sampler == "espnet" and args.batch_type not in UTTERANCE_BATCH_TYPES:
+        raise ClipConfigError(f"{sigma} with --batch_sampler espnet and --batch_type "
+                              f"{args.batch_type}: the noisy average divides by the fixed "
+                              "batch_size x accum_grad, and these batches are not counted in "
+                              f"utterances; use --batch_type {', '.join(UTTERANCE_BATCH_TYPES)} "
+                              "or --batch_sampler poisson")
+
+
+def check_noisy_choices(args: argparse.Namespace, config: ClipConfig) -> None:
+    """With noise, no choice of the run reads a statistic of the training data: the model
+    files kept or averaged (--best_model_criterion, where clip_conf.log_train_stats logs the
+    training statistics; otherwise a train criterion finds nothing and espnet2 skips it), early
+    stopping (--early_stopping_criterion with --patience), a plateau scheduler
+    (--val_scheduler_criterion).
+
+    Raises:
+        ClipConfigError: a criterion of the train phase that would act (one line).
+    """
+    uses = []
+    if config.log_train_stats:
+        uses += [("--best_model_criterion", c) for c in args.best_model_criterion]
+    if args.patience is not None:
+        uses.append(("--early_stopping_criterion", args.early_stopping_criterion))
+    if isinstance(scheduler_classes.get(args.scheduler), type) and issubclass(
+            scheduler_classes[args.scheduler], AbsValEpochStepScheduler):
+        uses.append(("--val_scheduler_criterion", args.val_scheduler_criterion))
+    for option, criterion in uses:
+        if criterion[0] == "train":
+            raise ClipConfigError(
+                f"clip_conf.noise_multiplier={config.noise_multiplier:g} with {option} "
+                f"{' '.join(criterion)}: it chooses by a statistic of the training data, "
+                "which is not private; use a valid criterion")
 
 
 def count_privacy_units(args: argparse.Namespace, config: ClipConfig,
@@ -246,8 +293,10 @@ class PCCASRTask(ASRTask):
             "ESPnet's batches of --batch_type, built once (only their order changes per "
             "epoch); shuffled: new batches of --batch_size utterances every epoch from a "
             "seeded shuffle of all training utterances (espnet_pcc.samplers); poisson: each "
-            "utterance, recording or speaker joins each step with probability q = "
-            "batch_size / N into a hashed core (espnet_pcc.poisson). Training iterator only")
+            "utterance, recording or speaker joins each step with probability q into a "
+            "hashed core (espnet_pcc.poisson): q = batch_size / (training utterances, "
+            "speed-perturbed copies included), for speakers (core slots) / (speakers). "
+            "Training iterator only")
 
     @classmethod
     def check_args(cls, args: argparse.Namespace) -> TrainArgs:
@@ -255,7 +304,8 @@ class PCCASRTask(ASRTask):
 
         Returns `args` as TrainArgs carrying the run's one ClipConfig (`clip_config`)
         and, for core_by speaker, the training utterances' speakers (`speaker_of`); its
-        --batch_sampler resolved (auto: poisson with noise, else espnet), and with noise
+        --batch_sampler resolved (auto: poisson with noise, else espnet), its clip_conf's
+        numeric strings as numbers (`clip_config.numeric_conf`), and with noise
         clip_conf.delta defaulted to 0.01/N (N the privacy units).
         Raises DistTimeoutError or ClipConfigError (one-line messages).  asr_train runs
         it before espnet2 creates the output dir, so a bad setting leaves nothing behind.
@@ -265,6 +315,7 @@ class PCCASRTask(ASRTask):
         sampler = resolve_batch_sampler(args.batch_sampler, config)
         if config.noise_multiplier > 0:
             check_privacy_layout(args, config, sampler)
+            check_noisy_choices(args, config)
             if config.delta is None and not args.train_shape_file and not args.collect_stats:
                 raise ClipConfigError("clip_conf.noise_multiplier without --train_shape_file: "
                                       "delta = 0.01/N needs the training units; set "
@@ -306,7 +357,9 @@ class PCCASRTask(ASRTask):
             config = dataclasses.replace(config, delta=default_delta(
                 plan.num_units if plan is not None
                 else count_privacy_units(args, config, speaker_of)))
-        checked = TrainArgs(**{**vars(args), "batch_sampler": sampler})
+        # config.yaml records clip_conf's numeric strings (YAML 1.1's 1e9) as the numbers used.
+        checked = TrainArgs(**{**vars(args), "batch_sampler": sampler,
+                               "clip_conf": args.clip_conf and numeric_conf(args.clip_conf)})
         checked.clip_config = config
         checked.speaker_of = speaker_of
         checked.poisson_plan = plan
@@ -385,6 +438,17 @@ class PCCASRTask(ASRTask):
         )
 
     @classmethod
+    def build_model(cls, args: argparse.Namespace) -> torch.nn.Module:
+        """ASRTask's model; with noise, refused where a layer's running statistics would
+        reach the model files unnoised (espnet_pcc.release).  espnet2 writes config.yaml
+        after building the optimizers, so a refusal leaves nothing behind."""
+        model = super().build_model(args)
+        config = getattr(args, "clip_config", None)
+        if isinstance(config, ClipConfig) and not args.collect_stats:
+            check_running_statistics(model, config)
+        return model
+
+    @classmethod
     def build_optimizers(cls, args: TrainArgs,
                          model: torch.nn.Module) -> List[torch.optim.Optimizer]:
         config = args.clip_config
@@ -412,6 +476,10 @@ class PCCASRTask(ASRTask):
             kwargs["expected_cores"] = (plan.expected_utterances_per_step
                                         if config.mode.one_utterance_per_core
                                         else plan.slots_per_step)
+        elif config.noise_multiplier > 0:
+            # per_example under another sampler: the nominal batch, not the step's count K,
+            # whose noise σC/K in u = (Σ + noise)/K would tell K.
+            kwargs["expected_cores"] = args.batch_size * args.accum_grad
         wrapped = wrapper(optimizers[0], clip_config=config, noise_seed=noise_seed, **kwargs)
         args.poisson_plan = plan
         args.privacy = privacy_accounting(args, config, plan)
@@ -433,7 +501,7 @@ class PCCASRTask(ASRTask):
             try:
                 args = cls.check_args(args)
             except UserError as e:
-                print(f"asr_train: error: {e}", file=sys.stderr)
+                print_error("asr_train", e)
                 sys.exit(2)
         super().main(args=args)
 
@@ -443,8 +511,14 @@ class PCCASRTask(ASRTask):
             # A worker spawned by espnet2 (--multiprocessing_distributed) gets a plain
             # copy of the options that main() already checked.
             args = cls.check_args(args)
-        with distributed.default_timeout(args.dist_timeout):
-            super().main_worker(args)
+        try:
+            with distributed.default_timeout(args.dist_timeout):
+                super().main_worker(args)
+        except UserError as e:
+            # Refused once the model is built (running statistics with noise) or in training
+            # (a buffer the data changed, a resume of another privacy unit): one line too.
+            print_error("asr_train", e)
+            sys.exit(2)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # espnet2 leaves the process group to the interpreter's exit, where a torchrun
             # worker of a multi-node (c10d rendezvous) job can abort in gloo's teardown

@@ -33,10 +33,9 @@ def test_families_exist():
 def test_variants_differ_only_in_clip_keys(family: str):
     base = load(CONF / f"{family}_baseline.yaml")
     modes = {}
-    # The studies' shuffled-batch arms (synthetic and real speech) have no APCC; every other
-    # family has all three.
+    # The real-speech study's arms have no APCC; every other family has all three.
     expected = {v: m for v, m in CLIP_MODES.items()
-                if v != "apcc" or family not in ("train_asr_shuffled", "train_asr_fillets")}
+                if v != "apcc" or family != "train_asr_fillets"}
     for variant in expected:
         cfg = load(CONF / f"{family}_{variant}.yaml")
         assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
@@ -83,3 +82,40 @@ def test_privacy_arms_are_the_study_pcc_on_the_poisson_sampler():
         assert {k: v for k, v in cfg.items() if k not in CLIP_KEYS} == \
             {k: v for k, v in pcc.items() if k not in CLIP_KEYS}, name
         assert cfg["clip"] == "per_core" and cfg["clip_conf"]["max_norm"] == 5.0
+
+
+@pytest.mark.parametrize("family", ["train_asr_shuffled", "train_asr_demo"])
+def test_the_papers_baseline_is_pcc_with_the_average_clipped(family: str):
+    """The paper's baseline: PCC's config with the cores' average clipped instead of each core
+    (the same C and cores; only the clip mode differs)."""
+    pcc = load(CONF / f"{family}_pcc.yaml")
+    paper = load(CONF / f"{family}_paperbase.yaml")
+    assert {k: v for k, v in paper.items() if k != "clip"} == \
+        {k: v for k, v in pcc.items() if k != "clip"}
+    assert (pcc["clip"], paper["clip"]) == ("per_core", "global_of_cores")
+
+
+def test_the_third_study_trains_five_arms_of_one_family():
+    """./run.sh --demo_size study3: the five arms are the shuffled family's configs, which
+    differ from PCC's only in the clip keys (test_variants_differ_only_in_clip_keys), in the
+    clip modes the plan names (docs/study.md, "Third study")."""
+    run_sh = (EGS2 / "synth_demo" / "asr1" / "run.sh").read_text()
+    block = run_sh[run_sh.index("    study3)"):]
+    block = block[:block.index(";;")]
+    configs = re.findall(r"conf/(train_asr_\w+)\.yaml", block)
+    modes = {c.rsplit("_", 1)[1]: load(CONF / f"{c}.yaml")["clip"] for c in configs}
+    assert modes == {"baseline": "global", "paperbase": "global_of_cores", "control": "none",
+                     "pcc": "per_core", "apcc": "adaptive_per_core"}
+    assert all(c.startswith("train_asr_shuffled_") for c in configs)
+
+
+def test_noisy_conformer_configs_freeze_the_batch_norm_statistics():
+    """With noise a model whose layers keep running statistics is refused unless they are
+    frozen (espnet_pcc.release), and the conformer's convolution module has a BatchNorm1d."""
+    noisy = [p for p in sorted(CONF.glob("train_asr_*.yaml"))
+             if (load(p).get("clip_conf") or {}).get("noise_multiplier")]
+    assert noisy
+    for path in noisy:
+        cfg = load(path)
+        if cfg.get("encoder") == "conformer" and cfg["encoder_conf"].get("use_cnn_module"):
+            assert cfg["clip_conf"].get("running_stats") == "freeze", path.name

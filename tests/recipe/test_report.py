@@ -94,3 +94,30 @@ def test_comparison_table_has_an_epsilon_column_only_with_noise():
     table = comparison_table([plain, noisy], []).splitlines()
     assert table[0].endswith("|epsilon|")
     assert table[2].endswith("|∞ (no noise)|") and table[3].endswith("|12.3|")
+
+
+def test_the_plot_draws_each_arm_in_one_colour_and_each_seed_in_its_style():
+    from matplotlib.colors import to_hex
+
+    from espnet_pcc.recipe.report import comparison_figure
+
+    arms = {"baseline": ("global", {"max_norm": 5.0}), "control": ("none", {"num_cores": 4}),
+            "pcc": ("per_core", {"max_norm": 5.0, "num_cores": 4})}
+    results = [ModelResult(tag=f"asr_train_asr_demo_{arm}_seed{seed}", clip=clip, clip_conf=conf,
+                           exposure={1: 2.0 + seed, 8: 9.0},
+                           epochs=[{"valid": {"loss": 40.0 - seed}}, {"valid": {"loss": 30.0}}])
+               for arm, (clip, conf) in arms.items() for seed in (0, 1)]
+    fig = comparison_figure(results)
+    labels = ["baseline: global (C=5.0)", "control: none (4 cores)",
+              "pcc: per_core (C=5.0, 4 cores)"]
+    for ax in fig.axes:  # one legend entry per arm, in both panels
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == labels
+        lines = ax.get_lines()
+        assert len(lines) == 6
+        colours = [to_hex(line.get_color()) for line in lines]
+        assert colours[0] == colours[1] and len(set(colours)) == 3  # an arm's runs alike
+        assert [line.get_linestyle() for line in lines] == ["-", "--"] * 3  # seeds apart
+        assert lines[0].get_marker() != lines[1].get_marker()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["seed 0", "seed 1"]
+    import matplotlib.pyplot as plt
+    plt.close(fig)

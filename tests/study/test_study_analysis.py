@@ -222,6 +222,21 @@ def test_export_reads_the_model_dirs(tmp_path):
     assert merged.notes == "First export. Second export."
 
 
+def test_merge_adds_a_seed_block_and_replaces_the_same_runs(tmp_path):
+    """A study run in seed blocks: each block's export merged into the raw data keeps the
+    earlier blocks; a block exported again replaces its own runs, not another's."""
+    first = simulated(seeds=[0])
+    second = simulated(seeds=[1], seed=4)
+    merged = raw.merge(first, second, tmp_path)
+    assert sorted({(r.arm, r.seed) for r in merged.runs}) == \
+        sorted((arm, s) for arm in analysis.ARMS for s in (0, 1))
+    assert len(merged.canaries) == len(first.canaries) + len(second.canaries)
+    again = raw.merge(merged, simulated(seeds=[1], seed=9), tmp_path)
+    assert len(again.runs) == len(merged.runs)
+    assert [c for c in again.canaries if c.seed == 0] == [c for c in first.canaries]
+    assert [c for c in again.canaries if c.seed == 1] == simulated(seeds=[1], seed=9).canaries
+
+
 def test_merge_replaces_a_samplers_runs_and_refuses_other_test_sets(tmp_path):
     old = simulated(sampler="espnet", seeds=range(2))
     old.made_by, old.notes = "first", "First."
@@ -236,3 +251,29 @@ def test_merge_replaces_a_samplers_runs_and_refuses_other_test_sets(tmp_path):
     new.test_sets = ["other"]
     with pytest.raises(raw.RawDataError, match="test sets"):
         raw.merge(old, new, tmp_path)
+
+
+def test_export_without_canary_transcription_leaves_the_cer_nan(tmp_path):
+    """pcc_asr.sh --decode_canaries false (the third study): no canary_accuracy to read, the
+    CER columns NaN; without --canary_accuracy false the missing files are a one-line error."""
+    import shutil
+
+    from espnet_pcc.bin import study_export
+
+    tag = "asr_train_asr_shuffled_apcc_seed2"
+    _model_dir(tmp_path / "exp", tag, "shuffled", [30.0, 20.0], [1.0, 2.0, 2.5], 0.25)
+    for acc in (tmp_path / "exp" / tag).glob("decode_x_*/canary_accuracy"):
+        shutil.rmtree(acc)
+    args = ["--expdir", str(tmp_path / "exp"), "--asr_tags", tag, "--score_epochs", "1", "2",
+            "--decode_tag", "decode_x_final", "--epoch_decode_tag", "decode_x_{epoch}epoch",
+            "--test_sets", "test", "--output_dir", str(tmp_path / "raw")]
+    with pytest.raises(SystemExit) as e:
+        study_export.main(args)
+    assert e.value.code == 2 and not (tmp_path / "raw").exists()
+    study_export.main(args + ["--canary_accuracy", "false"])
+    study = raw.read_raw(tmp_path / "raw")
+    assert [(c.epoch, c.rank_exposure) for c in study.canaries] == [
+        ("1", 1.0), ("2", 2.0), (FINAL, 2.5)]
+    assert all(math.isnan(c.cer) for c in study.canaries)
+    assert all(math.isnan(r.reference_cer) for r in study.runs)
+    assert study.runs[-1].errors == {"test": (55.0, 22.0)}

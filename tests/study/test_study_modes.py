@@ -11,6 +11,7 @@ from espnet_pcc.bin import report as report_cli
 from espnet_pcc.errors import UserError
 from espnet_pcc.study import analysis, raw
 from espnet_pcc.study.export import export_study
+from espnet_pcc.study.results import TWO_RUNS, over_runs
 
 CANARIES = {"canary-x01-0": 1, "canary-x01-1": 1, "canary-x16-0": 16, "canary-x16-1": 16}
 REFS = {"canaryref-0": 0, "canaryref-1": 0}
@@ -89,14 +90,28 @@ def test_modes_are_compared_over_runs_by_hand(tmp_path: Path):
     assert m.at_level[0].result.difference.value == pytest.approx(1.875 - 1.9)
 
 
-def test_mode_summary_is_over_runs_with_the_references_as_control(tmp_path: Path):
+def test_the_papers_baseline_is_the_reference_where_there_is_one(tmp_path: Path):
+    """The demo's arms (paper's baseline, PCC, APCC): each is compared with the paper's
+    baseline, whatever the order of the raw data."""
+    from dataclasses import replace
+
+    study = export(make_study(tmp_path))
+    rename = lambda row: replace(row, arm="paperbase") if row.arm == "base" else row  # noqa: E731
+    study.runs = sorted((rename(r) for r in study.runs), key=lambda r: r.arm != "pcc")
+    study.canaries = [rename(c) for c in study.canaries]
+    m = analysis.compare_modes(study, "espnet")
+    assert list(m.arms) == ["pcc", "paperbase"] and m.reference == "paperbase"
+    assert [c.name for c in m.finals] == ["pcc − paperbase"]
+
+
+def test_mode_values_are_per_run_with_the_references_as_control(tmp_path: Path):
     m = analysis.compare_modes(export(make_study(tmp_path)), "espnet")
-    base = analysis.mode_summary(m.arms["base"], m.canaries, ["test"], m.level)
-    assert base["WER test %"].value == pytest.approx(10.5) and base["WER test %"].n == 2
-    assert base["exposure ×16"].value == pytest.approx(2.5)
+    base = analysis.mode_values(m.arms["base"], m.canaries, ["test"], m.level)
+    assert base["WER test %"] == pytest.approx([10.0, 11.0])
+    assert base["exposure ×16"] == pytest.approx([2.0, 3.0])
     # canary CER 0.1, references 0.9: -80 points in every run
-    assert base["canary − reference CER"].value == pytest.approx(-80.0)
-    assert base["pooled at L*"].value == pytest.approx(1.9)
+    assert base["canary − reference CER"] == pytest.approx([-80.0, -80.0])
+    assert base["pooled at L*"] == pytest.approx([2.0, 1.8])
 
 
 def test_report_cli_writes_the_section_the_plot_and_the_raw_data(tmp_path: Path, capsys):
@@ -111,12 +126,22 @@ def test_report_cli_writes_the_section_the_plot_and_the_raw_data(tmp_path: Path,
                     "|pcc − base|0.75|2.50|-1.75 ", "|≤ 0.334|2 vs 2|final model|",
                     "L* = 8.000"):
         assert section in text, section
+    # two runs per arm: the runs' values, not a t-interval over two, and what that means
+    assert "|base|2|10.50 (runs 10.00, 11.00)|2.50 (runs 2.00, 3.00)|" in text
+    assert "\n" + TWO_RUNS.format(arms="base, pcc") + "\n" in text
     assert (tmp_path / "cmp_study.png").read_bytes()[:4] == b"\x89PNG"
     assert "![exposure over runs](cmp_study.png)" in text
     # the section is rendered from the raw data it wrote: the same from the files alone
     rebuilt = analysis.compare_modes(raw.read_raw(tmp_path / "RESULTS_raw"), "espnet")
     assert rebuilt.finals[0].result == analysis.compare_modes(export(exp), "espnet").finals[0].result
     assert "### Memorisation over training runs" in capsys.readouterr().out
+
+
+def test_a_cell_over_runs_shows_two_runs_values_and_more_runs_interval():
+    assert over_runs([57.9, 65.5]) == "61.70 (runs 57.90, 65.50)"
+    assert over_runs([1.0, 2.0, 3.0]) == "2.00 [-0.48, 4.48]"  # 2 ± t(0.975, 2) · 1/√3 · √3
+    assert over_runs([4.2]) == "4.20"
+    assert over_runs([4.2, float("nan")]) == "n/a"
 
 
 def test_missing_epoch_output_names_the_stage(tmp_path: Path):

@@ -1,0 +1,157 @@
+"""What a noisy run releases (espnet_pcc.release): running statistics, other buffers, logs."""
+import os
+import stat
+
+import pytest
+import torch
+from espnet2.train.reporter import Reporter
+
+from asr_train_helpers import train_args, train_stats
+from espnet_pcc.bin import asr_train
+from espnet_pcc.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.release import BufferGuard, ReleasedReporter, check_running_statistics, \
+    freeze_running_statistics, is_released, modules_with_running_statistics
+
+NOISY = {"clip": "per_core", "max_epoch": 1,
+         "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0, "noise_seed": 5}}
+
+# The tiny model with a conformer encoder, whose convolution module has a BatchNorm1d.
+CONFORMER = {"encoder": "conformer", "encoder_conf": {
+    "output_size": 16, "attention_heads": 2, "linear_units": 32, "num_blocks": 1,
+    "input_layer": "conv2d", "use_cnn_module": True, "cnn_module_kernel": 3,
+    "pos_enc_layer_type": "rel_pos", "selfattention_layer_type": "rel_selfattn",
+    "rel_pos_type": "latest"}}
+BATCH_NORM = "encoder.encoders.0.conv_module.norm"
+
+
+class WithNorms(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 4)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.instance = torch.nn.InstanceNorm1d(4, track_running_stats=True)
+        self.untracked = torch.nn.BatchNorm1d(4, track_running_stats=False)
+        self.group = torch.nn.GroupNorm(2, 4)
+        self.layer = torch.nn.LayerNorm(4)
+
+    def forward(self, x):
+        h = self.instance(self.bn(self.linear(x)).unsqueeze(-1).repeat(1, 1, 2)).mean(-1)
+        return self.layer(self.group(self.untracked(h)))
+
+
+def config(**conf):
+    return ClipConfig.from_options("per_core", {"max_norm": 1.0, **conf})
+
+
+def test_the_layers_with_running_statistics_are_found():
+    assert [n for n, _ in modules_with_running_statistics(WithNorms())] == ["bn", "instance"]
+
+
+def test_with_noise_running_statistics_are_refused_unless_frozen():
+    model = WithNorms()
+    with pytest.raises(ClipConfigError, match=r"noise_multiplier=1 with bn \(BatchNorm1d\) "
+                                              r"\(and 1 more\): its running statistics"):
+        check_running_statistics(model, config(noise_multiplier=1.0))
+    check_running_statistics(model, config(noise_multiplier=1.0, running_stats="freeze"))
+    check_running_statistics(model, config())  # no noise: nothing is promised
+
+
+def test_frozen_statistics_stay_as_built_through_training_forwards():
+    model = WithNorms()
+    model.train()
+    freeze_running_statistics(model)
+    model(torch.randn(8, 3) * 5 + 3).sum().backward()
+    assert torch.equal(model.bn.running_mean, torch.zeros(4))
+    assert torch.equal(model.bn.running_var, torch.ones(4))
+    assert int(model.bn.num_batches_tracked) == 0
+    assert model.training and model.linear.training and not model.bn.training
+
+
+def test_the_buffer_guard_names_a_changed_buffer():
+    model = WithNorms()
+    guard = BufferGuard(model)
+    guard.check(1.0)
+    model.train()
+    model(torch.randn(8, 3))
+    with pytest.raises(ClipConfigError, match="noise_multiplier=1: the model's buffer "
+                                              "bn.running_mean changed in a training step"):
+        guard.check(1.0)
+
+
+def test_the_released_reporter_passes_on_only_released_keys():
+    reporter = Reporter()
+    with reporter.observe("train") as sub:
+        released = ReleasedReporter(sub)
+        for _ in released.measure_iter_time(range(3), "iter_time"):
+            released.register({"loss": 1.0, "num_cores": 2.0}, 4)
+            with released.measure_time("optim_step_time"):
+                pass
+            released.next()  # nothing registered: no row
+        released.register({"grad_norm": 2.0, "clip": 50.0, "optim0_lr0": 0.1,
+                           "dp_epsilon": 3.0})
+        released.next()
+    assert sorted(reporter.get_all_keys()) == [
+        ("train", "dp_epsilon"), ("train", "grad_norm"), ("train", "optim0_lr0"),
+        ("train", "time"), ("train", "total_count")]  # the last two: espnet2's own
+    assert is_released("noise_std") and not is_released("core_norm_max")
+
+
+# -- through asr_train ------------------------------------------------------------------------
+def test_noise_with_batch_norm_is_refused_in_one_line_before_anything_is_written(
+        corpus, tmp_path, capsys):
+    out = tmp_path / "bn"
+    with pytest.raises(SystemExit) as exit_info:
+        asr_train.main(train_args(corpus, out, dict(NOISY, **CONFORMER)))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"asr_train: error: clip_conf.noise_multiplier=1 with {BATCH_NORM} "
+                              "(BatchNorm1d): its running statistics would be computed"), err
+    assert not out.exists()
+
+
+def test_frozen_batch_norm_releases_no_statistic_of_the_data(corpus, tmp_path):
+    """running_stats: freeze: the epoch's model file keeps the statistics the layer was built
+    with, whatever the data; the weights did train."""
+    out = tmp_path / "frozen"
+    conf = dict(NOISY, **CONFORMER)
+    conf["clip_conf"] = dict(conf["clip_conf"], running_stats="freeze")
+    asr_train.main(train_args(corpus, out, conf))
+    model = torch.load(out / "1epoch.pth", weights_only=True)
+    assert torch.equal(model[f"{BATCH_NORM}.running_mean"], torch.zeros(16))
+    assert torch.equal(model[f"{BATCH_NORM}.running_var"], torch.ones(16))
+    assert int(model[f"{BATCH_NORM}.num_batches_tracked"]) == 0
+    assert not torch.equal(model[f"{BATCH_NORM}.weight"], torch.ones(16))
+
+
+def test_a_noisy_run_logs_only_released_keys_unless_asked(corpus, tmp_path):
+    """Without clip_conf.log_train_stats: no loss, core norm, clipped fraction, core count or
+    timing of the training batches; epsilon, the noise, the bound, the update's norm and the
+    learning rate are there.  With it: everything, as a noiseless run."""
+    quiet, loud = tmp_path / "quiet", tmp_path / "loud"
+    asr_train.main(train_args(corpus, quiet, dict(NOISY, max_epoch=1)))
+    stats = train_stats(quiet, 1)
+    assert set(stats) == {"dp_epsilon", "noise_std", "clip_bound", "grad_norm", "loss_scale",
+                          "optim0_lr0", "time", "total_count"}, stats  # the last two: espnet2's
+    asr_train.main(train_args(corpus, loud, dict(NOISY, clip_conf=dict(
+        NOISY["clip_conf"], log_train_stats=True))))
+    stats = train_stats(loud, 1)
+    assert {"loss", "core_norm_max", "clip", "num_cores", "forward_time", "dp_epsilon"} <= \
+        set(stats)
+
+
+def test_log_train_stats_without_noise_is_refused():
+    with pytest.raises(ClipConfigError, match="log_train_stats=true has no effect without"):
+        config(log_train_stats=True)
+    with pytest.raises(ClipConfigError, match="running_stats=freeze needs the per-core loop"):
+        ClipConfig.from_options("global", {"running_stats": "freeze"})
+    with pytest.raises(ClipConfigError, match="running_stats must be one of update, freeze"):
+        config(running_stats="group_norm")
+
+
+def test_checkpoint_is_its_owners_alone_and_model_files_follow_the_umask(corpus, tmp_path):
+    out = tmp_path / "mode"
+    asr_train.main(train_args(corpus, out, dict(NOISY, max_epoch=1)))
+    assert stat.S_IMODE(os.stat(out / "checkpoint.pth").st_mode) == 0o600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(out / "1epoch.pth").st_mode) == 0o666 & ~umask
