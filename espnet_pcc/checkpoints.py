@@ -17,7 +17,8 @@ early-stopping rule applied to a resumed state.
 Checkpoints are read with ``weights_only=True``, as espnet2 202611's resume reads them
 (`safe_torch_load`): everything the package puts in one is tensors and plain Python values.
 
-`resumed_reporter` and `epochs_to_train` are what `PCCTrainer.run` does before espnet2's loop.
+`resumed_states`, `resumed_reporter` and `epochs_to_train` are what `PCCTrainer.run` does before
+espnet2's loop.
 """
 from __future__ import annotations
 
@@ -168,22 +169,28 @@ def stopped_early(reporter: Reporter, patience: Optional[int],
     return reporter.get_epoch() - reporter.get_best_epoch(key1, key2, mode) > patience
 
 
-def resumed_reporter(output_dir: Path, options: TrainerOptions, writes_files: bool) -> Reporter:
-    """The reporter the run starts from: the checkpoint's on a resume (its epochs), else an
-    empty one. The process that writes files first removes the temp files of interrupted
-    writes and completes the last epoch's files."""
+def resumed_states(output_dir: Path, options: TrainerOptions) -> Optional[dict]:
+    """The checkpoint a ``--resume`` continues (`load_checkpoint`), None where the run starts
+    afresh.  Read here as well as in espnet2's resume (memory-mapped: cheap) for what
+    `PCCTrainer.run` checks and completes before espnet2's loop."""
+    checkpoint = output_dir / CHECKPOINT
+    if options.resume and checkpoint.exists():
+        return load_checkpoint(checkpoint)
+    return None
+
+
+def resumed_reporter(output_dir: Path, states: Optional[dict], options: TrainerOptions,
+                     writes_files: bool) -> Reporter:
+    """The reporter the run starts from: that of the resumed checkpoint's `states` (its
+    epochs), else an empty one. The process that writes files first removes the temp files of
+    interrupted writes and completes the last epoch's files."""
     reporter = Reporter()
     if writes_files:
         remove_temp_files(output_dir)
-    checkpoint = output_dir / CHECKPOINT
-    if options.resume and checkpoint.exists():
-        # Read here as well as in espnet2's resume (memory-mapped: cheap) for the reporter's
-        # epochs and the model state of the last epoch.
-        states = load_checkpoint(checkpoint)
+    if states is not None:
         reporter.load_state_dict(states["reporter"])
         if writes_files:
             complete_epoch_files(output_dir, reporter, states["model"], options)
-        del states
     return reporter
 
 

@@ -99,7 +99,9 @@ class CoreClippingOptimizer(Protocol):
     #: The noise's seed (checkpointed): with noise, the batch sampler's key is this too.
     noise_seed: int
     #: What the noisy steps so far ran with (`accounting.record_step`; the trainer writes it,
-    #: the wrapper keeps it in its state): epsilon composes it across --resume.
+    #: the wrapper keeps it in its state): epsilon composes it across --resume.  A resume is
+    #: checked before training from `saved_privacy_history` of the checkpoint's state (as
+    #: `PerCoreClipOptimizer.state_dict` lays it out), and again in the first noisy epoch.
     privacy_history: List[Dict[str, Any]]
     param_groups: List[Dict[str, Any]]
 
@@ -133,6 +135,13 @@ def implements_core_clipping(optimizer: Any) -> bool:
     members = [name for name in vars(CoreClippingOptimizer) if not name.startswith("_")]
     members += list(CoreClippingOptimizer.__annotations__)
     return all(hasattr(optimizer, name) for name in members)
+
+
+def saved_privacy_history(optimizer_state: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The privacy history in an optimizer state that `PerCoreClipOptimizer.state_dict`
+    wrote ([] for one without it: a plain optimizer's, or one from before histories)."""
+    pcc = optimizer_state.get("pcc") or {}
+    return [dict(s) for s in pcc.get("privacy_history") or []]
 
 
 class PerCoreClipOptimizer(torch.optim.Optimizer):

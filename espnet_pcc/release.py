@@ -22,7 +22,11 @@ the rest out of the released files:
   secret non-empty cores of the Poisson sampler).
 - **Logs.**  `ReleasedReporter`: with noise, unless ``clip_conf.log_train_stats: true``,
   train.log, tensorboard, wandb and the checkpoint's reporter get only `RELEASED_KEYS`:
-  what is private (a function of the noisy update) or does not depend on the data.
+  what is private (a function of the noisy update) or does not depend on the data.  espnet2's
+  `Reporter` adds `GPU_MEMORY_KEY` to every phase's epoch where CUDA is initialised, the
+  process's peak GPU memory so far, which follows the largest secret batch: the same runs
+  leave it out (`ReleasedEpochReporter`, the reporter espnet2's `Trainer.run` builds within
+  `released_epoch_reporter`).
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ import contextlib
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
 
+import espnet2.train.trainer
 import torch
+from espnet2.train.reporter import Reporter
 
 from espnet_pcc import accounting
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
@@ -146,6 +152,45 @@ class ReleasedReporter:
         return getattr(self.__dict__["_reporter"], name)
 
 
+#: What espnet2's Reporter.finish_epoch adds to each phase's epoch where CUDA is initialised:
+#: torch.cuda.max_memory_reserved, the peak of the whole process so far (in every phase, the
+#: training's peak too).
+GPU_MEMORY_KEY = "gpu_max_cached_mem_GB"
+
+
+class ReleasedEpochReporter(Reporter):
+    """espnet2's Reporter without `GPU_MEMORY_KEY` in any epoch of any phase: not in
+    train.log, tensorboard, wandb, the plots or the checkpoint's reporter (also not from a
+    resumed checkpoint that has it)."""
+
+    def finish_epoch(self, sub_reporter: Any) -> None:
+        super().finish_epoch(sub_reporter)
+        self.stats[self.epoch][sub_reporter.key].pop(GPU_MEMORY_KEY, None)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        for phases in self.stats.values():
+            for stats in phases.values():
+                stats.pop(GPU_MEMORY_KEY, None)
+
+
+@contextlib.contextmanager
+def released_epoch_reporter(active: bool) -> Iterator[None]:
+    """Within the block, where `active` (noise without clip_conf.log_train_stats), the
+    reporter espnet2's `Trainer.run` builds is a `ReleasedEpochReporter` (its module's
+    `Reporter` name, swapped back after; espnet2's files are not changed)."""
+    if not active:
+        yield
+        return
+    module = espnet2.train.trainer
+    original = module.Reporter
+    module.Reporter = ReleasedEpochReporter
+    try:
+        yield
+    finally:
+        module.Reporter = original
+
+
 class NoisyEpoch:
     """A noisy run's training epoch, besides its noisy steps (`PCCTrainer.train_one_epoch`):
     its reporter (`ReleasedReporter` unless clip_conf.log_train_stats), the privacy history
@@ -153,7 +198,9 @@ class NoisyEpoch:
     checkpoint), the buffer check after every step, and the epoch's epsilon.
 
     Raises (at construction):
-        ClipConfigError: the checkpoint's history is of another privacy unit.
+        ClipConfigError: the optimizer's history is of another privacy unit or N
+            (`PCCTrainer.run` checks the checkpoint's before training; this covers a wrapper
+            that keeps its history elsewhere in its state).
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: Any,
@@ -176,6 +223,7 @@ class NoisyEpoch:
             self.optimizer.privacy_history, self.privacy.delta)}
 
 
-__all__ = ["BufferGuard", "NoisyEpoch", "RELEASED_KEYS", "ReleasedReporter",
-           "check_running_statistics", "freeze_running_statistics", "has_running_statistics",
-           "is_released", "modules_with_running_statistics"]
+__all__ = ["BufferGuard", "GPU_MEMORY_KEY", "NoisyEpoch", "RELEASED_KEYS",
+           "ReleasedEpochReporter", "ReleasedReporter", "check_running_statistics",
+           "freeze_running_statistics", "has_running_statistics", "is_released",
+           "modules_with_running_statistics", "released_epoch_reporter"]

@@ -35,14 +35,16 @@ class ShuffledBatchSampler(AbsSampler):
 
     `generate(seed)` (ESPnet's `SequenceIterFactory` calls it with epoch + --seed) permutes
     the utterances with `np.random.RandomState(seed)` and cuts the permutation into
-    ceil(N / batch_size) global batches of near-equal size (sizes differ by one at most, so
-    no batch is a small remainder), each in the shuffle's order (not sorted by length: a
-    core is a random subset of its batch).  Under DDP each rank takes every world_size-th
-    utterance of each global batch (`batch[rank::world_size]`, as ESPnet shards its
-    batches), so every rank gets the same number of micro-batches; no batch has fewer than
-    world_size utterances (there are at most N // world_size batches, whose sizes can then
-    exceed batch_size by one), so no rank's micro-batch is empty.  Build the iterator with
-    shuffle=False: the batches are already in random order.
+    min(ceil(N / batch_size), N // world_size) global batches of near-equal size (sizes
+    differ by one at most, so no batch is a small remainder), each in the shuffle's order
+    (not sorted by length: a core is a random subset of its batch).  Under DDP each rank
+    takes every world_size-th utterance of each global batch (`batch[rank::world_size]`, as
+    ESPnet shards its batches), so every rank gets the same number of micro-batches; no
+    batch has fewer than world_size utterances, so no rank's micro-batch is empty.  Where
+    N // world_size is the smaller count, a batch can exceed batch_size: a batch holds at
+    most max(batch_size, 2 * world_size - 1) utterances (7 utterances, batch_size 4, 4
+    ranks: one batch of 7).  Build the iterator with shuffle=False: the batches are already
+    in random order.
 
     Args:
         utt_ids: the training utterances (the first column of a shape file).

@@ -30,7 +30,7 @@ The clipping settings arrive parsed: `PCCASRTask.check_args` builds the run's
 `ClipConfig` once, `build_options` puts it on the trainer options
 (`PCCTrainerOptions.clip_config`), and every epoch reads it from there.
 
-`run` (every clip mode, `global`/`none` included) is espnet2's `Trainer.run` with three
+`run` (every clip mode, `global`/`none` included) is espnet2's `Trainer.run` with these
 additions around it, none inside its loop, each in its own module:
 
 - **Checkpoints are never half-written**, and on `--resume` what a kill between two of
@@ -40,6 +40,10 @@ additions around it, none inside its loop, each in its own module:
   first (`espnet_pcc.checkpoints.epochs_to_train`), so neither release trains another epoch.
 - **Progress on stderr**: one line per epoch, once its checkpoint is on disk (rank 0;
   `espnet_pcc.progress`).
+- **With noise, a resume is checked before anything of it runs**: the checkpoint's privacy
+  history against this run's unit and N (`espnet_pcc.accounting.check_history`).
+- **With noise, no GPU memory peak in the reporter** (unless clip_conf.log_train_stats): the
+  reporter espnet2 builds leaves it out (`espnet_pcc.release.released_epoch_reporter`).
 
 NOTE: `train_one_epoch` and `_step` mirror the loop of espnet2's
 `Trainer.train_one_epoch` (espnet2/train/trainer.py), which is the same in espnet 202511 and
@@ -70,15 +74,17 @@ from espnet2.utils.build_dataclass import build_dataclass
 from espnet2.utils.nested_dict_action import NestedDictAction
 
 from espnet_pcc import accounting, registry
-from espnet_pcc.checkpoints import atomic_torch_saves, epochs_to_train, resumed_reporter
+from espnet_pcc.checkpoints import atomic_torch_saves, epochs_to_train, resumed_reporter, \
+    resumed_states
 from espnet_pcc.clip_config import DEFAULT_CLIP, DEFAULT_CLIP_CONF, ClipConfig
 from espnet_pcc.clipping import ClipMode, grad_norm
 from espnet_pcc.cores import batch_size, split_batch, split_by_speaker
 from espnet_pcc.distributed import average_buffers
-from espnet_pcc.optim import CoreClippingOptimizer, implements_core_clipping
+from espnet_pcc.optim import CoreClippingOptimizer, implements_core_clipping, \
+    saved_privacy_history
 from espnet_pcc.poisson import is_empty
 from espnet_pcc.progress import EpochProgress
-from espnet_pcc.release import NoisyEpoch, freeze_running_statistics
+from espnet_pcc.release import NoisyEpoch, freeze_running_statistics, released_epoch_reporter
 
 
 @dataclasses.dataclass
@@ -203,15 +209,31 @@ class PCCTrainer(Trainer):
     def run(cls, model, optimizers, schedulers, train_iter_factory, valid_iter_factory,
             plot_attention_iter_factory, trainer_options, distributed_option) -> None:
         """espnet2's `Trainer.run` with atomic checkpoints, resume completion, no epoch after
-        a resumed early stop, and progress lines (see the module docstring)."""
+        a resumed early stop, progress lines and, with noise, a resume checked against the
+        checkpoint's privacy history and no GPU memory peak in the reporter (see the module
+        docstring).
+
+        Raises:
+            ClipConfigError: with noise, a resume that one epsilon cannot compose with the
+                checkpoint's steps (another privacy unit or N), before anything is loaded.
+        """
         output_dir = Path(trainer_options.output_dir)
         writes_files = not distributed_option.distributed or distributed_option.dist_rank == 0
-        reporter = resumed_reporter(output_dir, trainer_options, writes_files)
+        states = resumed_states(output_dir, trainer_options)
+        privacy = trainer_options.privacy
+        if privacy is not None and states is not None and states.get("optimizers"):
+            accounting.check_history(saved_privacy_history(states["optimizers"][0]),
+                                     privacy.mechanism)
+        reporter = resumed_reporter(output_dir, states, trainer_options, writes_files)
+        del states
         progress = EpochProgress(output_dir, trainer_options, reporter.get_epoch() + 1)
         trainer_options = epochs_to_train(
             reporter, trainer_options,
             lambda note: progress.nothing_to_train(reporter, note) if writes_files else None)
-        with atomic_torch_saves(progress if writes_files else (lambda obj, path: None)):
+        config = trainer_options.clip_config
+        with atomic_torch_saves(progress if writes_files else (lambda obj, path: None)), \
+                released_epoch_reporter(config.noise_multiplier > 0
+                                        and not config.log_train_stats):
             super().run(
                 model=model, optimizers=optimizers, schedulers=schedulers,
                 train_iter_factory=train_iter_factory, valid_iter_factory=valid_iter_factory,
@@ -270,6 +292,9 @@ class PCCTrainer(Trainer):
             if config.noise_multiplier > 0 else None
         reporter = reporter if noisy is None else noisy.reporter
         items_done = 0
+        # The reporter's rows up to the last log: with noise (ReleasedReporter) only the
+        # iterations that step make a row, so a window of log_interval rows would overlap.
+        rows_logged = 0
         all_steps_are_invalid = True
         # Ranks may hold different numbers of batches: stop all when one runs out.
         iterator_stop = torch.tensor(0).to(device)
@@ -338,11 +363,14 @@ class PCCTrainer(Trainer):
 
             reporter.next()
             if iiter % log_interval == 0:
-                logging.info(reporter.log_message(-log_interval))
-                if summary_writer is not None:
-                    reporter.tensorboard_add_scalar(summary_writer, -log_interval)
-                if options.use_wandb:
-                    reporter.wandb_log()
+                rows = reporter.count - rows_logged  # those of the last log_interval items
+                if rows:
+                    logging.info(reporter.log_message(-rows))
+                    if summary_writer is not None:
+                        reporter.tensorboard_add_scalar(summary_writer, -rows)
+                    if options.use_wandb:
+                        reporter.wandb_log()
+                rows_logged = reporter.count
             items_done = iiter
         else:
             if distributed:

@@ -97,7 +97,20 @@ def test_without_amplification_each_epoch_is_one_gaussian_mechanism():
     assert privacy.epsilon(steps=12345, epochs=6) == pytest.approx(
         direct_epsilon(4.0 / 3, 1.0, 6, 1e-5))
     assert "no amplification" in privacy.describe()
-    assert "add/remove one recording (N = 1000)" in privacy.describe()
+
+
+def test_the_privacy_line_names_the_adjacency_each_sampler_supports():
+    """Poisson sampling: add/remove one unit.  Without it a unit more or less re-cuts every
+    batch, so the unamplified epsilon holds for a unit replaced by an empty stand-in that
+    keeps its id and length (zero-out), which the line says instead."""
+    poisson = PrivacyAccounting("recording", 1000, 4.0, 3, 1e-5, 0.01)
+    assert poisson.describe().startswith("privacy: add/remove one recording (N = 1000), "
+                                         "Poisson sampling q = 0.01,")
+    unamplified = PrivacyAccounting("recording", 1000, 4.0, 3, 1e-5, None)
+    assert unamplified.describe().startswith(
+        "privacy: one recording replaced by an empty stand-in keeping its id and length "
+        "(zero-out adjacency; its presence is not protected) (N = 1000), no amplification")
+    assert "add/remove" not in unamplified.describe()
 
 
 def test_bad_accounting_inputs_are_rejected():
@@ -167,3 +180,26 @@ def test_a_resume_with_another_unit_is_refused():
     with pytest.raises(ClipConfigError, match="accounted per utterance, this run's are per "
                                               "speaker"):
         check_history(history, speakers.mechanism)
+
+
+def test_a_resume_on_another_training_set_is_refused():
+    """The history keeps N (and delta) with each segment: steps over 100 utterances cannot
+    be composed with steps over 101 into one epsilon; another delta only adds a segment."""
+    from espnet_pcc.accounting import check_history, history_epsilon, record_step
+    from espnet_pcc.clip_config import ClipConfigError
+
+    hundred = PrivacyAccounting("utterance", 100, 1.0, 2, 1e-5, 0.1)
+    history = history_of((hundred, 3, [1, 1, 1]))
+    assert [(s["num_units"], s["delta"]) for s in history] == [(100, 1e-5)]
+    with pytest.raises(ClipConfigError, match=r"^--resume: the checkpoint's noisy steps were "
+                       r"accounted over N = 100 utterances, this run's training set has N = 101"):
+        check_history(history, PrivacyAccounting("utterance", 101, 1.0, 2, 1e-5, 0.1).mechanism)
+    smaller_delta = PrivacyAccounting("utterance", 100, 1.0, 2, 1e-6, 0.1)
+    check_history(history, smaller_delta.mechanism)
+    both = history_of((hundred, 3, [1, 1, 1]), (smaller_delta, 2, [2, 2]))
+    assert [(s["delta"], s["steps"]) for s in both] == [(1e-5, 3), (1e-6, 2)]
+    assert history_epsilon(both, 1e-6) == pytest.approx(smaller_delta.epsilon(5, 2))
+    # A segment written before N was recorded is not checked for it, and not extended.
+    unrecorded = [{k: v for k, v in s.items() if k != "num_units"} for s in history]
+    check_history(unrecorded, PrivacyAccounting("utterance", 101, 1.0, 2, 1e-5, 0.1).mechanism)
+    assert len(record_step(unrecorded, hundred.mechanism, 2, steps_before=3)) == 2

@@ -1,4 +1,5 @@
 """Real ESPnet ASR training through `espnet_pcc.bin.asr_train`, every clip mode."""
+import logging
 import math
 import re
 import subprocess
@@ -599,6 +600,52 @@ def test_a_resume_with_other_noise_reports_the_epsilon_of_what_ran(corpus, tmp_p
                                               "clip_conf": {"max_norm": 1.0, "num_cores": 2}}))
     asr_train.main(train_args(corpus, quiet, louder, extra=["--resume", "true"]))
     assert train_stats(quiet, 2)["dp_epsilon"] == math.inf
+
+
+def test_a_resume_on_another_training_set_is_refused_before_anything_is_loaded(
+        corpus, tmp_path, capsys):
+    """An epoch over 8 utterances resumed on 7 of them: one epsilon cannot compose steps on
+    two data sets (the history keeps N), so the resume stops in one line, exit 2, before
+    espnet2's resume has loaded the checkpoint or an epoch has started."""
+    conf = {"clip": "per_core", "max_epoch": 1,
+            "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0,
+                          "noise_seed": 3}}
+    out = tmp_path / "resumed"
+    asr_train.main(train_args(corpus, out, conf))
+    seven = tmp_path / "seven"
+    seven.mkdir()
+    for name in ("wav.scp", "text", "speech_shape"):
+        lines = (corpus / name).read_text().splitlines()
+        (seven / name).write_text("\n".join(lines[:7]) + "\n")
+    (seven / "tokens.txt").write_text((corpus / "tokens.txt").read_text())
+    capsys.readouterr()
+    with mock.patch.object(PCCTrainer, "resume", wraps=PCCTrainer.resume) as resume, \
+            pytest.raises(SystemExit) as exit_info:
+        asr_train.main(train_args(seven, out, dict(conf, max_epoch=2),
+                                  extra=["--resume", "true"]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("asr_train: error: --resume: the checkpoint's noisy steps were accounted "
+                       "over N = 8 utterances, this run's training set has N = 7, and one "
+                       "epsilon cannot compose steps on two data sets; resume with the "
+                       "checkpoint's training set or start a new run"), err
+    assert not resume.called
+    assert not (out / "2epoch.pth").exists()
+
+
+def test_a_noisy_epoch_logs_each_step_once(corpus, tmp_path, caplog):
+    """With noise only the iterations that step make a reporter row (2 Poisson slots a
+    step): every log_interval = 3 items logs the rows of those items, 1-1 then 2-3, not the
+    last 3 rows, which would overlap."""
+    conf = {"clip": "per_core", "max_epoch": 1, "batch_size": 2, "log_interval": 3,
+            "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0,
+                          "noise_seed": 3}}
+    caplog.set_level(logging.INFO)
+    asr_train.main(train_args(corpus, tmp_path / "windows", conf))
+    windows = [tuple(map(int, m.groups())) for m in (
+        re.search(r"1epoch:train:(-?\d+)-(\d+)batch", r.getMessage()) for r in caplog.records)
+        if m]
+    assert windows == [(1, 1), (2, 3)]  # 8 items, steps at 2, 4, 6, 8; logs at 3 and 6
 
 
 def test_the_quantile_bound_takes_a_poisson_step_without_cores(corpus, tmp_path):

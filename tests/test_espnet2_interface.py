@@ -40,6 +40,9 @@ REQUIRED = [
      ("check_early_stopping", "get_best_epoch", "get_epoch", "has", "load_state_dict",
       "sort_epochs"),
      "checkpoints: resume completion and the early-stopping rule"),
+    ("espnet2.train.trainer", "Reporter", ("finish_epoch", "load_state_dict"),
+     "release.released_epoch_reporter swaps the Reporter Trainer.run builds for one without "
+     "the GPU memory peak"),
     ("espnet2.train.reporter", "SubReporter",
      ("get_epoch", "get_total_count", "log_message", "measure_iter_time", "measure_time",
       "next", "register", "tensorboard_add_scalar", "wandb_log"),
@@ -128,6 +131,21 @@ def test_espnet2_symbol(module_name: str, path: str, needs: Sequence[str], use: 
         pytest.fail(f"{where} is gone ({e}); espnet_pcc needs it: {use}")
     missing = [n for n in needs if n not in names_of(obj)]
     assert not missing, f"{where} has no {', '.join(missing)}; espnet_pcc needs it: {use}"
+
+
+def test_the_reporter_attributes_read():
+    """Instance attributes (not in a class's names): SubReporter.count, the rows of the
+    epoch so far (PCCTrainer.train_one_epoch's log window), and Reporter.stats, each epoch's
+    values per phase (release.ReleasedEpochReporter removes one)."""
+    from espnet2.train.reporter import Reporter
+
+    reporter = Reporter()
+    with reporter.observe("train", 1) as sub:
+        assert sub.count == 0
+        sub.register({"grad_norm": 2.0})
+        sub.next()
+        assert sub.count == 1
+    assert reporter.stats[1]["train"]["grad_norm"] == 2.0
 
 
 def test_checkpoints_load_with_weights_only():

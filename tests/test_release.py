@@ -2,15 +2,20 @@
 import os
 import stat
 
+from unittest import mock
+
+import espnet2.train.trainer
 import pytest
 import torch
 from espnet2.train.reporter import Reporter
 
 from asr_train_helpers import train_args, train_stats
 from espnet_pcc.bin import asr_train
+from espnet_pcc.checkpoints import load_checkpoint
 from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.release import BufferGuard, ReleasedReporter, check_running_statistics, \
-    freeze_running_statistics, is_released, modules_with_running_statistics
+from espnet_pcc.release import GPU_MEMORY_KEY, BufferGuard, ReleasedEpochReporter, \
+    ReleasedReporter, check_running_statistics, freeze_running_statistics, is_released, \
+    modules_with_running_statistics
 
 NOISY = {"clip": "per_core", "max_epoch": 1,
          "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0, "noise_seed": 5}}
@@ -123,20 +128,49 @@ def test_frozen_batch_norm_releases_no_statistic_of_the_data(corpus, tmp_path):
     assert not torch.equal(model[f"{BATCH_NORM}.weight"], torch.ones(16))
 
 
+STOCK_FINISH_EPOCH = Reporter.finish_epoch
+
+
+def finish_epoch_on_a_gpu(self, sub_reporter):
+    """espnet2's Reporter.finish_epoch as it runs where CUDA is initialised: with the
+    process's peak GPU memory in the epoch's stats (a made-up value on this CPU)."""
+    STOCK_FINISH_EPOCH(self, sub_reporter)
+    self.stats[self.epoch][sub_reporter.key][GPU_MEMORY_KEY] = 0.75
+
+
 def test_a_noisy_run_logs_only_released_keys_unless_asked(corpus, tmp_path):
     """Without clip_conf.log_train_stats: no loss, core norm, clipped fraction, core count or
-    timing of the training batches; epsilon, the noise, the bound, the update's norm and the
+    timing of the training batches, and in no phase espnet2's GPU memory peak (which follows
+    the largest secret batch); epsilon, the noise, the bound, the update's norm and the
     learning rate are there.  With it: everything, as a noiseless run."""
     quiet, loud = tmp_path / "quiet", tmp_path / "loud"
-    asr_train.main(train_args(corpus, quiet, dict(NOISY, max_epoch=1)))
+    with mock.patch.object(Reporter, "finish_epoch", finish_epoch_on_a_gpu):
+        asr_train.main(train_args(corpus, quiet, dict(NOISY, max_epoch=1)))
+        asr_train.main(train_args(corpus, loud, dict(NOISY, clip_conf=dict(
+            NOISY["clip_conf"], log_train_stats=True))))
     stats = train_stats(quiet, 1)
     assert set(stats) == {"dp_epsilon", "noise_std", "clip_bound", "grad_norm", "loss_scale",
                           "optim0_lr0", "time", "total_count"}, stats  # the last two: espnet2's
-    asr_train.main(train_args(corpus, loud, dict(NOISY, clip_conf=dict(
-        NOISY["clip_conf"], log_train_stats=True))))
+    phases = load_checkpoint(quiet / "checkpoint.pth")["reporter"]["stats"][1]
+    assert not [phase for phase, values in phases.items() if GPU_MEMORY_KEY in values]
     stats = train_stats(loud, 1)
-    assert {"loss", "core_norm_max", "clip", "num_cores", "forward_time", "dp_epsilon"} <= \
-        set(stats)
+    assert {"loss", "core_norm_max", "clip", "num_cores", "forward_time", "dp_epsilon",
+            GPU_MEMORY_KEY} <= set(stats)
+    assert espnet2.train.trainer.Reporter is Reporter  # swapped back after each run
+
+
+def test_a_resumed_reporter_drops_the_gpu_memory_peak():
+    """A checkpoint's reporter that has it (written before it was left out) loses it."""
+    reporter = Reporter()
+    with mock.patch.object(Reporter, "finish_epoch", finish_epoch_on_a_gpu):
+        with reporter.observe("train", 1) as sub:
+            sub.register({"grad_norm": 1.0})
+            sub.next()
+    assert GPU_MEMORY_KEY in reporter.state_dict()["stats"][1]["train"]
+    released = ReleasedEpochReporter()
+    released.load_state_dict(reporter.state_dict())
+    assert set(released.state_dict()["stats"][1]["train"]) == {"grad_norm", "time",
+                                                               "total_count"}
 
 
 def test_log_train_stats_without_noise_is_refused():

@@ -37,11 +37,13 @@ def test_ranks_split_each_global_batch_as_espnet_does(world_size):
             assert ranks[r][b] == batch[r::world_size]
 
 
-@pytest.mark.parametrize("num_utts,batch_size,world_size", [(1414, 16, 16), (5, 2, 2)])
+@pytest.mark.parametrize("num_utts,batch_size,world_size",
+                         [(1414, 16, 16), (5, 2, 2), (7, 4, 4)])
 def test_no_rank_gets_an_empty_micro_batch(num_utts, batch_size, world_size):
     """ceil(N / batch_size) batches would hold fewer utterances than ranks (1414 in 89
-    batches of 15 or 16 over 16 ranks; 5 in batches of 2, 2, 1 over 2): at most
-    N // world_size batches instead, each of at least world_size utterances."""
+    batches of 15 or 16 over 16 ranks; 5 in batches of 2, 2, 1 over 2; 7 in batches of 4 and
+    3 over 4): at most N // world_size batches instead, each of at least world_size
+    utterances and at most max(batch_size, 2 * world_size - 1) (7: one batch of 7)."""
     utts = [f"u{i:04d}" for i in range(num_utts)]
     ranks = [ShuffledBatchSampler(utts, batch_size, world_size=world_size, rank=r)
              for r in range(world_size)]
@@ -50,7 +52,7 @@ def test_no_rank_gets_an_empty_micro_batch(num_utts, batch_size, world_size):
         assert all(len(batch) >= 1 for batches in per_rank for batch in batches)
         assert sorted(u for batches in per_rank for b in batches for u in b) == utts
         sizes = [sum(len(batches[b]) for batches in per_rank) for b in range(len(ranks[0]))]
-        assert max(sizes) <= batch_size + 1
+        assert max(sizes) <= max(batch_size, 2 * world_size - 1)
 
 
 def test_bad_sizes_are_rejected():

@@ -300,7 +300,8 @@ def test_speed_perturbed_copies_of_a_speaker_are_that_speaker(speaker_corpus, tm
 
 def test_a_resume_with_another_privacy_unit_is_one_line(speaker_corpus, tmp_path, capsys):
     """An epoch accounted per utterance cannot be continued per speaker: one epsilon cannot
-    compose both (espnet_pcc.accounting.check_history)."""
+    compose both (espnet_pcc.accounting.check_history); refused before espnet2's resume has
+    loaded the checkpoint."""
     out = tmp_path / "units"
     per_utterance = {"clip": "per_core", "max_epoch": 1,
                      "clip_conf": {"max_norm": 1.0, "num_cores": 2, "noise_multiplier": 1.0,
@@ -309,9 +310,11 @@ def test_a_resume_with_another_privacy_unit_is_one_line(speaker_corpus, tmp_path
     per_speaker = dict(per_utterance, max_epoch=2, clip_conf=dict(
         per_utterance["clip_conf"], core_by="speaker"))
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
+    with mock.patch.object(PCCTrainer, "resume", wraps=PCCTrainer.resume) as resume, \
+            pytest.raises(SystemExit) as exit_info:
         asr_train.main(train_args(speaker_corpus, out, per_speaker, extra=["--resume", "true"]))
     assert exit_info.value.code == 2
+    assert not resume.called
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == ("asr_train: error: --resume: the checkpoint's noisy steps were accounted "
                        "per utterance, this run's are per speaker, and one epsilon cannot "

@@ -9,7 +9,10 @@ strategy
 - runs every micro-batch as its cores (`training_step`): each core's ``training_step`` and
   ``backward`` on its own mean loss, under DDP's ``no_sync`` (no gradient is communicated per
   micro-batch or per core), then ``add_core``; the loop's own ``backward`` of the returned
-  loss, which Lightning divides by ``accumulate_grad_batches``, has nothing left to do;
+  loss, which Lightning divides by ``accumulate_grad_batches``, has nothing left to do; under
+  DDP, where ranks could cut a micro-batch into different numbers of cores, one all-reduce of
+  two integers first checks that they did not (each core is one ``training_step`` call, and
+  a module's collectives there would hang);
 - at the cycle's last micro-batch (`optimizer_step`), after its cores: ``reduce_cores`` (one
   all-reduce under DDP, with the step's statistics), the telemetry through ``self.log``, then
   Lightning's own step (precision plugin, ``on_before_optimizer_step``, GradScaler); a step
@@ -161,16 +164,53 @@ class PerCoreClipping:
         scaler = getattr(self.precision_plugin, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None else 1.0
 
+    @property
+    def core_counts_may_differ(self) -> bool:
+        """Whether two ranks can cut their micro-batches into different numbers of cores:
+        per_example (one per item), num_cores > 1 (a micro-batch smaller than num_cores has
+        fewer), or a module's own ``split_batch``."""
+        config = self.clip_config
+        return (config.mode.one_utterance_per_core or config.num_cores > 1
+                or self.split_batch is not split_into_cores)
+
+    def _check_equal_core_counts(self, num_cores: int) -> None:
+        """Under DDP, where the counts can differ: one all-reduce of (count, -count) for the
+        smallest and largest count over the ranks, so that each rank runs the module's
+        ``training_step`` as often.  A module whose ``training_step`` runs collectives
+        (ESPnet3's: a barrier and an all-gather with more than one device) would otherwise
+        hang at the first micro-batch cut differently.
+
+        Raises:
+            ClipConfigError: on every rank alike, where the counts differ (one line).
+        """
+        if not (self.core_counts_may_differ and _distributed()):
+            return
+        counts = torch.tensor([num_cores, -num_cores], dtype=torch.int64,
+                              device=self.root_device)
+        torch.distributed.all_reduce(counts, op=torch.distributed.ReduceOp.MIN)
+        fewest, most = int(counts[0]), -int(counts[1])
+        if fewest != most:
+            config = self.clip_config
+            raise ClipConfigError(
+                f"clip: {config.mode.value}: the ranks cut one micro-batch into {fewest} to "
+                f"{most} cores (clip_conf.num_cores={config.num_cores}); each core is one call "
+                "of the module's training_step, whose collectives (ESPnet3's) need every rank "
+                "to call it as often: give every rank micro-batches of at least num_cores "
+                "items (per_example: micro-batches of one size)")
+
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
         """The micro-batch as its cores: per core the module's ``training_step`` and a
         ``backward`` of its own loss, then ``add_core``.  Returns the cores' loss averaged
-        over their items (detached: only for Lightning's progress bar and logs)."""
+        over their items (detached: only for Lightning's progress bar and logs).  Under DDP
+        every rank must cut the micro-batch into as many cores (`_check_equal_core_counts`)."""
         if not self.clips_per_core:
             return super().training_step(*args, **kwargs)
         batch, rest = args[0], args[1:]
         optimizer = self._clip_optimizer()
+        cores = self.split_batch(batch, self.clip_config)
+        self._check_equal_core_counts(len(cores))
         losses, sizes, last = [], [], None
-        for core in self.split_batch(batch, self.clip_config):
+        for core in cores:
             with self._local_gradients():
                 output = super().training_step(core, *rest, **kwargs)
                 loss = _loss_of(output)
@@ -222,7 +262,11 @@ class PerCoreClipping:
 
     def _log_reduction(self, reduction: CoreReduction) -> None:
         module = self.lightning_module
-        if module is None or getattr(module, "_trainer", None) is None:
+        if module is None:
+            return
+        try:
+            module.trainer
+        except RuntimeError:  # not attached to a Trainer: nowhere to log
             return
         report = {self.log_prefix + key: float(value)
                   for key, value in reduction.as_report().items()}

@@ -20,7 +20,8 @@ broadcast.
 
 Noise is accounted only where the layout bounds one unit's influence (`check_privacy_layout`):
 the Poisson sampler's hashed cores, or per_example clipping (without amplification under any
-other sampler, averaged over the fixed batch_size x accum_grad).  With noise no choice of the
+other sampler, averaged over the fixed batch_size x accum_grad, for one unit replaced by an
+empty stand-in rather than added or removed).  With noise no choice of the
 run reads a training statistic (`check_noisy_choices`), and a model whose layers keep running
 statistics is refused unless clip_conf.running_stats: freeze (`build_model`,
 espnet_pcc.release); errors raised after check_args (there, and in training) are one line too
@@ -273,7 +274,8 @@ def privacy_accounting(args: argparse.Namespace, config: ClipConfig,
         return PrivacyAccounting(plan.kind, plan.num_units, config.noise_multiplier,
                                  sensitivity(config.mode, plan.max_per_unit), config.delta,
                                  plan.sampling_rate)
-    # per_example under another sampler: no amplification; a unit's copies may share a step.
+    # per_example under another sampler: no amplification; a unit's copies may share a step;
+    # zero-out adjacency (the batch plan depends on every id and length).
     units = group_units(read_utt_lengths(args.train_shape_file[0]))
     copies = max(len(v) for v in units.values())
     return PrivacyAccounting(unit_kind(units, False), len(units), config.noise_multiplier,

@@ -1,7 +1,8 @@
 """PerCoreDDPStrategy under Lightning's DDP with 2 gloo processes on CPU: every step's update
 is `clipped_average` over the cores of both ranks (rank × accumulation micro-batch × split),
 the ranks agree, BatchNorm's buffers stay equal, the telemetry is the step's over both ranks,
-and a mid-cycle checkpoint holds both ranks' pending cores.  Every case runs in one pair of
+a mid-cycle checkpoint holds both ranks' pending cores, and micro-batches cut into different
+numbers of cores on the two ranks stop both in one line.  Every case runs in one pair of
 processes (start-up dominates)."""
 import os
 
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning.pytorch.strategies import DDPStrategy
 
+from espnet_pcc.clip_config import ClipConfigError
 from espnet_pcc.ddp_sums import statistics_length
 from espnet_pcc.lightning import PerCoreDDPStrategy
 from espnet_pcc.lightning.strategy import lightning_clip_config
@@ -34,6 +36,7 @@ CASES = [
 CHECKPOINT_CASE = 0  # also writes a checkpoint inside a cycle
 BATCH_NORM_CASE = len(CASES)  # per_core on a module with BatchNorm
 COMMUNICATION = "communication"  # stock DDP and per_core, their collectives profiled
+CORE_COUNTS = "core_counts"  # per_example on micro-batches of 4 items on rank 0, 3 on rank 1
 
 
 def _rank_batches(rank, num_batches=NUM_BATCHES):
@@ -90,6 +93,20 @@ def _worker(rank, world_size, init_file, out):
             "per_core": _collectives(PerCoreDDPStrategy(
                 clip="per_core", clip_conf={"max_norm": C, "num_cores": 2}), rank)}
         torch.save(collectives, f"{out}.{COMMUNICATION}.{rank}")
+        torch.save(_unequal_core_counts(rank), f"{out}.{CORE_COUNTS}.{rank}")
+
+
+def _unequal_core_counts(rank):
+    """per_example with 4 items a micro-batch on rank 0 and 3 on rank 1: the error each
+    rank stops with (None: it trained).  Last in the worker: the module here runs no
+    collectives in training_step, so without the check it trains, and ESPnet3's would hang."""
+    module = TinyRegression(make_batches(2, 4 - rank, seed=10 + rank), seed=0, lr=LR)
+    try:
+        trainer(PerCoreDDPStrategy(clip="per_example", clip_conf={"max_norm": C}), epochs=1,
+                devices=WORLD, use_distributed_sampler=False).fit(module)
+    except ClipConfigError as e:
+        return str(e)
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -146,18 +163,33 @@ def test_ddp_mid_cycle_checkpoint_holds_both_ranks_pending_cores(ddp_results):
     assert pending["core_norms"].numel() == 2 * WORLD
 
 
-def test_ddp_communicates_no_more_than_stock(ddp_results):
+def test_ddp_communicates_once_per_step_and_checks_core_counts(ddp_results):
     """Stock Lightning DDP all-reduces the gradients once per step (no_sync while it
     accumulates); per_core all-reduces once per step too, the clipped sum with the step's
-    statistics in its tail, and issues no more collectives of any kind."""
+    statistics in its tail.  With num_cores 2 a rank's micro-batch could have fewer cores
+    than another's, so per_core adds one all-reduce of 2 integers per micro-batch (the core
+    counts' check), and no other collective."""
     collectives = torch.load(f"{ddp_results}.{COMMUNICATION}.0")
     stock, per_core = collectives["stock"], collectives["per_core"]
-    num_params, steps = 4, 2
+    num_params, steps, micro_batches = 4, 2, 4
     numel = sum(p.numel() for p in TinyRegression([]).parameters())
 
-    def all_reduces(events):
-        return [n for name, n in events if name == "gloo:all_reduce" and n > 1]
+    def all_reduces(events, size=None):
+        return [n for name, n in events if name == "gloo:all_reduce"
+                and (n == size if size is not None else n > 2)]
 
-    assert all_reduces(stock) == [numel] * steps
+    assert all_reduces(stock) == [numel] * steps and not all_reduces(stock, 2)
     assert all_reduces(per_core) == [numel + statistics_length(WORLD) + num_params] * steps
-    assert len(per_core) <= len(stock)
+    assert all_reduces(per_core, 2) == [2] * micro_batches
+    assert len(per_core) <= len(stock) + micro_batches
+
+
+def test_ddp_micro_batches_cut_into_different_core_counts_stop_both_ranks(ddp_results):
+    """Every rank raises the same one-line error at the first micro-batch (4 cores on rank
+    0, 3 on rank 1) instead of running training_step unequally often."""
+    errors = [torch.load(f"{ddp_results}.{CORE_COUNTS}.{rank}") for rank in range(WORLD)]
+    assert errors[0] == errors[1] == (
+        "clip: per_example: the ranks cut one micro-batch into 3 to 4 cores "
+        "(clip_conf.num_cores=1); each core is one call of the module's training_step, whose "
+        "collectives (ESPnet3's) need every rank to call it as often: give every rank "
+        "micro-batches of at least num_cores items (per_example: micro-batches of one size)")
