@@ -168,7 +168,7 @@ if [ -n "${study_stage}" ] && selected "${study_stage}"; then
         # A seed block's provenance: the machine (blocks may run on different machines; every
         # arm of a seed on the same one), the time and the code.
         cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
-        study_notes=${STUDY_NOTES:-"Seed block ${seeds}: ./run.sh --demo_size study3 --seeds '${seeds}' in egs2/synth_demo/asr1 on $(uname -n) (${cpu:-CPU unknown}, $(nproc) cores), ${started} to $(date -u '+%Y-%m-%d %H:%M UTC'), commit ${commit}."}
+        study_notes=${STUDY_NOTES:-"Seed block ${seeds}: ./run.sh --demo_size study3 --seeds '${seeds}' in egs2/synth_demo/asr1 on $(uname -n) (${cpu:-CPU unknown}, $(nproc --all) cores), ${started} to $(date -u '+%Y-%m-%d %H:%M UTC'), commit ${commit}."}
         python3 -m espnet_pcc.bin.study_export --expdir "${expdir}" --asr_tags ${study_tags} \
             --score_epochs 1 2 3 4 5 6 --decode_tag decode_decode_asr_demo_valid.acc.ave_3best \
             --epoch_decode_tag 'decode_decode_asr_demo_{epoch}epoch' --test_sets dev test \
