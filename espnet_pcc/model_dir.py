@@ -14,6 +14,10 @@ and, with ``per_canary`` (the memorisation over runs), every scored checkpoint's
 module's reader (`espnet_pcc.exposure.schema`, `espnet_pcc.study.accuracy_schema`): every
 report is a view of these results (`espnet_pcc.recipe.stage9`).  A model tag may end in ``_seed<N>``
 (``pcc_asr.sh --seeds``): :func:`split_tag`.
+
+A model trained through ESPnet3 (egs3/synth_demo) is read too: ESPnet3 writes config.yaml with
+the clipping in its Lightning trainer's section (:func:`clip_settings`), and its train.log
+holds "epoch_summary:Nepoch:train: ..., train_time=S, ..." lines, one per section.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from espnet_pcc.study.accuracy_schema import ACCURACY_DIR, UTTERANCES_TSV, Utter
     read_utterances_tsv
 
 _EPOCH_RE = re.compile(r"(\d+)epoch results: (.*)$")
+#: ESPnet3's per-epoch summary (espnet3's MetricsLogger), one line per section.
+_ESPNET3_EPOCH_RE = re.compile(r"epoch_summary:(\d+)epoch:(\w+): (.*)$")
 _SECTION_RE = re.compile(r"\[(\w+)\] ([^\[]*)")
 _NUM_RE = re.compile(r"(\w+)=([-+0-9.eE]+|[-+]?nan|[-+]?inf)(?:,|$)")
 _SEED_RE = re.compile(r"^(.*)_seed(\d+)$")
@@ -119,11 +125,43 @@ class ModelResult:
         return self.clip + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _lightning_trainer(cfg: dict) -> Optional[dict]:
+    """The Lightning trainer section of an ESPnet3 model's config.yaml (None for espnet2's)."""
+    trainer = cfg.get("trainer")
+    return trainer if isinstance(trainer, dict) else None
+
+
+def clip_settings(cfg: dict) -> Tuple[str, dict]:
+    """(clip, clip_conf) of a trained model's config.yaml. espnet2: the top-level keys, and
+    without them its global clipping at ``grad_clip``. ESPnet3: the per-core strategy's keys
+    (``trainer.strategy``, docs/lightning.md), where global's C is ``gradient_clip_val``;
+    without the strategy Lightning's own loop: global at ``gradient_clip_val``, none without."""
+    trainer = _lightning_trainer(cfg)
+    if trainer is None:
+        clip, clip_conf = str(cfg.get("clip", "global")), dict(cfg.get("clip_conf") or {})
+        bound = cfg.get("grad_clip")
+    else:
+        strategy = trainer.get("strategy")
+        per_core = isinstance(strategy, dict) and "clip" in strategy
+        bound = trainer.get("gradient_clip_val")
+        clip = str(strategy["clip"]) if per_core else ("global" if bound else "none")
+        clip_conf = dict((strategy.get("clip_conf") if per_core else None) or {})
+    if clip == "global" and clip_conf.get("max_norm") is None:
+        clip_conf["max_norm"] = bound
+    return clip, clip_conf
+
+
 def cores_per_step(cfg: dict) -> int:
     """Cores (micro-batch shards with their own gradient) per optimizer step: ranks x
     accum_grad x clip_conf.num_cores, from a trained model's config.yaml. The ranks are
     espnet2's ``dist_world_size`` (set by its multi-GPU / multi-node launch); a config without
-    it ran as one process."""
+    it ran as one process. ESPnet3: devices x num_nodes x accumulate_grad_batches x num_cores
+    of its Lightning trainer."""
+    trainer = _lightning_trainer(cfg)
+    if trainer is not None:
+        num_cores = clip_settings(cfg)[1].get("num_cores") or 1
+        return (int(trainer.get("devices") or 1) * int(trainer.get("num_nodes") or 1)
+                * int(trainer.get("accumulate_grad_batches") or 1) * int(num_cores))
     ranks = cfg.get("dist_world_size")
     if not ranks:
         ngpu = int(cfg.get("ngpu") or 0)
@@ -141,11 +179,23 @@ def parse_train_log(path: Path) -> List[Dict[str, Dict[str, float]]]:
 
 
 def train_log_by_epoch(path: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
-    """epoch number -> {section: {key: value}} from ESPnet's "Nepoch results:" lines; the last
-    line of an epoch wins (a resumed run logs an epoch again)."""
+    """epoch number -> {section: {key: value}} from ESPnet's "Nepoch results:" lines, or
+    ESPnet3's "epoch_summary:Nepoch:<section>:" lines; the last line of an epoch (ESPnet3: of
+    an epoch's section) wins (a resumed run logs an epoch again)."""
     by_epoch: Dict[int, Dict[str, Dict[str, float]]] = {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
+            m3 = _ESPNET3_EPOCH_RE.search(line)
+            if m3:
+                stats = {}
+                for part in m3.group(3).strip().split(", "):  # "key=value, key=value"
+                    key, _, value = part.partition("=")
+                    try:
+                        stats[key] = float(value)
+                    except ValueError:
+                        continue
+                by_epoch.setdefault(int(m3.group(1)), {})[m3.group(2)] = stats
+                continue
             m = _EPOCH_RE.search(line)
             if not m:
                 continue
@@ -202,14 +252,17 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
         if not cfg_path.is_file():
             raise ModelDirError(f"{cfg_path} missing (produced by stage 5, training)")
         cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        r.clip = str(cfg.get("clip", "global"))
-        r.clip_conf = cfg.get("clip_conf") or {}
+        r.clip, r.clip_conf = clip_settings(cfg)
         r.cores_per_step = cores_per_step(cfg)
         r.batch_sampler = str(cfg.get("batch_sampler") or "espnet")
-        if r.clip == "global" and r.clip_conf.get("max_norm") is None:
-            r.clip_conf = {**r.clip_conf, "max_norm": cfg.get("grad_clip")}
         if (d / "train.log").is_file():
             r.epochs = parse_train_log(d / "train.log")
+        trainer = _lightning_trainer(cfg)
+        accumulate = int((trainer or {}).get("accumulate_grad_batches") or 1)
+        for e in r.epochs if accumulate > 1 else []:
+            # ESPnet3's train_time is per training batch, a step holds `accumulate` of them
+            if "train_time" in e.get("train", {}):
+                e["train"]["train_time"] *= accumulate
         for s in test_sets:
             res = {}
             for unit in scoring.UNITS:
@@ -240,6 +293,6 @@ def collect(expdir: Path, tags: Sequence[str], decode_tag: str, test_sets: Seque
     return results
 
 
-__all__ = ["ModelDirError", "ModelResult", "ScoredCheckpoint", "collect", "cores_per_step",
-           "load_exposure", "parse_train_log", "read_checkpoint", "split_tag",
+__all__ = ["ModelDirError", "ModelResult", "ScoredCheckpoint", "clip_settings", "collect",
+           "cores_per_step", "load_exposure", "parse_train_log", "read_checkpoint", "split_tag",
            "train_log_by_epoch"]

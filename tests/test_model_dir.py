@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from espnet_pcc.model_dir import ModelResult, cores_per_step, parse_train_log
+from espnet_pcc.model_dir import ModelResult, clip_settings, cores_per_step, parse_train_log
 from espnet_pcc.recipe.report import epsilon_cell
 from shared_helpers import TRAIN_LOG
 
@@ -41,6 +41,71 @@ def test_cores_per_step_is_ranks_x_accum_grad_x_num_cores(config, cores):
     assert cores_per_step(config) == cores
 
 
+
+
+#: The trainer section of an ESPnet3 model's config.yaml (ESPnet3 writes the whole training
+#: config into it): the per-core strategy, 2 devices x accumulation 4.
+ESPNET3_TRAINER = {"devices": 2, "num_nodes": 1, "accumulate_grad_batches": 4,
+                   "gradient_clip_val": None,
+                   "strategy": {"_target_": "espnet_pcc.lightning.per_core_strategy",
+                                "clip": "per_core", "clip_conf": {"max_norm": 5.0,
+                                                                  "num_cores": 2}}}
+
+
+@pytest.mark.parametrize("trainer, clip, clip_conf", [
+    (ESPNET3_TRAINER, "per_core", {"max_norm": 5.0, "num_cores": 2}),
+    # the strategy's global: its C is Lightning's gradient_clip_val
+    ({**ESPNET3_TRAINER, "gradient_clip_val": 1.0,
+      "strategy": {"clip": "global", "clip_conf": {"num_cores": 1}}},
+     "global", {"max_norm": 1.0, "num_cores": 1}),
+    # Lightning's own loop: global at gradient_clip_val, or no clipping at all
+    ({"strategy": "auto", "gradient_clip_val": 5.0}, "global", {"max_norm": 5.0}),
+    ({"strategy": "auto", "gradient_clip_val": None}, "none", {}),
+])
+def test_an_espnet3_configs_clipping_is_its_lightning_trainers(trainer, clip, clip_conf):
+    # espnet2's defaults are in ESPnet3's config.yaml too, and say nothing about the training
+    config = {"trainer": trainer, "grad_clip": 5.0, "accum_grad": 1, "clip": "global"}
+    assert clip_settings(config) == (clip, clip_conf)
+
+
+def test_an_espnet2_configs_clipping_is_its_own_keys():
+    assert clip_settings({"clip": "per_core", "clip_conf": {"max_norm": 2.0}}) == (
+        "per_core", {"max_norm": 2.0})
+    assert clip_settings({"grad_clip": 3.0}) == ("global", {"max_norm": 3.0})
+
+
+def test_cores_per_step_of_an_espnet3_model_is_devices_x_accumulation_x_num_cores():
+    assert cores_per_step({"trainer": ESPNET3_TRAINER, "accum_grad": 1}) == 2 * 4 * 2
+    assert cores_per_step({"trainer": {"strategy": "auto"}}) == 1
+
+
+def test_espnet3_train_log_epochs_are_read_and_its_step_time_counts_accumulation(tmp_path: Path):
+    """ESPnet3's epoch summaries, one line per section (validation first); a rerun's line wins;
+    keys that are not words (lr-Adam) are kept; train_time is per batch, so a step of
+    accumulate_grad_batches 4 takes 4 of them."""
+    import yaml
+
+    from espnet_pcc.model_dir import collect
+
+    d = tmp_path / "exp" / "training_pcc"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"trainer": ESPNET3_TRAINER}))
+    (d / "train.log").write_text(
+        "[vm] 2026-12-05 11:40:16 UTC (default_callbacks.py:416) INFO:\t[train] "
+        "epoch_summary:1epoch:valid: valid_time=0.05, acc=0.015873, loss=53.4162\n"
+        "[vm] 2026-12-05 11:40:16 UTC (default_callbacks.py:385) INFO:\t[train] "
+        "epoch_summary:1epoch:train: train_time=0.10773, clip=100, loss=78.25, "
+        "lr-Adam=0.000107143, num_cores=4\n"
+        "x INFO: epoch_summary:2epoch:valid: valid_time=0.05, acc=0.1, loss=40.5\n"
+        "x INFO: epoch_summary:2epoch:valid: valid_time=0.05, acc=0.2, loss=30.5\n")
+    epochs = parse_train_log(d / "train.log")
+    assert epochs[0]["valid"] == {"valid_time": 0.05, "acc": 0.015873, "loss": 53.4162}
+    assert epochs[0]["train"]["lr-Adam"] == 0.000107143 and epochs[0]["train"]["clip"] == 100
+    assert epochs[1] == {"valid": {"valid_time": 0.05, "acc": 0.2, "loss": 30.5}}
+    [result] = collect(tmp_path / "exp", ["training_pcc"], "inference", [], "none",
+                       require=False)
+    assert (result.clip, result.cores_per_step) == ("per_core", 16)
+    assert result.sec_per_step == pytest.approx(4 * 0.10773)
 
 
 def test_label_names_noise_speaker_cores_and_the_adaptive_bound():

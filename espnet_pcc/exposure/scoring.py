@@ -40,9 +40,15 @@ def _find_relative(value: str, config_file: Path) -> Optional[str]:
 
 
 def _resolve_paths(conf: Dict[str, Any], config_file: Path) -> None:
-    """config.yaml holds paths relative to the recipe dir (global_mvn stats, BPE model); when
-    scoring from elsewhere, look for them relative to the config's ancestors. (The mvn values
-    are overwritten by the checkpoint's buffers, but GlobalMVN opens the file when built.)"""
+    """config.yaml holds paths relative to the recipe dir (global_mvn stats, BPE model, and in
+    ESPnet3's the token list); when scoring from elsewhere, look for them relative to the
+    config's ancestors. (The mvn values are overwritten by the checkpoint's buffers, but
+    GlobalMVN opens the file when built.)"""
+    if isinstance(conf.get("token_list"), str):
+        found = _find_relative(conf["token_list"], config_file)
+        if found is None:
+            raise ExposureError(f"token_list {conf['token_list']!r} from {config_file} not found")
+        conf["token_list"] = found
     nconf = conf.get("normalize_conf") or {}
     if conf.get("normalize") == "global_mvn" and nconf.get("stats_file"):
         found = _find_relative(str(nconf["stats_file"]), config_file)
@@ -81,7 +87,9 @@ def load_asr_model(config_file: Union[str, Path], model_file: Union[str, Path], 
     load_state_dict), but a checkpoint that does not fit the config is a one-line
     :class:`ExposureError` (missing/unexpected keys, first shape mismatch) instead of a silent
     ``strict=False`` load. Extra top-level keys (``clip``, ``clip_conf``) are harmless: build_model
-    reads only the keys it knows. Returns ``(model in eval mode, args)``.
+    reads only the keys it knows. ``model_file`` is a state_dict, espnet2's ``checkpoint.pth``
+    or a Lightning checkpoint (ESPnet3 writes the espnet2 config.yaml beside its ``*.ckpt``,
+    whose ``state_dict`` has the model's own keys). Returns ``(model in eval mode, args)``.
     """
     import argparse
 
@@ -111,6 +119,8 @@ def load_asr_model(config_file: Union[str, Path], model_file: Union[str, Path], 
         raise ExposureError(f"cannot read checkpoint {model_file}: {e}") from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # trainer checkpoint.pth
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a Lightning checkpoint (ESPnet3's *.ckpt: the model's keys)
     if isinstance(state, dict) and isinstance(state.get("module"), dict):
         state = state["module"]  # deepspeed
     if not isinstance(state, dict):

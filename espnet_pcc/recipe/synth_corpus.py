@@ -85,17 +85,26 @@ def plan(cfg: CorpusConfig) -> List[dict]:
     return utts
 
 
+def _settings(cfg: CorpusConfig) -> dict:
+    """``cfg`` as corpus.json records it."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def corpus_matches(output_dir: Path, cfg: CorpusConfig) -> bool:
+    """Whether ``output_dir`` holds a complete corpus built with the settings ``cfg``."""
+    meta_path = Path(output_dir) / "corpus.json"
+    return meta_path.is_file() and json.loads(meta_path.read_text()).get("config") == _settings(cfg)
+
+
 def build(output_dir: Path, cfg: CorpusConfig, nj: int = 2, overwrite: bool = False) -> dict:
     """Synthesise the corpus into ``output_dir``; an existing one with the same settings is kept."""
     output_dir = Path(output_dir)
-    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    settings = _settings(cfg)
     meta_path = output_dir / "corpus.json"
     if output_dir.exists() and not overwrite:
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("config") == settings:
-                logger.info("%s exists with the same settings: skipped", output_dir)
-                return meta
+        if corpus_matches(output_dir, cfg):
+            logger.info("%s exists with the same settings: skipped", output_dir)
+            return json.loads(meta_path.read_text())
         raise SynthCorpusError(
             f"{output_dir} exists but was built with other settings (or is incomplete); "
             f"remove it or pass --overwrite"

@@ -58,6 +58,38 @@ def test_loader_resolves_recipe_relative_stats_file(tmp_path, monkeypatch, tiny_
         scoring.load_asr_model(cfg, recipe / "exp" / "asr" / "model.pth")
 
 
+def test_loader_reads_an_espnet3_model_its_lightning_checkpoint_and_token_list_path(
+        tmp_path, monkeypatch, tiny_config, build_model):
+    """ESPnet3 writes the token list into config.yaml as a path relative to the recipe dir and
+    the model as a Lightning checkpoint (its state_dict under "state_dict", beside the loop's
+    state): both load from another cwd, to the same weights."""
+    import torch
+
+    recipe = tmp_path / "recipe"
+    (recipe / "data").mkdir(parents=True)
+    (recipe / "exp" / "asr").mkdir(parents=True)
+    conf = yaml.safe_load(tiny_config(tmp_path).read_text())
+    tokens = conf["token_list"]
+    (recipe / "data" / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    conf["token_list"] = "./data/tokens.txt"
+    cfg = recipe / "exp" / "asr" / "config.yaml"
+    cfg.write_text(yaml.safe_dump(conf))
+    monkeypatch.chdir(recipe)
+    model, _ = build_model(cfg)
+    ckpt = recipe / "exp" / "asr" / "last.ckpt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 0, "global_step": 3,
+                "loops": {"fit_loop": {"epoch_progress": {"total": {"completed": 1}}}},
+                "optimizer_states": [{"state": {}, "param_groups": []}]}, ckpt)
+    monkeypatch.chdir(tmp_path)
+    loaded, args = scoring.load_asr_model(cfg, ckpt)
+    assert args.token_list == tokens  # read from the file the config names
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)
+    (recipe / "data" / "tokens.txt").unlink()
+    with pytest.raises(ExposureError, match=r"token_list './data/tokens.txt' .* not found"):
+        scoring.load_asr_model(cfg, ckpt)
+
+
 def test_fs_hz_reads_espnet_frontend_rates():
     assert scoring.fs_hz(16000) == 16000
     assert scoring.fs_hz("16k") == 16000

@@ -84,6 +84,16 @@ def test_privacy_arms_are_the_study_pcc_on_the_poisson_sampler():
         assert cfg["clip"] == "per_core" and cfg["clip_conf"]["max_norm"] == 5.0
 
 
+def test_the_live_batchnorm_arm_is_the_privacy_pcc_without_the_freeze():
+    """The arm that measures what freezing BatchNorm's statistics costs differs from the
+    privacy study's PCC (sigma = 0) in running_stats alone."""
+    frozen = load(CONF / "train_asr_privacy_pcc.yaml")
+    live = load(CONF / "train_asr_privacy_bnlive.yaml")
+    assert frozen["clip_conf"].pop("running_stats") == "freeze"
+    assert "running_stats" not in live["clip_conf"]
+    assert live == frozen
+
+
 @pytest.mark.parametrize("family", ["train_asr_shuffled", "train_asr_demo"])
 def test_the_papers_baseline_is_pcc_with_the_average_clipped(family: str):
     """The paper's baseline: PCC's config with the cores' average clipped instead of each core
