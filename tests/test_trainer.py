@@ -269,3 +269,24 @@ def test_grad_noise_is_applied_after_clipping():
     torch.manual_seed(5)
     run_epoch(PCCTrainer, b, wrapped_sgd(b, "per_core", 0.3), batches, options)
     assert any(not torch.allclose(x, y) for x, y in zip(params(a), params(b)))
+
+
+def test_the_forwards_autocast_is_torchs_own_as_espnet2_sets_it():
+    """AMP in the per-core loop: torch.autocast for CUDA, bfloat16 where the GPU has it, else
+    float16 (espnet2's loop), built from torch's API in both ESPnet releases; off without
+    --use_amp."""
+    import warnings
+
+    from espnet_pcc.trainer import mixed_precision
+
+    off = mixed_precision(False)
+    assert isinstance(off, torch.autocast) and off.device == "cuda"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available" where it is not
+        on = mixed_precision(True)
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert on.device == "cuda"
+    assert on.fast_dtype == (torch.bfloat16 if bf16 else torch.float16)
+    with off:  # usable as a context on a CPU-only machine
+        assert not torch.is_autocast_enabled("cuda")
+        assert torch.ones(2).sum().item() == 2.0
