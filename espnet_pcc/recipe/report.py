@@ -17,10 +17,9 @@ from typing import Dict, List, Optional, Sequence
 
 from espnet_pcc import markdown
 from espnet_pcc.exposure import schema
-from espnet_pcc.fileio import atomic_path
 from espnet_pcc.model_dir import ModelResult
 from espnet_pcc.recipe.scoring import markdown_table
-from espnet_pcc.study.arms import arm_colors, arm_of, seed_styles
+from espnet_pcc.study.arms import arm_colors, arm_of, save_png, seed_styles
 
 
 def epsilon_cell(epsilon: Optional[float], key: str = "dp_epsilon") -> str:
@@ -164,11 +163,4 @@ def comparison_figure(results: Sequence[ModelResult]):
 
 def plot(results: Sequence[ModelResult], out_png: Path) -> None:
     """Writes :func:`comparison_figure` to ``out_png``."""
-    import matplotlib.pyplot as plt
-
-    fig = comparison_figure(results)
-    try:
-        with atomic_path(out_png) as tmp:  # savefig picks the format from the .png suffix
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_png(comparison_figure(results), out_png)

@@ -6,12 +6,14 @@ the raw data, the reports and the plots.  Every plot (stage 9's per-model plot a
 over runs, the study's plot) draws an arm in its colour of :data:`ARM_COLORS`, so an arm looks
 the same in every recipe's plots; a new arm is one line there (an arm not listed is drawn in a
 colour that no listed arm has).  A seed is drawn in its line style and marker
-(:data:`SEED_STYLES`).
+(:data:`SEED_STYLES`), and every plot is written the same way (:func:`save_png`).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
+from espnet_pcc.fileio import atomic_path
 from espnet_pcc.model_dir import split_tag
 from espnet_pcc.study.analysis import BASELINE_ARM, CONTROL_ARM, PAPER_BASELINE_ARM, PCC_ARM
 
@@ -54,4 +56,16 @@ def seed_styles(seeds: Iterable[int]) -> Dict[int, Tuple[str, str]]:
     return {s: SEED_STYLES[i % len(SEED_STYLES)] for i, s in enumerate(sorted(set(seeds)))}
 
 
-__all__ = ["ARM_COLORS", "SEED_STYLES", "arm_colors", "arm_of", "seed_styles"]
+def save_png(fig, path: Path) -> None:
+    """Writes a matplotlib figure to ``path`` as PNG (atomically: a kill leaves the previous
+    file) and closes it, written or not."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+
+
+__all__ = ["ARM_COLORS", "SEED_STYLES", "arm_colors", "arm_of", "save_png", "seed_styles"]

@@ -12,10 +12,10 @@ from typing import List
 
 import numpy as np
 
-from espnet_pcc.fileio import atomic_path, atomic_write_text
+from espnet_pcc.fileio import atomic_write_text
 from espnet_pcc.markdown import table
 from espnet_pcc.study import claims, raw, stats
-from espnet_pcc.study.arms import arm_colors
+from espnet_pcc.study.arms import arm_colors, save_png
 from espnet_pcc.study.claims import ARMS, ClaimsAnalysis, Tested
 
 ALPHA = 0.05
@@ -191,9 +191,7 @@ def plot(a: ClaimsAnalysis, path: Path, title: str) -> None:
     right.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_report(raw_dir: Path, md_path: Path, png_path: Path, title: str, rebuild: str,

@@ -16,10 +16,10 @@ from typing import List, Sequence
 
 import numpy as np
 
-from espnet_pcc.fileio import atomic_path, atomic_write_text
+from espnet_pcc.fileio import atomic_write_text
 from espnet_pcc.markdown import table
 from espnet_pcc.study import raw, stats
-from espnet_pcc.study.arms import arm_colors
+from espnet_pcc.study.arms import arm_colors, save_png
 from espnet_pcc.study.analysis import ARMS, MEASURE_LABELS, PRIMARY, Analysis, Contrast, \
     ModeComparison, analyse_study, arm_summary, mode_values, past_level
 
@@ -224,9 +224,7 @@ def plot(a: Analysis, path: Path, title: str) -> None:
     right.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 #: Under stage 9's table where an arm has two runs.
@@ -336,9 +334,7 @@ def plot_modes(comparisons: Sequence[ModeComparison], path: Path, title: str) ->
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 __all__ = ["TWO_RUNS", "over_runs", "plot", "plot_modes", "render_markdown", "render_modes",
