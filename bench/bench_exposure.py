@@ -1,8 +1,8 @@
-"""Benchmark: references scored per second by espnet_pcc.exposure (attention NLL, batched).
+"""Benchmark: references scored per second by espnet_pcc.measurement.exposure (attention NLL, batched).
 
-Model: the demo conformer (docs/design.md, 'Demo corpus'; 144-d, 4 blocks, 4 heads, 576 units, kernel 15,
-conv2d subsampling; 2-block transformer decoder; char tokens), built untrained — the cost of a
-forward pass does not depend on the weights. Data: references spoken by espeak-ng exactly as
+Model: the demo conformer (docs/design.md, 'Demo corpus'; 144-d, 4 blocks, 4 heads, 576 units,
+kernel 15, conv2d subsampling; 2-block transformer decoder; char tokens), built untrained — the cost
+of a forward pass does not depend on the weights. Data: references spoken by espeak-ng exactly as
 make_canaries makes them (6 words, random English voice, tempo 1.6).
 
     python bench/bench_exposure.py [--num_utts 256 --batch_sizes 1 16 32 64 --threads 2]
@@ -70,8 +70,8 @@ def main(argv=None) -> None:
 
     from espnet_pcc import exposure as ex
     from espnet_pcc import kaldi_dir
-    from espnet_pcc.canary.generate import CanaryConfig, generate
-    from espnet_pcc.canary.vocab import load_vocab
+    from espnet_pcc.measurement.canary.generate import CanaryConfig, generate
+    from espnet_pcc.measurement.canary.vocab import load_vocab
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()

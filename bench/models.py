@@ -2,8 +2,8 @@
 
 `conformer` is ESPnet's egs2/librispeech_100/asr1 conformer (the same encoder/decoder
 as conf/train_asr_conformer_*.yaml, 5000 BPE tokens: 34.2 M parameters); `small` is the
-demo conformer of docs/design.md, 'Demo corpus' (3.4 M params, 300 tokens).  Kept here, not read from conf/,
-so that the benchmark does not move when a recipe config is retuned.
+demo conformer of docs/design.md, 'Demo corpus' (3.4 M params, 300 tokens).  Kept here, not read
+from conf/, so that the benchmark does not move when a recipe config is retuned.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def vocab_size(name: str) -> int:
 
 def task_args(name: str) -> argparse.Namespace:
     """PCCASRTask's parsed defaults with the model's config applied (as `--config` does)."""
-    from espnet_pcc.tasks.asr import PCCASRTask
+    from espnet_pcc.espnet2.task import PCCASRTask
 
     config = copy.deepcopy(MODELS[name])
     n = config.pop("vocab_size")
@@ -91,7 +91,7 @@ def task_args(name: str) -> argparse.Namespace:
 
 def build_model(name: str, seed: int = 0) -> torch.nn.Module:
     """The model, with weights from `seed` (every mode starts from the same ones)."""
-    from espnet_pcc.tasks.asr import PCCASRTask
+    from espnet_pcc.espnet2.task import PCCASRTask
 
     torch.manual_seed(seed)
     return PCCASRTask.build_model(task_args(name))

@@ -16,21 +16,25 @@ every mode alike.
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 import types
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from bench.models import build_model
-from espnet_pcc.clip_config import ClipConfig
-from espnet_pcc.clipping import grad_norm
-from espnet_pcc.optim import PerCoreClipOptimizer
+from espnet_pcc.core.clip_config import ClipConfig
+from espnet_pcc.core.clipping import grad_norm
+from espnet_pcc.core.optimizers import PerCoreClipOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NORM = 5.0
@@ -69,20 +73,47 @@ def _per_core(optimizer: PerCoreClipOptimizer, params, grads, cores: int, device
         spent += _sync(device) - tic
     tic = _sync(device)
     reduction = optimizer.reduce_cores()
-    if reduction.update_norm is None:  # as PCCTrainer._step: one core needs no pass
+    # As PCCTrainer._step: one core needs no pass (a wrapper older than update_norm always does).
+    if getattr(reduction, "update_norm", None) is None:
         torch.isfinite(grad_norm([p.grad for p in params if p.grad is not None]))
     optimizer.zero_grad()
     return spent + _sync(device) - tic
 
 
-def optimizer_at(rev: str) -> type:
-    """PerCoreClipOptimizer as of git revision `rev`, importable beside today's one."""
-    source = subprocess.run(["git", "show", f"{rev}:espnet_pcc/optim.py"], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout
-    module = types.ModuleType(f"espnet_pcc_optim_at_{rev}")
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(source, f"{rev}:espnet_pcc/optim.py", "exec"), module.__dict__)
-    return module.PerCoreClipOptimizer
+#: Where PerCoreClipOptimizer has lived, newest first (the package was laid out anew).
+OPTIMIZER_MODULES = ("espnet_pcc.core.optimizers.per_core", "espnet_pcc.optim")
+
+
+def optimizer_at(rev: str) -> Tuple[type, type]:
+    """(PerCoreClipOptimizer, ClipConfig) as of git revision `rev`, importable beside today's:
+    the package of that revision is imported from a copy under its own ``sys.modules``
+    entries, which are swapped back for today's afterwards (its classes keep their module's
+    globals, so they go on working)."""
+    tree = Path(tempfile.mkdtemp(prefix="espnet_pcc_at_"))
+    archive = subprocess.run(["git", "archive", rev, "espnet_pcc"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+
+    def ours() -> Dict[str, types.ModuleType]:
+        return {n: m for n, m in sys.modules.items()
+                if n == "espnet_pcc" or n.startswith("espnet_pcc.")}
+
+    today = ours()
+    for name in today:
+        del sys.modules[name]
+    sys.path.insert(0, str(tree))
+    try:
+        for name in OPTIMIZER_MODULES:
+            if (tree / (name.replace(".", "/") + ".py")).exists():
+                module = importlib.import_module(name)
+                return module.PerCoreClipOptimizer, module.ClipConfig
+        raise ValueError(f"--against {rev}: no PerCoreClipOptimizer in {', '.join(OPTIMIZER_MODULES)}")
+    finally:
+        sys.path.remove(str(tree))
+        for name in ours():
+            del sys.modules[name]
+        sys.modules.update(today)
 
 
 def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7, threads: int = 2,
@@ -97,16 +128,16 @@ def clip_op_cost(model_name: str, cores: int = 1, reps: int = 7, threads: int = 
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
     grads = [torch.randn(p.shape, generator=g).to(device) for p in params]
-    wrappers = {"": PerCoreClipOptimizer}
+    wrappers = {"": (PerCoreClipOptimizer, ClipConfig)}
     if against:
         wrappers[f"@{against}"] = optimizer_at(against)
     runs: Dict[str, Callable[[], float]] = {
         "baseline": lambda: _baseline(params, grads, cores, MAX_NORM, device)}
-    for suffix, wrapper in wrappers.items():
+    for suffix, (wrapper, config) in wrappers.items():
         for mode in ("per_core", "adaptive_per_core"):
             conf = {"max_norm": MAX_NORM} if mode == "per_core" else {}
             opt = wrapper(torch.optim.SGD(params, lr=0.0),
-                          clip_config=ClipConfig.from_options(mode, conf))
+                          clip_config=config.from_options(mode, conf))
             runs[mode + suffix] = lambda opt=opt: _per_core(opt, params, grads, cores, device)
     names = list(runs)
     for name in names:

@@ -22,9 +22,9 @@ from espnet2.train.trainer import Trainer
 from bench.data import make_step_batches
 from bench.job import Job
 from bench.models import build_model, num_params, task_args, vocab_size
-from espnet_pcc.optim import PerCoreClipOptimizer
-from espnet_pcc.tasks.asr import PCCASRTask  # ESPnet's ASR task: ~10 s to import, once
-from espnet_pcc.trainer import PCCTrainer, PCCTrainerOptions
+from espnet_pcc.core.optimizers import PerCoreClipOptimizer
+from espnet_pcc.espnet2.task import PCCASRTask  # ESPnet's ASR task: ~10 s to import, once
+from espnet_pcc.espnet2.trainer import PCCTrainer, PCCTrainerOptions
 
 MAX_NORM = 5.0  # the recipes' grad_clip; C of global, per_core and per_example
 

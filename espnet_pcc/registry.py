@@ -9,9 +9,9 @@ Plug-in group read by the code:
 ``Wrapper(inner_optimizer, clip_config=ClipConfig, noise_seed=int, expected_cores=...)``
 (keyword-only; ``expected_cores``, the fixed divisor D, only with the Poisson sampler):
 ``PCCASRTask.build_optimizers`` loads the one named by ``--clip_wrapper`` (default
-``per_core_clip``, `espnet_pcc.optim.PerCoreClipOptimizer`).  Another package registers its
-own wrapper under this group with a new name; `PCCTrainer` trains with any wrapper that
-implements `espnet_pcc.optim.CoreClippingOptimizer`.
+``per_core_clip``, `espnet_pcc.core.optimizers.per_core.PerCoreClipOptimizer`).  Another package
+registers its own wrapper under this group with a new name; `PCCTrainer` trains with any wrapper
+that implements `espnet_pcc.core.optimizers.CoreClippingOptimizer`.
 
 Console scripts: one ``espnet-pcc-<name>`` per ``espnet_pcc.bin.<name>`` CLI that a recipe
 runs (each also runs as ``python -m espnet_pcc.bin.<name>``), and ``espnet-pcc-python``
@@ -28,7 +28,7 @@ PER_CORE_CLIP = "per_core_clip"
 # group -> name -> "module:attr".  Also the fallback when espnet_pcc runs from a source tree
 # that was never pip-installed (no entry-point metadata).
 PLUGINS: Dict[str, Dict[str, str]] = {
-    OPTIMIZERS: {PER_CORE_CLIP: "espnet_pcc.optim:PerCoreClipOptimizer"},
+    OPTIMIZERS: {PER_CORE_CLIP: "espnet_pcc.core.optimizers.per_core:PerCoreClipOptimizer"},
 }
 
 # espnet_pcc.bin modules with a console script `espnet-pcc-<module, "_" -> "-">`.

@@ -7,7 +7,7 @@ from typing import List, Sequence
 import torch
 import yaml
 
-from espnet_pcc.checkpoints import load_checkpoint
+from espnet_pcc.espnet2.checkpoints import load_checkpoint
 
 TINY_CONFIG = {
     "batch_type": "unsorted", "batch_size": 4, "max_epoch": 2, "num_workers": 0,

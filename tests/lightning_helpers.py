@@ -1,6 +1,6 @@
 """Test-only Lightning code: a tiny LightningModule and its data, a logger that records, and
 the reference the per-core strategy is checked against (each step's update from
-`espnet_pcc.clipping.clipped_average` on cores computed one by one).  A module, not a conftest,
+`espnet_pcc.core.clipping.clipped_average` on cores computed one by one).  A module, not a conftest,
 so that the DDP test's spawned workers can import it."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers.logger import Logger
 
-from espnet_pcc.clip_config import ClipConfig
-from espnet_pcc.clipping import ClipStats, clipped_average
+from espnet_pcc.core.clip_config import ClipConfig
+from espnet_pcc.core.clipping import ClipStats, clipped_average
 from espnet_pcc.lightning.batches import split_into_cores
 
 

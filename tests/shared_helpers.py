@@ -22,8 +22,8 @@ CLIP_MODES = {"baseline": "global", "pcc": "per_core", "apcc": "adaptive_per_cor
 #: What the `needs_tts` marker (tests/conftest.py) requires on PATH.
 TTS_TOOLS = ("espeak-ng", "sox")
 
-#: A small canary set: the session fixture `canary_dir` (tests/canary/conftest.py) is generated
-#: with these settings from this vocabulary.
+#: A small canary set: the session fixture `canary_dir` (tests/measurement/canary/conftest.py) is
+#generated : with these settings from this vocabulary.
 CANARY_VOCAB = ["apple", "river", "stone", "yellow", "garden", "window", "silver", "candle",
                 "mountain", "pepper", "letter", "forest"]
 CANARY_SMALL = dict(num_words=4, repeat_counts=(1, 2, 4), canaries_per_count=2, num_references=6,

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from espnet_pcc import registry
-from espnet_pcc.checkpoints import load_checkpoint
-from espnet_pcc.optim import PerCoreClipOptimizer
-from espnet_pcc.tasks.asr import PCCASRTask
+from espnet_pcc.core.optimizers import PerCoreClipOptimizer
+from espnet_pcc.espnet2.checkpoints import load_checkpoint
+from espnet_pcc.espnet2.task import PCCASRTask
 
 ROOT = Path(__file__).resolve().parents[1]
 

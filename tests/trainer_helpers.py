@@ -13,10 +13,10 @@ from espnet2.train.abs_espnet_model import AbsESPnetModel
 from espnet2.train.distributed_utils import DistributedOption
 from espnet2.train.reporter import Reporter
 
-from espnet_pcc.clip_config import ClipConfig
-from espnet_pcc.optim import PerCoreClipOptimizer
-from espnet_pcc.tasks.asr import PCCASRTask
-from espnet_pcc.trainer import PCCTrainer
+from espnet_pcc.core.clip_config import ClipConfig
+from espnet_pcc.core.optimizers import PerCoreClipOptimizer
+from espnet_pcc.espnet2.task import PCCASRTask
+from espnet_pcc.espnet2.trainer import PCCTrainer
 
 FEAT = 5
 

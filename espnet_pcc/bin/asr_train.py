@@ -8,7 +8,7 @@ from espnet_pcc.import_noise import hidden
 # What espnet2's optional dependencies print at import is left out here, at the entry point,
 # so that a bad setting's one-line error is the last line of stderr (espnet_pcc.import_noise).
 with hidden("asr_train"):
-    from espnet_pcc.tasks.asr import PCCASRTask
+    from espnet_pcc.espnet2.task import PCCASRTask
 
 
 def get_parser():

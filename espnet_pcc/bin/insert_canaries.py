@@ -6,7 +6,7 @@ Usage::
         --canary_dir data/canaries --output_dir data/train_canary
 
 The source dir is never modified; re-running is a no-op; id collisions are errors
-(see :mod:`espnet_pcc.canary.insert`).
+(see :mod:`espnet_pcc.measurement.canary.insert`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.canary.insert import insert
+    from espnet_pcc.measurement.canary.insert import insert
 
     n = insert(args.train_dir, args.canary_dir, args.output_dir)
     print(f"{args.output_dir}: {n['train']} training + {n['inserted']} canary utterances "

@@ -7,7 +7,7 @@ Usage::
         --num_references 2000 --speed 1.6 --seed 0 --nj 2
 
 Writes DIR/canaries/, DIR/references/ (Kaldi dirs), DIR/wav/*.wav and DIR/manifest.json
-(see :mod:`espnet_pcc.canary.generate`). Re-running with the same settings does nothing.
+(see :mod:`espnet_pcc.measurement.canary.generate`). Re-running with the same settings does nothing.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from espnet_pcc import tts
 from espnet_pcc.errors import run_main
+from espnet_pcc.measurement.canary import tts
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -55,8 +55,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.canary.generate import CanaryConfig, generate
-    from espnet_pcc.canary.vocab import load_vocab
+    from espnet_pcc.measurement.canary.generate import CanaryConfig, generate
+    from espnet_pcc.measurement.canary.vocab import load_vocab
 
     cfg = CanaryConfig(
         num_words=args.num_words,

@@ -7,7 +7,7 @@ Usage::
         --params 30e6 --sigmas 1 2 --batch_sizes 512 --epochs 20 --out privacy.md
 
 No training: every number comes from the accountant; the rows, their formulas and the
-presets: :mod:`espnet_pcc.privacy_table`.
+presets: :mod:`espnet_pcc.study.privacy_table`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from espnet_pcc.errors import run_main
-from espnet_pcc.privacy_table import (DEFAULT_MAX_NORM, DEFAULT_NUM_CORES, DEFAULT_SIGMAS,
+from espnet_pcc.study.privacy_table import (DEFAULT_MAX_NORM, DEFAULT_NUM_CORES, DEFAULT_SIGMAS,
                                       PRESETS, check, quiet_accountant, render, setups_from)
 
 

@@ -7,7 +7,7 @@ Usage::
         --output_dir exp/x/exposure [--batch_size 32 --device cpu --nj 2]
 
 Writes scores.tsv, exposure.{tsv,json}, summary.{tsv,json} (summary layout in
-:mod:`espnet_pcc.exposure.schema`) and prints the per-repeat-count table.
+:mod:`espnet_pcc.measurement.exposure.schema`) and prints the per-repeat-count table.
 """
 from __future__ import annotations
 
@@ -40,14 +40,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     from espnet_pcc.errors import UserError
-    from espnet_pcc.exposure import format_summary, score_exposure
+    from espnet_pcc.measurement.exposure import format_summary, score_exposure
 
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     with hidden("score_exposure"):
         # The model's scoring imports espnet2 when it loads the model; imported here first,
         # what espnet2's optional dependencies print at import is left out.
-        import espnet_pcc.tasks.asr  # noqa: F401
+        import espnet_pcc.espnet2.task  # noqa: F401
     summary = score_exposure(
         args.asr_train_config, args.asr_model_file, args.canary_dir, args.output_dir,
         batch_size=args.batch_size, device=args.device, nj=args.nj,

@@ -24,7 +24,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.recipe.scoring import score_dir
+    from espnet_pcc.measurement.wer import score_dir
 
     res = score_dir(args.data_dir, args.hyp_text, args.output_dir)
     print(f"{args.output_dir}: WER {res['wer']['Err']} % ({res['wer']['Wrd']} words), "

@@ -33,7 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from espnet_pcc.samplers import colocation_by_sampler
+    from espnet_pcc.measurement.colocation import colocation_by_sampler
     from espnet_pcc.study import raw
 
     found = colocation_by_sampler(args.shape_file, args.batch_size, args.fold_length,

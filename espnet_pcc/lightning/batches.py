@@ -3,13 +3,13 @@
 Lightning hands the strategy whatever the dataloader yields: ESPnet3's batches are
 ``(utt_ids, {"speech": ..., "speech_lengths": ..., ...})`` (espnet2's `CommonCollateFn`),
 other modules' a tensor, or a tuple, list or dict of them.  A core is a run of consecutive
-items of the micro-batch, `espnet_pcc.cores.shard_bounds` (never an empty core; per_example:
+items of the micro-batch, `espnet_pcc.core.cores.shard_bounds` (never an empty core; per_example:
 one item per core), so the cores are the ones the espnet2 integration cuts.  What is cut, along
 the first dimension:
 
 - a tensor whose first dimension is the batch size B;
 - a list or tuple of B plain items (no tensors or containers inside: utterance ids);
-- a dict through `espnet_pcc.cores.split_at`, which also trims each ``X`` that has an
+- a dict through `espnet_pcc.core.cores.split_at`, which also trims each ``X`` that has an
   ``X_lengths`` to its core's longest item (a core sees the padding it would see as a
   micro-batch of its own);
 - any other list or tuple element by element (a ``(x, y)`` pair, ESPnet3's ``(ids, dict)``).
@@ -24,8 +24,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from espnet_pcc.clip_config import ClipConfig
-from espnet_pcc.cores import shard_bounds, split_at
+from espnet_pcc.core.clip_config import ClipConfig
+from espnet_pcc.core.cores import shard_bounds, split_at
 
 Bounds = List[Tuple[int, int]]
 

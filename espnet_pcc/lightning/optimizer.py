@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from espnet_pcc.optim import PerCoreClipOptimizer
+from espnet_pcc.core.optimizers import PerCoreClipOptimizer
 
 
 class LightningCoreClipOptimizer(PerCoreClipOptimizer):

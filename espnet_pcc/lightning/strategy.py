@@ -18,7 +18,7 @@ strategy
   Lightning's own step (precision plugin, ``on_before_optimizer_step``, GradScaler); a step
   with a non-finite core and no GradScaler is skipped, as espnet2 skips one; under DDP the
   module's buffers are then averaged over the ranks (``no_sync`` forwards stop DDP's own
-  buffer broadcast; `espnet_pcc.distributed.average_buffers`);
+  buffer broadcast; `espnet_pcc.core.distributed.average_buffers`);
 - moves every rank's pending cores to rank 0 before a checkpoint is written mid-cycle
   (`optimizer_state`), since rank 0 alone writes it.
 
@@ -37,11 +37,12 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
-from espnet_pcc.clip_config import ClipConfig, ClipConfigError
-from espnet_pcc.distributed import average_buffers
+from espnet_pcc.core.clip_config import ClipConfig, ClipConfigError
+from espnet_pcc.core.distributed import average_buffers
+from espnet_pcc.core.optimizers import CoreClippingOptimizer, CoreReduction, \
+    implements_core_clipping
 from espnet_pcc.lightning.batches import batch_size, split_into_cores
 from espnet_pcc.lightning.optimizer import LightningCoreClipOptimizer
-from espnet_pcc.optim import CoreClippingOptimizer, CoreReduction, implements_core_clipping
 
 log = logging.getLogger(__name__)
 

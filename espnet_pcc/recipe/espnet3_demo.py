@@ -81,9 +81,9 @@ def make_and_insert_canaries(block: Dict[str, Any]) -> Dict[str, int]:
     """make_canaries with the ``canaries:`` block's settings (its keys are make_canaries'
     options) into ``canary_dir``, then each canary repeated into a copy of ``train_dir`` at
     ``output_dir``. Both steps keep outputs made with the same settings."""
-    from espnet_pcc.canary.generate import CanaryConfig, generate
-    from espnet_pcc.canary.insert import insert
-    from espnet_pcc.canary.vocab import load_vocab
+    from espnet_pcc.measurement.canary.generate import CanaryConfig, generate
+    from espnet_pcc.measurement.canary.insert import insert
+    from espnet_pcc.measurement.canary.vocab import load_vocab
 
     settings = dict(block)
     missing = [k for k in CANARY_PATHS if not settings.get(k)]
@@ -189,7 +189,7 @@ class SynthDemoSystem(ASRSystem):
     def score_wer(self):
         """WER and CER of every test set's ``text.scp`` (what ``infer`` wrote) against its
         Kaldi data dir, as the espnet2 demo scores them."""
-        from espnet_pcc.recipe.scoring import score_dir
+        from espnet_pcc.measurement.wer import score_dir
 
         inference_dir = Path(self.inference_config.inference_dir)
         for name, data_dir in _test_sets(self.inference_config):
@@ -200,7 +200,7 @@ class SynthDemoSystem(ASRSystem):
     def score_exposure(self):
         """The exposure of the canaries of ``exposure.canary_dir`` under the decoded model
         (the inference config's ``model.asr_train_config`` / ``asr_model_file``)."""
-        from espnet_pcc.exposure.run import score_exposure
+        from espnet_pcc.measurement.exposure.run import score_exposure
 
         exposure = _block(self.inference_config, "exposure", "inference config")
         model = self.inference_config.model

@@ -1,5 +1,5 @@
 """Stage 9's utility view: RESULTS.md (ESPnet style) and its PNG plot, from the model dirs as
-:func:`espnet_pcc.model_dir.collect` reads them.
+:func:`espnet_pcc.study.model_dir.collect` reads them.
 
 One RESULTS.md: environment, the comparison table (WER per set, mean exposure per repeat
 count, seconds per optimizer step, cores per step, epsilon; one row per model), any further
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from espnet_pcc import markdown
-from espnet_pcc.exposure import schema
-from espnet_pcc.model_dir import ModelResult
-from espnet_pcc.recipe.scoring import markdown_table
+from espnet_pcc.measurement.exposure import schema
+from espnet_pcc.measurement.wer import markdown_table
 from espnet_pcc.study.arms import arm_colors, arm_of, save_png, seed_styles
+from espnet_pcc.study.model_dir import ModelResult
 
 
 def epsilon_cell(epsilon: Optional[float], key: str = "dp_epsilon") -> str:
@@ -48,7 +48,7 @@ def comparison_table(results: Sequence[ModelResult], test_sets: Sequence[str]) -
         row += [_fmt(r.exposure.get(c), 2) for c in counts]
         row += [_fmt(r.sec_per_step, 3), "-" if r.cores_per_step is None else str(r.cores_per_step),
                 str(len(r.epochs))]
-        if noisy:  # (epsilon, clip_conf.delta) after the last epoch: espnet_pcc.accounting
+        if noisy:  # (epsilon, clip_conf.delta) after the last epoch: espnet_pcc.core.accounting
             row.append(epsilon_cell(r.dp_epsilon, r.dp_epsilon_key))
         rows.append(row)
     return markdown.table(head, rows)

@@ -43,10 +43,8 @@ logger = logging.getLogger(__name__)
 #: The factors of ESPnet's LibriSpeech recipes (egs2/librispeech*/asr1/run.sh).
 LIBRISPEECH_FACTORS = ("0.9", "1.0", "1.1")
 REQUEST = ".request.json"
-#: The prefix of any perturbed copy's id (what prefix() writes, for every factor check_factors
-#: accepts).
+#: A factor as check_factors accepts it (what prefix() writes; recording_of strips any).
 _FACTOR = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_ANY_PREFIX = re.compile(rf"^sp{_FACTOR.pattern}-")
 
 
 class SpeedPerturbError(UserError):
@@ -56,11 +54,6 @@ class SpeedPerturbError(UserError):
 def prefix(factor: str) -> str:
     """ESPnet's id prefix of a perturbed copy: ``sp<factor>-`` ("" for 1.0)."""
     return "" if is_identity(factor) else f"sp{factor}-"
-
-
-def recording_of(utt_id: str) -> str:
-    """The recording an utterance id is a copy of: the id without its ``sp<f>-`` prefix."""
-    return _ANY_PREFIX.sub("", utt_id, count=1)
 
 
 def is_identity(factor: str) -> bool:

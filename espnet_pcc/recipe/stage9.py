@@ -1,12 +1,12 @@
 """Stage 9: the comparison of a recipe's clipping modes, one pipeline.
 
 The model dirs are read once, by their one reader, into one
-:class:`espnet_pcc.model_dir.ModelResult` per model (:func:`espnet_pcc.model_dir.collect`, with
-every scored checkpoint's canaries where there is exposure).  Two views of those results: the
-utility table and plot (:mod:`espnet_pcc.recipe.report`), and the memorisation over runs
-(:mod:`espnet_pcc.study.results`), through the raw data that
-:func:`espnet_pcc.study.export.study_of` makes of the same results and that is written beside
-the report (the files the study's report is rebuilt from).
+:class:`espnet_pcc.study.model_dir.ModelResult` per model
+(:func:`espnet_pcc.study.model_dir.collect`, with every scored checkpoint's canaries where there is
+exposure).  Two views of those results: the utility table and plot
+(:mod:`espnet_pcc.recipe.report`), and the memorisation over runs (:mod:`espnet_pcc.study.results`),
+through the raw data that :func:`espnet_pcc.study.export.study_of` makes of the same results and
+that is written beside the report (the files the study's report is rebuilt from).
 
 Command line: :mod:`espnet_pcc.bin.report`.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from espnet_pcc.fileio import atomic_write_text
-from espnet_pcc.model_dir import collect
 from espnet_pcc.recipe.report import comparison_table, plot, results_markdown
+from espnet_pcc.study.model_dir import collect
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from typing import Dict, List, Tuple
 
 import soundfile
 
-from espnet_pcc import fileio, tts
+from espnet_pcc import fileio
 from espnet_pcc.errors import UserError
-from espnet_pcc.canary.vocab import load_vocab
+from espnet_pcc.measurement.canary import tts
+from espnet_pcc.measurement.canary.vocab import load_vocab
 
 logger = logging.getLogger(__name__)
 

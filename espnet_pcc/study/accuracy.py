@@ -9,7 +9,7 @@ model achieves on such audio by generalisation alone).
 Per utterance (the unit every interval and paired test of the study resamples):
 
 * ``cer`` = character edits / reference characters (the space counts, written ``<space>`` as
-  in ESPnet's CER and in :mod:`espnet_pcc.recipe.scoring`);
+  in ESPnet's CER and in :mod:`espnet_pcc.measurement.wer`);
 * ``wer`` = word edits / reference words;
 * ``exact`` = 1 when the hypothesis equals the reference word for word, else 0.
 
@@ -30,9 +30,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 import jiwer
 
 from espnet_pcc import kaldi_dir
-from espnet_pcc.canary.canary_dir import CANARIES, MANIFEST_JSON, REFERENCES, read_canary_dir
 from espnet_pcc.errors import UserError
-from espnet_pcc.recipe.scoring import tokens
+from espnet_pcc.measurement.canary.canary_dir import CANARIES, MANIFEST_JSON, REFERENCES, \
+    read_canary_dir
+from espnet_pcc.measurement.wer import tokens
 from espnet_pcc.study.accuracy_schema import METRICS, SUMMARY_JSON, UTTERANCES_TSV, \
     UtteranceAccuracy, write_summary_json, write_utterances_tsv
 from espnet_pcc.study.stats import Interval, bootstrap_interval

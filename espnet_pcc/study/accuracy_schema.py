@@ -1,6 +1,6 @@
 """The canary accuracy's output files (stage 7's ``<decode dir>/canary_accuracy/``): their
 layouts, their one writer and one reader each (beside the exposure outputs' in
-:mod:`espnet_pcc.exposure.schema`).
+:mod:`espnet_pcc.measurement.exposure.schema`).
 
 ``utterances.tsv``  one row per scored utterance, :data:`UTTERANCE_COLUMNS`, tab-separated,
                     with a header line (:func:`write_utterances_tsv`, read by
@@ -11,7 +11,7 @@ layouts, their one writer and one reader each (beside the exposure outputs' in
                     :func:`write_summary_json`; read by people, by no code)
 
 Written by :func:`espnet_pcc.study.accuracy.score_canary_accuracy`.  Plain Python, so that a
-reader (`espnet_pcc.model_dir`) imports no metric, scipy or jiwer.
+reader (`espnet_pcc.study.model_dir`) imports no metric, scipy or jiwer.
 """
 from __future__ import annotations
 

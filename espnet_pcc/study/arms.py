@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Dict, Iterable, Tuple
 
 from espnet_pcc.fileio import atomic_path
-from espnet_pcc.model_dir import split_tag
 from espnet_pcc.study.analysis import BASELINE_ARM, CONTROL_ARM, PAPER_BASELINE_ARM, PCC_ARM
+from espnet_pcc.study.model_dir import split_tag
 
 #: Each arm's colour (matplotlib's default colour cycle).
 ARM_COLORS: Dict[str, str] = {

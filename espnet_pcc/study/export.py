@@ -1,6 +1,6 @@
 """The raw study data (the study's, and stage 9's) from the model results of a stage-script run.
 
-A pure function of :func:`espnet_pcc.model_dir.collect`'s results with ``per_canary`` (the one
+A pure function of :func:`espnet_pcc.study.model_dir.collect`'s results with ``per_canary`` (the one
 reader of the model dirs): per model (tag ``asr_<config>_seed<N>``; the arm is the config's last
 ``_`` field: ``train_asr_shuffled_pcc`` -> ``pcc``, :func:`espnet_pcc.study.arms.arm_of`) its
 batch sampler, the validation loss of each scored epoch, each scored checkpoint's canaries
@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from espnet_pcc.exposure import schema
-from espnet_pcc.model_dir import ModelResult, ScoredCheckpoint, collect
+from espnet_pcc.measurement.exposure import schema
 from espnet_pcc.study.arms import arm_of
+from espnet_pcc.study.model_dir import ModelResult, ScoredCheckpoint, collect
 from espnet_pcc.study.raw import FINAL, CanaryScore, RawDataError, RawStudy, RunEpoch
 
 

@@ -12,8 +12,8 @@ from espnet3.components.trainers.trainer import ESPnet3LightningTrainer
 from espnet3.utils.config_utils import load_and_merge_config
 from omegaconf import OmegaConf
 
-from espnet_pcc.clip_config import ClipConfigError
-from espnet_pcc.clipping import clipped_average
+from espnet_pcc.core.clip_config import ClipConfigError
+from espnet_pcc.core.clipping import clipped_average
 from espnet_pcc.lightning import LightningCoreClipOptimizer, PerCoreSingleDeviceStrategy
 from espnet_pcc.lightning.batches import split_into_cores
 from espnet_pcc.lightning.strategy import lightning_clip_config

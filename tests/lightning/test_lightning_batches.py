@@ -4,7 +4,7 @@ from collections import namedtuple
 import pytest
 import torch
 
-from espnet_pcc.clip_config import ClipConfig
+from espnet_pcc.core.clip_config import ClipConfig
 from espnet_pcc.lightning.batches import batch_size, split_into_cores
 
 

@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Callback
 
 from lightning.pytorch.strategies import DDPStrategy
 
-from espnet_pcc.clip_config import ClipConfigError
-from espnet_pcc.ddp_sums import statistics_length
+from espnet_pcc.core.clip_config import ClipConfigError
+from espnet_pcc.core.ddp_sums import statistics_length
 from espnet_pcc.lightning import PerCoreDDPStrategy
 from espnet_pcc.lightning.strategy import lightning_clip_config
 from lightning_helpers import RecordingLogger, TinyRegression, expected_report, make_batches, \

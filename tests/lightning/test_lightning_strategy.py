@@ -8,10 +8,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 
-from espnet_pcc.clip_config import ClipConfigError
+from espnet_pcc.core.clip_config import ClipConfigError
+from espnet_pcc.core.quantile_bound import next_quantile_bound
 from espnet_pcc.lightning import LightningCoreClipOptimizer, PerCoreSingleDeviceStrategy
 from espnet_pcc.lightning.strategy import lightning_clip_config
-from espnet_pcc.optim import next_quantile_bound
 from lightning_helpers import RecordingLogger, TinyRegression, expected_report, make_batches, \
     parameters, plan_steps, reference_sgd, trainer
 
@@ -243,7 +243,7 @@ def test_an_optimizer_already_wrapped_is_refused():
     """A wrapper from configure_optimizers would be used as it is: its own clip settings,
     not the strategy's, and a `zero_grad` that drops the cores Lightning zeroes after a
     cycle's first micro-batch (the run would train on nothing)."""
-    from espnet_pcc.optim import PerCoreClipOptimizer
+    from espnet_pcc.core.optimizers.per_core import PerCoreClipOptimizer
 
     class Wrapped(TinyRegression):
         def configure_optimizers(self):

@@ -50,8 +50,8 @@ def test_variants_differ_only_in_clip_keys(family: str):
 
 
 def test_configs_are_valid_asr_train_options():
-    from espnet_pcc.clip_config import ClipConfig
-    from espnet_pcc.tasks.asr import PCCASRTask
+    from espnet_pcc.core.clip_config import ClipConfig
+    from espnet_pcc.espnet2.task import PCCASRTask
 
     dests = {a.dest for a in PCCASRTask.get_parser()._actions}
     for path in sorted(CONF.glob("train_asr_*.yaml")):
@@ -121,7 +121,7 @@ def test_the_third_study_trains_five_arms_of_one_family():
 
 def test_noisy_conformer_configs_freeze_the_batch_norm_statistics():
     """With noise a model whose layers keep running statistics is refused unless they are
-    frozen (espnet_pcc.release), and the conformer's convolution module has a BatchNorm1d."""
+    frozen (espnet_pcc.core.release), and the conformer's convolution module has a BatchNorm1d."""
     noisy = [p for p in sorted(CONF.glob("train_asr_*.yaml"))
              if (load(p).get("clip_conf") or {}).get("noise_multiplier")]
     assert noisy

@@ -15,8 +15,8 @@ from recipe_helpers import run
 from shared_helpers import CLIP_MODES, EGS2
 
 DEMO = EGS2 / "synth_demo" / "asr1"
-# APCC trains through the same asr_train (tests/test_asr_train.py): the pipeline's cost is per
-# model, so two modes x two seeds are what this test runs.
+# APCC trains through the same asr_train (tests/espnet2/test_asr_train.py): the pipeline's cost is
+# per model, so two modes x two seeds are what this test runs.
 TAGS = [f"asr_train_asr_tiny_{v}_seed{s}" for v in ("baseline", "pcc") for s in (0, 1)]
 HEADER = "|model|clip|WER dev|WER test|exposure x1|exposure x4|s/step|cores/step|epochs|"
 

@@ -1,4 +1,4 @@
-"""Stage 9: the model dirs read (espnet_pcc.model_dir), the comparison table, the plots and
+"""Stage 9: the model dirs read (espnet_pcc.study.model_dir), the comparison table, the plots and
 the memorisation section over runs."""
 import json
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from espnet_pcc.bin import report as report_cli
-from espnet_pcc.model_dir import ModelDirError, ModelResult, collect
 from espnet_pcc.recipe.report import comparison_table
+from espnet_pcc.study.model_dir import ModelDirError, ModelResult, collect
 from shared_helpers import TRAIN_LOG
 
 

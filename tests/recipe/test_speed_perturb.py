@@ -8,9 +8,10 @@ import soundfile
 
 from espnet_pcc import kaldi_dir
 from espnet_pcc.bin import speed_perturb as cli
+from espnet_pcc.core.data_loader.units import recording_of
 from espnet_pcc.recipe.librispeech import prepare
 from espnet_pcc.recipe.speed_perturb import LIBRISPEECH_FACTORS, SpeedPerturbError, perturb, \
-    perturbed_length, prefix, recording_of
+    perturbed_length, prefix
 from recipe_helpers import make_librispeech
 
 

@@ -44,7 +44,7 @@ def test_summary_json_body_and_printed_lines_by_hand():
 def _canary_dir(tmp_path):
     import json
 
-    from espnet_pcc.canary.generate import MANIFEST_FORMAT
+    from espnet_pcc.measurement.canary.generate import MANIFEST_FORMAT
 
     d = tmp_path / "canaries"
     d.mkdir()

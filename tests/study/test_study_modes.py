@@ -279,7 +279,7 @@ def test_a_scored_epoch_missing_from_train_log_is_one_line(tmp_path: Path):
 
 
 def test_collect_reads_every_scored_checkpoint_once(tmp_path: Path):
-    from espnet_pcc.model_dir import collect
+    from espnet_pcc.study.model_dir import collect
 
     exp = make_study(tmp_path)
     (result,) = collect(exp, ["asr_pcc_seed1"], DECODE, ["test"], per_canary=True,
@@ -295,7 +295,7 @@ def test_collect_reads_every_scored_checkpoint_once(tmp_path: Path):
 
 
 def test_collect_with_canaries_needs_an_exposure_dir(tmp_path: Path):
-    from espnet_pcc.model_dir import collect
+    from espnet_pcc.study.model_dir import collect
 
     with pytest.raises(ValueError, match="exposure_name is none"):
         collect(make_study(tmp_path), ["asr_pcc_seed1"], DECODE, ["test"], "none",

@@ -168,7 +168,7 @@ corpus_stamp() {
     done | LC_ALL=C sort | md5sum | cut -c1-32
 }
 # The training progress lines of espnet_pcc's asr_train (one per epoch) start with this
-# (espnet_pcc.progress.PROGRESS_PREFIX, "[progress] "), as a sed pattern.
+# (espnet_pcc.espnet2.progress.PROGRESS_PREFIX, "[progress] "), as a sed pattern.
 progress_re='\[progress\] '
 # run_logged [--cmd JOBCMD] [--gpu N] [--append] [--progress] [--what TEXT] LOG CMD...
 # The one way this script runs a command: its output goes to LOG (under exp/); on failure the

@@ -86,7 +86,7 @@ case "${demo_size}" in
           configs="conf/train_asr_shuffled_baseline.yaml conf/train_asr_shuffled_paperbase.yaml conf/train_asr_shuffled_control.yaml conf/train_asr_shuffled_pcc.yaml conf/train_asr_shuffled_apcc.yaml"
           study_stage=9 ;;
     privacy) corpus=downloads/SynthSpeech; datadir=data/study; expdir=exp/study; decode=demo
-          # The study's PCC on the Poisson sampler (README "Privacy"), in the study's data and
+          # The study's PCC on the Poisson sampler (docs/privacy.md), in the study's data and
           # expdir: sigma = 0, noise accounted per utterance, per speaker; 3 configs x 3 seeds.
           canaries="--repeat_counts 1 2 4 8 16 --canaries_per_count 10 --num_references 1000"
           default_seeds="0 1 2"

@@ -1,1 +1,0 @@
-"""ESPnet tasks whose trainer clips per core."""

@@ -1,0 +1,95 @@
+"""The package's layout (docs/design.md, "The map"): a framework-independent core, one
+subpackage per trainer, and the report pipeline reading one way."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "espnet_pcc"
+
+#: Each layer may import itself and the layers before it: the core; the trainer integrations
+#: (neither imports the other); measurement on trained models; the study's pipeline (model
+#: dirs -> raw data -> analysis -> tables); the recipes' helpers; the command lines.
+LAYERS = [{"core"}, {"espnet2", "lightning"}, {"measurement"}, {"study"}, {"recipe"}, {"bin"}]
+#: Top-level modules (errors, files, Kaldi dirs, ...): importable from every layer; they
+#: import only the core and each other.
+UTILITY = "<utility>"
+MAX_CLASS_LINES = 250
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 2 or (PACKAGE / parts[1]).is_dir():
+        return parts[1]
+    return UTILITY
+
+
+def rank(layer: str) -> int:
+    return 0 if layer == UTILITY else next(i for i, group in enumerate(LAYERS) if layer in group)
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+        if len(parts) > 1:
+            yield ".".join(parts), path
+
+
+def imported(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            yield next(n for n in reversed(names) if _exists(n)) if node.module.startswith(
+                "espnet_pcc") else node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def _exists(module: str) -> bool:
+    rel = PACKAGE.parent / module.replace(".", "/")
+    return rel.with_suffix(".py").exists() or (rel / "__init__.py").exists()
+
+
+def test_every_import_goes_down_the_layers():
+    wrong = []
+    for module, path in modules():
+        own = layer_of(module)
+        for target in imported(path):
+            if not target.startswith("espnet_pcc.") or target.count(".") < 1:
+                continue
+            other = layer_of(target)
+            if own == UTILITY:
+                ok = other in (UTILITY, "core")
+            elif own == other:
+                ok = True
+            else:
+                ok = rank(other) < rank(own) or other == UTILITY
+            if not ok:
+                wrong.append(f"{module} imports {target}")
+    assert wrong == []
+
+
+def test_the_core_imports_no_trainer():
+    """Every core module imported in a fresh interpreter: no espnet2, espnet3, espnet or
+    lightning module is loaded, and no espnet_pcc module outside the core but errors."""
+    core = sorted(m for m, _ in modules() if m.startswith("espnet_pcc.core"))
+    code = ("import importlib, sys\n"
+            f"for m in {core!r}: importlib.import_module(m)\n"
+            "print('\\n'.join(sorted(sys.modules)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    frameworks = [m for m in loaded if m.split(".")[0] in
+                  ("espnet2", "espnet3", "espnet", "lightning", "pytorch_lightning")]
+    assert frameworks == []
+    outside = [m for m in loaded if m.startswith("espnet_pcc.")
+               and not m.startswith("espnet_pcc.core") and m != "espnet_pcc.errors"]
+    assert outside == []
+    assert len(core) >= 15  # the test saw the core
+
+
+def test_every_class_reads_in_one_sitting():
+    long = [f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for module, path in modules() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES]
+    assert long == []
