@@ -93,3 +93,19 @@ def test_every_class_reads_in_one_sitting():
             for module, path in modules() for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES]
     assert long == []
+
+
+#: Test helper modules that build or run a trainer.
+TRAINER_HELPERS = ("asr_train_helpers", "trainer_helpers", "lightning_helpers", "espnet3_helpers")
+
+
+def test_the_core_is_tested_without_a_trainer():
+    """tests/core mirrors espnet_pcc/core: its tests import no trainer either (a test that
+    trains through espnet2 lives in tests/espnet2)."""
+    tests = Path(__file__).resolve().parent / "core"
+    wrong = [f"{path.relative_to(tests.parent)} imports {target}"
+             for path in sorted(tests.rglob("*.py")) for target in imported(path)
+             if target.split(".")[0] in ("espnet2", "espnet3", "lightning", *TRAINER_HELPERS)
+             or target.startswith(("espnet_pcc.espnet2", "espnet_pcc.lightning", "espnet_pcc.bin"))]
+    assert len(list(tests.rglob("test_*.py"))) >= 10  # the test saw the core's tests
+    assert wrong == []

@@ -10,7 +10,9 @@ import pytest
 from espnet_pcc.bin import study_report
 from shared_helpers import EGS2
 
-STUDIES = [EGS2 / "synth_demo" / "asr1", EGS2 / "fillets_cs" / "asr1"]
+#: (recipe dir, the study's dir in it, its plot): each committed report with its raw data.
+STUDIES = [(EGS2 / "synth_demo" / "asr1", "study", "pcc_comparison.png"),
+           (EGS2 / "fillets_cs" / "asr1", "study", "pcc_comparison.png")]
 
 
 def printed_command(results_md: Path) -> list:
@@ -20,22 +22,22 @@ def printed_command(results_md: Path) -> list:
     return shlex.split(command)[3:]
 
 
-@pytest.mark.parametrize("recipe", STUDIES, ids=lambda p: p.parent.name)
-def test_the_printed_command_rebuilds_the_committed_report(recipe: Path, tmp_path: Path,
-                                                           monkeypatch, capsys):
-    committed = recipe / "study"
-    shutil.copytree(committed / "raw", tmp_path / "study" / "raw")
+@pytest.mark.parametrize("recipe,study,plot", STUDIES,
+                         ids=lambda v: v.parent.name if isinstance(v, Path) else v)
+def test_the_printed_command_rebuilds_the_committed_report(recipe: Path, study: str, plot: str,
+                                                           tmp_path: Path, monkeypatch, capsys):
+    committed = recipe / study
+    shutil.copytree(committed / "raw", tmp_path / study / "raw")
     monkeypatch.chdir(tmp_path)
     study_report.main(printed_command(committed / "RESULTS.md"))
-    assert (tmp_path / "study" / "RESULTS.md").read_text() == (committed / "RESULTS.md").read_text()
-    assert (tmp_path / "study" / "pcc_comparison.png").read_bytes() == \
-        (committed / "pcc_comparison.png").read_bytes()
-    assert "wrote study/RESULTS.md" in capsys.readouterr().out
+    assert (tmp_path / study / "RESULTS.md").read_text() == (committed / "RESULTS.md").read_text()
+    assert (tmp_path / study / plot).read_bytes() == (committed / plot).read_bytes()
+    assert f"wrote {study}/RESULTS.md" in capsys.readouterr().out
 
 
 def test_the_notes_travel_with_the_raw_data_into_the_report(tmp_path: Path, monkeypatch):
     from espnet_pcc.study import raw
-    committed = STUDIES[0] / "study"
+    committed = STUDIES[0][0] / "study"
     study = raw.read_raw(committed / "raw")
     study.notes = "Made on a test machine."
     raw.write_raw(tmp_path / "raw", study)
