@@ -12,6 +12,7 @@ from shared_helpers import EGS2
 
 #: (recipe dir, the study's dir in it, its plot): each committed report with its raw data.
 STUDIES = [(EGS2 / "synth_demo" / "asr1", "study", "pcc_comparison.png"),
+           (EGS2 / "synth_demo" / "asr1", "study3", "claims.png"),
            (EGS2 / "fillets_cs" / "asr1", "study", "pcc_comparison.png")]
 
 
