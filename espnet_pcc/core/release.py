@@ -1,9 +1,9 @@
 """What a noisy run releases besides its noisy steps, kept to what the accountant covers.
 
-The accountant (`espnet_pcc.core.accounting`) covers the model parameters, each the result of noisy
-steps.  A run writes more than its parameters; docs/privacy.md lists what is released and
-covered by epsilon, released and not covered, and not released.  With noise this module keeps
-the rest out of the released files:
+The accountant (`espnet_pcc.core.accounting`) covers the model parameters, each the result of
+noisy steps.  A run writes more than its parameters; docs/privacy.md lists what is released
+and covered by epsilon, released and not covered, and not released.  With noise this module
+keeps the rest out of the released files:
 
 - **Running statistics.**  BatchNorm (and any torch norm layer with ``track_running_stats``)
   updates its running mean and variance from every training forward, without noise, and model

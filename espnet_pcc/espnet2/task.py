@@ -297,10 +297,11 @@ class PCCASRTask(ASRTask):
             help="auto: poisson with clip_conf.noise_multiplier > 0, else espnet; espnet: "
             "ESPnet's batches of --batch_type, built once (only their order changes per "
             "epoch); shuffled: new batches of --batch_size utterances every epoch from a "
-            "seeded shuffle of all training utterances (espnet_pcc.core.data_loader.shuffled); poisson: each "
-            "utterance, recording or speaker joins each step with probability q into a "
-            "hashed core (espnet_pcc.core.data_loader.poisson): q = batch_size / (training utterances, "
-            "speed-perturbed copies included), for speakers (core slots) / (speakers). "
+            "seeded shuffle of all training utterances (espnet_pcc.core.data_loader.shuffled); "
+            "poisson: each utterance, recording or speaker joins each step with probability q "
+            "into a hashed core (espnet_pcc.core.data_loader.poisson): q = batch_size / "
+            "(training utterances, speed-perturbed copies included), for speakers "
+            "(core slots) / (speakers). "
             "Training iterator only")
 
     @classmethod

@@ -305,7 +305,8 @@ class PCCTrainer(Trainer):
                 distributed_option=distributed_option)
         if len(optimizers) != 1 or not implements_core_clipping(optimizers[0]):
             raise RuntimeError(f"clip: {config.mode.value} needs exactly one optimizer wrapped "
-                               "in a per-core wrapper (espnet_pcc.core.optimizers.CoreClippingOptimizer: add_core, "
+                               "in a per-core wrapper (espnet_pcc.core.optimizers."
+                               "CoreClippingOptimizer: add_core, "
                                "reduce_cores, gather_pending and a torch optimizer's surface; "
                                "build it with espnet_pcc's task)")
         if isinstance(model, torch.nn.DataParallel):

@@ -274,11 +274,13 @@ class PerCoreClipOptimizer(OptimizerWrapper):
         stats, sums, used, noise_scale = self._reduce(params)
         outcome = self._outcome(stats, sums, used)
         write_update(params, sums, used, outcome.scale)
-        # What the step reports, before `_end_step` moves K̂ on.
-        divisor = self._divisor if self.expected_cores is not None else stats.num_cores
-        reduction = CoreReduction.of_step(
-            stats, outcome, noise_std=self.clip_config.noise_multiplier * outcome.bound / divisor
-            if noise_scale else 0.0, exact_update_norm=not noise_scale and self.expected_cores is None)
+        # What the step reports, before `_end_step` moves K̂ on (the noise's sd: σC/D or σC/K).
+        noise_std = 0.0
+        if noise_scale:
+            noise_std = self.clip_config.noise_multiplier * outcome.bound / (
+                self._divisor if self.expected_cores is not None else stats.num_cores)
+        reduction = CoreReduction.of_step(stats, outcome, noise_std=noise_std, exact_update_norm=(
+            not noise_scale and self.expected_cores is None))
         self._end_step(stats, outcome)
         return reduction
 
