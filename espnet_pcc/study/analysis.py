@@ -47,6 +47,7 @@ class Run:
 
     arm: str
     seed: int
+    scored_epochs: List[int]  # the epochs whose checkpoints were scored, in order
     losses: List[float]  # at the scored epochs, in order
     #: measure -> canary -> value at each scored epoch
     epochs: Dict[str, Dict[str, List[float]]]
@@ -96,7 +97,7 @@ def runs_by_arm(study: RawStudy, sampler: str) -> Dict[str, List[Run]]:
                                f"{scored[0]} seed {scored[1]} has {scored[2]}")
         cell = values[(arm, seed)]
         arms[arm].append(Run(
-            arm=arm, seed=seed, losses=[by_epoch[e] for e in epochs],
+            arm=arm, seed=seed, scored_epochs=epochs, losses=[by_epoch[e] for e in epochs],
             epochs={m: {c: [v[str(e)] for e in epochs] for c, v in per.items()}
                     for m, per in cell.items()},
             final={m: {c: v[FINAL] for c, v in per.items() if FINAL in v}
@@ -128,6 +129,12 @@ def at_level(runs: Sequence[Run], measure: str, level: float,
                                    f"loss {level:.3f}")
             out[i, j] = v
     return out
+
+
+def at_epoch_index(runs: Sequence[Run], measure: str, index: int,
+                   canaries: Sequence[str]) -> np.ndarray:
+    """runs x canaries: each canary's ``measure`` after the runs' ``index``-th scored epoch."""
+    return np.array([[run.epochs[measure][c][index] for c in canaries] for run in runs])
 
 
 def final_values(runs: Sequence[Run], measure: str, canaries: Sequence[str]) -> np.ndarray:
@@ -163,6 +170,9 @@ class Analysis:
     extrapolated: List[Contrast] = field(default_factory=list)
     finals: List[Contrast] = field(default_factory=list)
     curve: List[Tuple[float, stats.RunComparison]] = field(default_factory=list)
+    #: (epoch, the primary contrast in rank exposure after that epoch): equal training, not
+    #: equal loss
+    by_epoch: List[Tuple[int, Contrast]] = field(default_factory=list)
     #: arm -> the A/A check on its own runs (arms of 4 runs or more)
     splits: Dict[str, stats.SplitCheck] = field(default_factory=dict)
 
@@ -227,6 +237,11 @@ def analyse(study: RawStudy, sampler: str = PRIMARY_SAMPLER, aa_trials: int = 10
     analysis.extrapolated = _finite_contrasts(arms, "extrapolated_exposure", level, canaries)
     for a, b in (PRIMARY, PCC_VS_BASELINE, CONTROL_VS_BASELINE):
         analysis.finals.append(_compare_final(arms, a, b, canaries))
+    for i, epoch in enumerate(all_runs[0].scored_epochs):
+        analysis.by_epoch.append((epoch, Contrast(*PRIMARY, "rank_exposure", stats.compare_runs(
+            at_epoch_index(arms[PRIMARY[0]], "rank_exposure", i, canaries),
+            at_epoch_index(arms[PRIMARY[1]], "rank_exposure", i, canaries),
+            n_resamples=1999))))
     low, high = reachable_range(all_runs)
     if high > low:
         for level_i in np.linspace(low, high, curve_points):
@@ -364,5 +379,5 @@ def mode_values(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequenc
 
 __all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PAPER_BASELINE_ARM", "PCC_ARM", "Analysis",
            "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse",
-           "analyse_study", "arm_summary", "at_level", "compare_modes", "equal_loss_level",
+           "analyse_study", "arm_summary", "at_epoch_index", "at_level", "compare_modes", "equal_loss_level",
            "mode_values", "past_level", "reachable_range", "runs_by_arm"]

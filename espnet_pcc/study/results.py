@@ -135,6 +135,7 @@ def render_markdown(primary: Analysis, test_sets: Sequence[str], title: str,
                       [_contrast_row(c) + [MEASURE_LABELS[c.measure]]
                        for c in [other.primary, *other.secondary]]), ""]
         out += _arms_section(other, test_sets, heading=False)
+        out += _exploratory(other)
     out += ["## Rebuilding", "", "Every number above comes from the raw data committed beside "
             "this file. Run where the paths start (the recipe's directory), this command writes "
             "this file and its plot again, byte for byte:", "", "```bash", rebuild, "```", ""]
@@ -182,6 +183,11 @@ def _exploratory(a: Analysis) -> List[str]:
     out += ["The final averaged models (`valid.acc.ave_3best.pth`, the models decoded for WER): "
             "rank exposure, not at equal loss:", "",
             table(_CONTRAST_HEAD, [_contrast_row(c) for c in a.finals]), ""]
+    if a.by_epoch:
+        out += [f"{PRIMARY[0]} − {PRIMARY[1]} in rank exposure after each scored epoch (equal "
+                "training, not equal loss):", "",
+                table(["epoch", *_CONTRAST_HEAD],
+                      [[str(epoch), *_contrast_row(c)] for epoch, c in a.by_epoch]), ""]
     if a.curve:
         out += [f"{PRIMARY[0]} − {PRIMARY[1]} in rank exposure along the validation losses every "
                 "run passes through (the plot's band):", "",

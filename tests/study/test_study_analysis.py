@@ -111,6 +111,20 @@ def test_primary_value_is_the_interpolated_pooled_exposure_by_hand():
     assert result.primary.result.mean_a == pytest.approx(ya.mean())
 
 
+def test_equal_epoch_contrasts_read_each_scored_epoch_by_hand():
+    result = analysis.analyse(simulated(effect=1.5, scored=[2, 4]), aa_trials=10)
+    assert [epoch for epoch, _ in result.by_epoch] == [2, 4]
+    for i, (_, contrast) in enumerate(result.by_epoch):
+        pcc = [np.mean([r.epochs["rank_exposure"][c][i] for c in CANARIES])
+               for r in result.arms["pcc"]]
+        assert (contrast.arm_a, contrast.arm_b) == analysis.PRIMARY
+        assert contrast.result.mean_a == pytest.approx(np.mean(pcc))
+        assert contrast.result.difference.value == pytest.approx(-1.5, abs=0.4)
+    null = analysis.analyse(simulated(effect=0.0, seed=1), aa_trials=10)
+    assert all(c.result.difference.low < 0 < c.result.difference.high
+               for _, c in null.by_epoch)
+
+
 def test_secondaries_are_holm_adjusted():
     result = analysis.analyse(simulated(effect=0.5), aa_trials=10)
     raw_p = [c.result.p_value for c in result.secondary]
