@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     if args.references is not None and not (args.references / "wav.scp").is_file():
         p.error(f"--references {args.references}: no wav.scp there")
 
-    from espnet_pcc import exposure as ex
+    from espnet_pcc.measurement import exposure as ex
     from espnet_pcc import kaldi_dir
     from espnet_pcc.measurement.canary.generate import CanaryConfig, generate
     from espnet_pcc.measurement.canary.vocab import load_vocab
@@ -150,7 +150,7 @@ def _gflop_per_utt(model, margs, items) -> float:
     """FLOPs of one scoring forward (encoder + attention decoder) per utterance."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from espnet_pcc import exposure as ex
+    from espnet_pcc.measurement import exposure as ex
 
     scorer = ex.Scorer(model, margs, device=next(model.parameters()).device.type,
                        batch_size=len(items))

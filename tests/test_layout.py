@@ -109,3 +109,58 @@ def test_the_core_is_tested_without_a_trainer():
              or target.startswith(("espnet_pcc.espnet2", "espnet_pcc.lightning", "espnet_pcc.bin"))]
     assert len(list(tests.rglob("test_*.py"))) >= 10  # the test saw the core's tests
     assert wrong == []
+
+
+ROOT = PACKAGE.parent
+#: Every Python file of the project that imports the package: a lazy import inside a function
+#: (a bench's main, a stage helper) is checked too, which importing the modules would miss.
+SOURCES = ("espnet_pcc", "bench", "tests", "egs2", "egs3", "tools")
+
+
+def _module_path(module: str):
+    rel = ROOT / module.replace(".", "/")
+    for path in (rel.with_suffix(".py"), rel / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+def _top_level_names(path: Path) -> set:
+    names, body = set(), list(ast.parse(path.read_text()).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try)):
+            body += node.body + node.orelse + getattr(node, "finalbody", []) + [
+                s for h in getattr(node, "handlers", []) for s in h.body]
+    return names
+
+
+def unresolved_imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (f"import {a.name}" for a in node.names
+                        if a.name.split(".")[0] == "espnet_pcc" and _module_path(a.name) is None)
+        elif (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+              and node.module.split(".")[0] == "espnet_pcc"):
+            source = _module_path(node.module)
+            if source is None:
+                yield f"from {node.module} import ..."
+                continue
+            defined = _top_level_names(source)
+            yield from (f"from {node.module} import {a.name}" for a in node.names
+                        if a.name not in defined and _module_path(f"{node.module}.{a.name}") is None)
+
+
+def test_every_import_of_the_package_resolves():
+    files = [p for top in SOURCES for p in sorted((ROOT / top).rglob("*.py")) if ".venv" not in p.parts]
+    wrong = [f"{path.relative_to(ROOT)}: {line}" for path in files
+             for line in unresolved_imports(path)]
+    assert len(files) > 150  # the test saw the tree
+    assert wrong == []
