@@ -155,11 +155,13 @@ def unresolved_imports(path: Path):
                 continue
             defined = _top_level_names(source)
             yield from (f"from {node.module} import {a.name}" for a in node.names
-                        if a.name not in defined and _module_path(f"{node.module}.{a.name}") is None)
+                        if a.name not in defined
+                        and _module_path(f"{node.module}.{a.name}") is None)
 
 
 def test_every_import_of_the_package_resolves():
-    files = [p for top in SOURCES for p in sorted((ROOT / top).rglob("*.py")) if ".venv" not in p.parts]
+    files = [p for top in SOURCES for p in sorted((ROOT / top).rglob("*.py"))
+             if ".venv" not in p.parts]
     wrong = [f"{path.relative_to(ROOT)}: {line}" for path in files
              for line in unresolved_imports(path)]
     assert len(files) > 150  # the test saw the tree

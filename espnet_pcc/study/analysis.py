@@ -379,5 +379,5 @@ def mode_values(runs: Sequence[Run], canaries: Sequence[str], test_sets: Sequenc
 
 __all__ = ["ARMS", "BASELINE_ARM", "CONTROL_ARM", "PAPER_BASELINE_ARM", "PCC_ARM", "Analysis",
            "Contrast", "ModeComparison", "PRIMARY", "Run", "SECONDARY", "analyse",
-           "analyse_study", "arm_summary", "at_epoch_index", "at_level", "compare_modes", "equal_loss_level",
-           "mode_values", "past_level", "reachable_range", "runs_by_arm"]
+           "analyse_study", "arm_summary", "at_epoch_index", "at_level", "compare_modes",
+           "equal_loss_level", "mode_values", "past_level", "reachable_range", "runs_by_arm"]
