@@ -450,17 +450,23 @@ def test_noise_without_a_shape_file_needs_an_explicit_delta():
     assert PCCASRTask.check_args(args).clip_config.delta == 1e-6
 
 
-def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsys):
+@pytest.mark.parametrize("overrides,message", [
+    # The Poisson sampler (the default with noise) reads the shape file first.
+    ({"clip": "per_core"}, "missing_shape: no such file"),
+    ({"clip": "per_example", "batch_sampler": "espnet"},
+     "cannot count the training units for delta = 0.01/N"),
+], ids=["poisson", "espnet_sampler"])
+def test_noise_without_a_readable_shape_file_is_one_line(corpus, tmp_path, capsys, overrides,
+                                                         message):
     out = tmp_path / "bad"
-    args = train_args(corpus, out, {"clip": "per_core", "clip_conf": {
+    args = train_args(corpus, out, {**overrides, "clip_conf": {
         "max_norm": 1.0, "noise_multiplier": 1.0}})
     args[args.index(f"{corpus}/speech_shape")] = str(tmp_path / "missing_shape")
     with pytest.raises(SystemExit) as exit_info:
         asr_train.main(args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    # The Poisson sampler (the default with noise) reads the shape file first.
-    assert len(err) == 1 and "missing_shape: no such file" in err[0], err
+    assert len(err) == 1 and message in err[0], err
     assert not out.exists()
 
 
@@ -533,20 +539,6 @@ def test_per_example_on_the_poisson_sampler_is_accounted_with_sensitivity_c(corp
     assert stats["dp_epsilon"] == pytest.approx(accounting.epsilon(0.8, 0.5, 2, 0.01 / 8))
     assert stats["noise_std"] == pytest.approx(0.8 * 1.0 / 4)
     assert 0 < stats["num_cores"] <= 8
-
-
-def test_noise_under_espnets_sampler_without_a_readable_shape_file_is_one_line(corpus,
-                                                                              tmp_path, capsys):
-    out = tmp_path / "bad"
-    args = train_args(corpus, out, {"clip": "per_example", "batch_sampler": "espnet",
-                                    "clip_conf": {"max_norm": 1.0, "noise_multiplier": 1.0}})
-    args[args.index(f"{corpus}/speech_shape")] = str(tmp_path / "missing_shape")
-    with pytest.raises(SystemExit) as exit_info:
-        asr_train.main(args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot count the training units for delta = 0.01/N" in err[0], err
-    assert not out.exists()
 
 
 # -- what a noisy run accounts: the unamplified path, resumes, empty Poisson steps -----------
